@@ -1,0 +1,163 @@
+"""Fusion strategies: combine the states of n backbones at each unit (residue or word) into one state.
+
+Every fusion maps a list of backbone states `[(batch, units, d_i)]` and `unit_mask (batch, units)` to
+`(fused (batch, units, output_dim), fusion_weights (batch, units, n))`: the weights say how much each unit relied on
+each backbone. Padded units come out as zeros with zero weights.
+
+Adding a strategy: one class decorated with `@FUSIONS.register("name")`, taking `(config, input_dims)`.
+"""
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+FUSIONS = Registry("fusion")
+
+
+def list_fusions() -> list[str]:
+    """Names accepted by `MetaEmbedConfig(fusion=...)`."""
+    return FUSIONS.names()
+
+
+class Fusion(nn.Module):
+    """Base class. Subclasses set `output_dim` and define `fuse(states, unit_mask) -> (fused, weights)`."""
+
+    def __init__(self, config, input_dims: list[int]) -> None:
+        super().__init__()
+        self.input_dims = list(input_dims)
+        self.dim = config.fusion_dim or min(input_dims)
+        self.output_dim = self.dim
+
+    def forward(self, states: list[torch.Tensor], unit_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(states) != len(self.input_dims):
+            raise ValueError(f"fusion expects states from {len(self.input_dims)} backbones, got {len(states)}")
+        fused, weights = self.fuse(states, unit_mask)
+        real = unit_mask.unsqueeze(-1).to(fused.dtype)
+        return fused * real, weights * real
+
+
+class ProjectedFusion(Fusion):
+    """Shared part of the fusions that project every backbone to the common dim: p_i = P_i h_i + b_i."""
+
+    def __init__(self, config, input_dims: list[int]) -> None:
+        super().__init__(config, input_dims)
+        self.projections = nn.ModuleList(nn.Linear(d, self.dim) for d in input_dims)
+        self.activation = nn.ReLU() if config.fusion_activation == "relu" else nn.Identity()
+        self.dropout = nn.Dropout(config.fusion_dropout)
+
+    def project(self, states: list[torch.Tensor]) -> torch.Tensor:
+        # (batch, units, backbones, dim)
+        return torch.stack([proj(h) for proj, h in zip(self.projections, states)], dim=2)
+
+    def finish(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.activation(fused))
+
+
+@FUSIONS.register("concat")
+class ConcatFusion(Fusion):
+    """[h_1; ...; h_n]: the baseline. It weighs nothing, so it reports uniform weights 1/n."""
+
+    def __init__(self, config, input_dims: list[int]) -> None:
+        super().__init__(config, input_dims)
+        self.output_dim = sum(input_dims)
+
+    def fuse(self, states, unit_mask):
+        fused = torch.cat(states, dim=-1)
+        weights = fused.new_full((*fused.shape[:2], len(states)), 1.0 / len(states))
+        return fused, weights
+
+
+@FUSIONS.register("mean")
+class MeanFusion(ProjectedFusion):
+    """Average of the projected states ("frustratingly easy" meta-embeddings); weights are uniform 1/n."""
+
+    def fuse(self, states, unit_mask):
+        projected = self.project(states)
+        weights = projected.new_full(projected.shape[:3], 1.0 / len(states))
+        return self.finish(projected.mean(dim=2)), weights
+
+
+@FUSIONS.register("dme")
+class DynamicMetaEmbedding(ProjectedFusion):
+    """Dynamic meta-embeddings: s_i = a . p_i + c, alpha = softmax_i(s) (or sigmoid per backbone), out = sum alpha_i p_i."""
+
+    def __init__(self, config, input_dims: list[int]) -> None:
+        super().__init__(config, input_dims)
+        self.gating = config.gating
+        self.scorer = self.build_scorer(config)
+
+    def build_scorer(self, config) -> nn.Module:
+        return nn.Linear(self.dim, 1)
+
+    def scores(self, projected: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        # (batch, units, backbones)
+        return self.scorer(projected).squeeze(-1)
+
+    def fuse(self, states, unit_mask):
+        projected = self.project(states)
+        scores = self.scores(projected, unit_mask)
+        weights = torch.sigmoid(scores) if self.gating == "sigmoid" else torch.softmax(scores, dim=-1)
+        fused = torch.einsum("bun,bund->bud", weights, projected)
+        return self.finish(fused), weights
+
+
+class _BiLSTMScorer(nn.Module):
+    """Reads each backbone's projected sequence with a small BiLSTM (padding packed away), then a linear score."""
+
+    def __init__(self, dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(dim, hidden_size, batch_first=True, bidirectional=True)
+        self.linear = nn.Linear(2 * hidden_size, 1)
+
+    def forward(self, projected: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        batch, units, backbones, dim = projected.shape
+        # one sequence per (sample, backbone): keep the time axis intact, only fold backbones into the batch
+        sequences = projected.permute(0, 2, 1, 3).reshape(batch * backbones, units, dim)
+        lengths = unit_mask.sum(dim=1).clamp(min=1).repeat_interleave(backbones).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(sequences, lengths, batch_first=True, enforce_sorted=False)
+        read, _ = self.lstm(packed)
+        read, _ = nn.utils.rnn.pad_packed_sequence(read, batch_first=True, total_length=units)
+        scores = self.linear(read).squeeze(-1)  # (batch * backbones, units)
+        return scores.reshape(batch, backbones, units).permute(0, 2, 1)
+
+
+@FUSIONS.register("cdme")
+class ContextualDynamicMetaEmbedding(DynamicMetaEmbedding):
+    """Contextual DME: the score of each backbone at a unit is read from a BiLSTM over that backbone's sequence."""
+
+    def build_scorer(self, config) -> nn.Module:
+        return _BiLSTMScorer(self.dim, config.cdme_hidden_size)
+
+    def scores(self, projected, unit_mask):
+        return self.scorer(projected, unit_mask)
+
+
+@FUSIONS.register("attention")
+class AttentionFusion(ProjectedFusion):
+    """At each unit the n projected backbone states attend to each other (one multi-head layer with a residual),
+    then a learned softmax score pools them; the pooling weights are reported as the fusion weights."""
+
+    def __init__(self, config, input_dims: list[int]) -> None:
+        super().__init__(config, input_dims)
+        heads = config.fusion_num_heads
+        if self.dim % heads:
+            raise ValueError(f"fusion_dim {self.dim} must be divisible by fusion_num_heads {heads}")
+        self.attention = nn.MultiheadAttention(self.dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(self.dim)
+        self.scorer = nn.Linear(self.dim, 1)
+
+    def fuse(self, states, unit_mask):
+        projected = self.project(states)
+        batch, units, backbones, dim = projected.shape
+        per_unit = projected.reshape(batch * units, backbones, dim)
+        attended, _ = self.attention(per_unit, per_unit, per_unit, need_weights=False)
+        attended = self.norm(per_unit + attended).reshape(batch, units, backbones, dim)
+        weights = torch.softmax(self.scorer(attended).squeeze(-1), dim=-1)
+        fused = torch.einsum("bun,bund->bud", weights, attended)
+        return self.finish(fused), weights
+
+
+def build_fusion(config, input_dims: list[int]) -> Fusion:
+    """Instantiate the fusion named by `config.fusion` for backbones of the given dims."""
+    return FUSIONS.get_class(config.fusion)(config, input_dims)

@@ -1,0 +1,517 @@
+"""MetaEmbed models: several (frozen) pretrained backbones whose states are aligned on shared units, fused, optionally
+paired across the sides of a complex, and read by a task head.
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its sibling files.
+"""
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_utils import load_state_dict
+from transformers.utils import ModelOutput, cached_file
+
+from .backbones import ScalarMix, align_to_units, build_backbone, load_backbone, select_layer
+from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers
+from .fusion import build_fusion
+from .heads import build_head, build_unit_encoder
+from .pairing import build_pairing
+from .pooling import build_pooler
+
+_BACKBONE_KEY = re.compile(r"^(?:metaembed\.)?backbone_\d+\.")
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_metaembed.MetaEmbedConfig",
+    "AutoModel": "modeling_metaembed.MetaEmbedModel",
+    "AutoModelForSequenceClassification": "modeling_metaembed.MetaEmbedForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_metaembed.MetaEmbedForTokenClassification",
+}
+
+
+@dataclass
+class MetaEmbedModelOutput(ModelOutput):
+    """Output of `MetaEmbedModel`.
+
+    Args:
+        last_hidden_state: `(segments, units, dim)` fused (and head-refined) unit states; padded units are zero.
+        pooler_output: `(samples, pooled_dim)` one vector per sample, after the pair architecture.
+        fusion_weights: `(segments, units, backbones)` how much each unit relied on each backbone
+            (`(segments, backbones)` at `level="sequence"`).
+        unit_mask: `(segments, units)` 1 for real units.
+        backbone_states: per backbone, `(segments, units, d_i)` aligned states before fusion (when requested).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    fusion_weights: torch.FloatTensor | None = None
+    unit_mask: torch.LongTensor | None = None
+    backbone_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MetaEmbedSequenceClassifierOutput(ModelOutput):
+    """Output of `MetaEmbedForSequenceClassification`: `logits (samples, num_labels)`, `loss` when labels are given,
+    and the `fusion_weights`/`pooler_output` of the base model."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    fusion_weights: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    unit_mask: torch.LongTensor | None = None
+
+
+@dataclass
+class MetaEmbedTokenClassifierOutput(ModelOutput):
+    """Output of `MetaEmbedForTokenClassification`: per-unit `logits (segments, units, num_labels)`, `loss` when
+    labels `(segments, units)` are given (-100 ignored), and the per-unit `fusion_weights`."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    fusion_weights: torch.FloatTensor | None = None
+    unit_mask: torch.LongTensor | None = None
+
+
+class MetaEmbedPreTrainedModel(PreTrainedModel):
+    """Shared loading, saving, initialisation and freezing of MetaEmbed models."""
+
+    config_class = MetaEmbedConfig
+    base_model_prefix = "metaembed"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = []
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, nn.LSTM):
+            bound = module.hidden_size**-0.5
+            for weight in module.parameters(recurse=False):
+                init.uniform_(weight, -bound, bound)
+        elif isinstance(module, nn.Conv1d):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, ScalarMix):
+            init.zeros_(module.layer_scores)
+            init.ones_(module.scale)
+
+    @classmethod
+    def from_backbones(
+        cls,
+        backbones: list,
+        *,
+        revisions: list[str | None] | None = None,
+        layers: list[str | int] | None = None,
+        unit_types: list[str] | None = None,
+        backbone_kwargs: dict | None = None,
+        **config_kwargs,
+    ) -> "MetaEmbedPreTrainedModel":
+        """Build a model over pretrained backbones, loading each exactly once.
+
+        Args:
+            backbones: Hub ids or local folders (or already loaded `PreTrainedModel`s).
+            revisions: Hub revision per backbone.
+            layers: per backbone `"last"`, an int hidden-state index, or `"mix"`.
+            unit_types: per backbone `"residue"` or `"word"`; guessed from each tokenizer when omitted.
+            backbone_kwargs: extra `from_pretrained` arguments for every backbone (e.g. `dtype`).
+            **config_kwargs: any `MetaEmbedConfig` field (`fusion`, `architecture`, `num_labels`, ...).
+        """
+        from .backbones import infer_unit_type
+
+        revisions = list(revisions or [None] * len(backbones))
+        loaded, names = [], []
+        for index, (spec, revision) in enumerate(zip(backbones, revisions)):
+            if isinstance(spec, PreTrainedModel):
+                loaded.append(spec)
+                names.append(spec.config._name_or_path or None)
+            else:
+                loaded.append(load_backbone(str(spec), revision, index, **(backbone_kwargs or {})))
+                names.append(str(spec))
+        if unit_types is None:
+            unit_types = [
+                infer_unit_type(_try_tokenizer(name, rev), b.config) for name, rev, b in zip(names, revisions, loaded)
+            ]
+        config = MetaEmbedConfig(
+            backbone_configs=[b.config.to_dict() for b in loaded],
+            backbone_names=names,
+            backbone_revisions=revisions,
+            backbone_unit_types=list(unit_types),
+            backbone_layers=list(layers) if layers is not None else None,
+            **config_kwargs,
+        )
+        for backbone in loaded:
+            for module in backbone.modules():
+                module._is_hf_initialized = True
+        return cls(config, backbones=loaded)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus the backbone-free form: when the checkpoint holds only fusion and
+        head weights, every backbone is loaded from its stored name and revision and merged in."""
+        config = kwargs.get("config")
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+        if not isinstance(config, MetaEmbedConfig) and pretrained_model_name_or_path is not None:
+            config = MetaEmbedConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if config is None or config.save_backbone_weights or pretrained_model_name_or_path is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        checkpoint = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
+        own_weights = load_state_dict(checkpoint)
+        prefix = "metaembed." if any(key.startswith("metaembed.") for key in own_weights) else ""
+        merged = dict(own_weights)
+        for index, (name, revision) in enumerate(zip(config.backbone_names, config.backbone_revisions)):
+            if name is None:
+                raise ValueError(f"backbone {index} has no stored name; this checkpoint cannot fetch its weights")
+            backbone = load_backbone(name, revision, index)
+            merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
+        kwargs["config"] = config
+        return super().from_pretrained(None, *model_args, state_dict=merged, **kwargs)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *args, save_backbone_weights: bool | None = None, **kwargs
+    ):
+        """`PreTrainedModel.save_pretrained`; `save_backbone_weights=False` (or the config field) writes only fusion
+        and head weights plus the backbone references."""
+        if save_backbone_weights is not None:
+            self.config.save_backbone_weights = save_backbone_weights
+        self.config.auto_map = dict(AUTO_MAP)
+        if not self.config.save_backbone_weights and kwargs.get("state_dict") is None:
+            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if not _BACKBONE_KEY.match(k)}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
+        self.config.auto_map = dict(AUTO_MAP)
+        self.config.save_pretrained(save_directory)
+
+
+def _try_tokenizer(name: str | None, revision: str | None):
+    """The backbone's tokenizer if it has one (only used to guess its unit type)."""
+    if name is None:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=revision)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class MetaEmbedModel(MetaEmbedPreTrainedModel):
+    """Backbones -> layer selection -> token-to-unit alignment -> fusion -> (unit encoder) -> pair architecture.
+
+    Backbones are direct attributes `backbone_0`, `backbone_1`, ... so Accelerate places each one whole.
+    """
+
+    def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
+        super().__init__(config)
+        if backbones is None:
+            backbones = [build_backbone(config.get_backbone_config(i)) for i in range(config.num_backbones)]
+        if len(backbones) != config.num_backbones:
+            raise ValueError(f"config lists {config.num_backbones} backbones but {len(backbones)} were given")
+        for index, backbone in enumerate(backbones):
+            self.add_module(f"backbone_{index}", backbone)
+        dims = config.backbone_hidden_sizes
+        self.layer_mixes = nn.ModuleDict(
+            {
+                str(i): ScalarMix(backbone_num_layers(config.get_backbone_config(i)) + 1)
+                for i, layer in enumerate(config.backbone_layers)
+                if layer == "mix"
+            }
+        )
+        if config.level == "sequence":
+            self.token_poolers = nn.ModuleList(build_pooler(config.pooling, d) for d in dims)
+        self.fusion = build_fusion(config, dims)
+        unit_encoder = build_unit_encoder(config, self.fusion.output_dim)
+        if unit_encoder is not None:
+            self.unit_encoder = unit_encoder
+        self.pairing = build_pairing(config, self.fusion.output_dim)
+        self.post_init()
+        if config.freeze_backbones:
+            self.freeze_backbones()
+
+    @property
+    def backbones(self) -> list[PreTrainedModel]:
+        return [getattr(self, f"backbone_{i}") for i in range(self.config.num_backbones)]
+
+    def freeze_backbones(self) -> None:
+        """Stop gradients into every backbone and keep them in eval mode (their dropout off) even while training."""
+        self.config.freeze_backbones = True
+        for backbone in self.backbones:
+            backbone.requires_grad_(False)
+            backbone.eval()
+
+    def unfreeze_backbones(self) -> None:
+        """Let every backbone train with the rest of the model."""
+        self.config.freeze_backbones = False
+        for backbone in self.backbones:
+            backbone.requires_grad_(True)
+            backbone.train(self.training)
+
+    def train(self, mode: bool = True) -> "MetaEmbedModel":
+        super().train(mode)
+        if self.config.freeze_backbones:
+            for backbone in self.backbones:
+                backbone.eval()
+        return self
+
+    def compute_backbone_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_unit_index: torch.Tensor, num_units: int
+    ) -> list[torch.Tensor]:
+        """Run every backbone and bring its states onto units (or pool them, at `level="sequence"`).
+
+        Args:
+            input_ids, attention_mask, token_unit_index: `(segments, backbones, tokens)` as `MetaEmbedProcessor`
+                returns them.
+            num_units: unit slots per segment.
+
+        Returns:
+            Per backbone `(segments, units, d_i)` (`(segments, units, layers, d_i)` for a `"mix"` backbone at unit
+            level; `(segments, 1, d_i)` at sequence level).
+        """
+        states = []
+        for index, backbone in enumerate(self.backbones):
+            mask = attention_mask[:, index]
+            length = max(int(mask.sum(dim=1).max()), 1)
+            ids, mask, unit_index = input_ids[:, index, :length], mask[:, :length], token_unit_index[:, index, :length]
+            layer = self.config.backbone_layers[index]
+            needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
+            with torch.set_grad_enabled(needs_grad):
+                outputs = backbone(
+                    input_ids=ids, attention_mask=mask, output_hidden_states=layer != "last", return_dict=True
+                )
+            token_states = select_layer(outputs, layer)
+            unit_index = unit_index.to(token_states.device)
+            if self.config.level == "sequence":
+                if layer == "mix":
+                    token_states = self.layer_mixes[str(index)](token_states)
+                keep = mask.to(token_states.device).bool()
+                if not self.config.pool_special_tokens:
+                    keep = keep & (unit_index >= 0)
+                pooled, _ = self.token_poolers[index](token_states, keep)
+                states.append(pooled.unsqueeze(1))
+            else:
+                states.append(align_to_units(token_states, unit_index, num_units, self.config.subword_pooling))
+        return states
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_unit_index: torch.LongTensor | None = None,
+        unit_mask: torch.LongTensor | None = None,
+        segment_sample_index: torch.LongTensor | None = None,
+        segment_side_index: torch.LongTensor | None = None,
+        backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
+        output_backbone_states: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MetaEmbedModelOutput:
+        r"""
+        Args:
+            input_ids: `(segments, backbones, tokens)` token ids of every backbone, from `MetaEmbedProcessor`.
+            attention_mask: `(segments, backbones, tokens)`.
+            token_unit_index: `(segments, backbones, tokens)` unit of each token, -1 for special tokens and padding.
+            unit_mask: `(segments, units)` 1 for real units.
+            segment_sample_index, segment_side_index: `(segments,)` sample and side (0 ligand, 1 receptor) of each
+                segment, for pair architectures.
+            backbone_states: instead of token ids, precomputed per-backbone states `(segments, units, d_i)` (as
+                `compute_backbone_states` or a feature cache returns them) with their `unit_mask`.
+        """
+        if (input_ids is None) == (backbone_states is None):
+            raise ValueError(
+                "pass exactly one of `input_ids` (token ids from MetaEmbedProcessor) or `backbone_states` "
+                f"(precomputed backbone states); got {'both' if input_ids is not None else 'neither'}"
+            )
+        if unit_mask is None:
+            raise ValueError("`unit_mask` is required: pass the full output of MetaEmbedProcessor")
+        if input_ids is not None:
+            self._check_token_inputs(input_ids, attention_mask, token_unit_index)
+            backbone_states = self.compute_backbone_states(
+                input_ids, attention_mask, token_unit_index, unit_mask.shape[1]
+            )
+        elif len(backbone_states) != self.config.num_backbones:
+            raise ValueError(
+                f"backbone_states holds {len(backbone_states)} tensors; this model has {self.config.num_backbones}"
+            )
+        if self.config.level == "sequence":
+            unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)
+        unit_states = [
+            self.layer_mixes[str(i)](states) if str(i) in self.layer_mixes and states.dim() == 4 else states
+            for i, states in enumerate(backbone_states)
+        ]
+        fused, fusion_weights = self.fusion(unit_states, unit_mask)  # (segments, units, dim), (.., backbones)
+        if hasattr(self, "unit_encoder"):
+            fused = self.unit_encoder(fused, unit_mask)
+        pooled = self.pairing(fused, unit_mask, segment_sample_index, segment_side_index)
+        if self.config.level == "sequence":
+            fusion_weights = fusion_weights.squeeze(1)
+        return MetaEmbedModelOutput(
+            last_hidden_state=fused,
+            pooler_output=pooled,
+            fusion_weights=fusion_weights,
+            unit_mask=unit_mask,
+            backbone_states=tuple(backbone_states) if output_backbone_states else None,
+        )
+
+    def _check_token_inputs(self, input_ids, attention_mask, token_unit_index) -> None:
+        count = self.config.num_backbones
+        if input_ids.dim() != 3 or input_ids.shape[1] != count:
+            raise ValueError(
+                f"input_ids must be (segments, backbones={count}, tokens) as MetaEmbedProcessor returns; "
+                f"got shape {tuple(input_ids.shape)}"
+            )
+        for name, tensor in (("attention_mask", attention_mask), ("token_unit_index", token_unit_index)):
+            if tensor is None or tensor.shape != input_ids.shape:
+                raise ValueError(f"`{name}` must accompany input_ids with the same shape {tuple(input_ids.shape)}")
+
+
+def _check_labels(labels: torch.Tensor) -> None:
+    if labels.is_floating_point() and not torch.isfinite(labels).all():
+        bad = (~torch.isfinite(labels)).reshape(labels.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"labels of samples {bad} are NaN or infinite; drop or fix those samples")
+
+
+def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Loss chosen by `problem_type` (inferred from `num_labels` and the label dtype, as transformers does)."""
+    _check_labels(labels)
+    labels = labels.to(logits.device)
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).reshape(logits.squeeze(-1).shape))
+    if config.problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
+    """MetaEmbed model with a head on the pooled vector: regression, single- or multi-label classification."""
+
+    _keys_to_ignore_at_inference = ["fusion_weights", "pooler_output", "unit_mask"]
+
+    def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.metaembed = MetaEmbedModel(config, backbones=backbones)
+        self.classifier = build_head(config, self.metaembed.pairing.output_dim, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_unit_index: torch.LongTensor | None = None,
+        unit_mask: torch.LongTensor | None = None,
+        segment_sample_index: torch.LongTensor | None = None,
+        segment_side_index: torch.LongTensor | None = None,
+        backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> MetaEmbedSequenceClassifierOutput:
+        """Inputs as `MetaEmbedModel.forward`; `labels (samples,)` or `(samples, num_labels)`."""
+        outputs = self.metaembed(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_unit_index=token_unit_index,
+            unit_mask=unit_mask,
+            segment_sample_index=segment_sample_index,
+            segment_side_index=segment_side_index,
+            backbone_states=backbone_states,
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = sequence_loss(self.config, logits, labels) if labels is not None else None
+        return MetaEmbedSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            fusion_weights=outputs.fusion_weights,
+            pooler_output=outputs.pooler_output,
+            unit_mask=outputs.unit_mask,
+        )
+
+
+class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
+    """MetaEmbed model with a head on every unit (residue or word)."""
+
+    _keys_to_ignore_at_inference = ["fusion_weights", "unit_mask"]
+
+    def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
+        super().__init__(config)
+        if config.level != "unit" or config.architecture != "single":
+            raise ValueError(
+                "token classification labels every unit of one sequence: it needs level='unit' and "
+                f"architecture='single' (got level={config.level!r}, architecture={config.architecture!r})"
+            )
+        self.num_labels = config.num_labels
+        self.metaembed = MetaEmbedModel(config, backbones=backbones)
+        self.classifier = build_head(config, self.metaembed.fusion.output_dim, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_unit_index: torch.LongTensor | None = None,
+        unit_mask: torch.LongTensor | None = None,
+        segment_sample_index: torch.LongTensor | None = None,
+        segment_side_index: torch.LongTensor | None = None,
+        backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> MetaEmbedTokenClassifierOutput:
+        """Inputs as `MetaEmbedModel.forward`; `labels (segments, units)` with -100 where no label applies."""
+        outputs = self.metaembed(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_unit_index=token_unit_index,
+            unit_mask=unit_mask,
+            segment_sample_index=segment_sample_index,
+            segment_side_index=segment_side_index,
+            backbone_states=backbone_states,
+        )
+        logits = self.classifier(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(
+                    f"token labels must have shape (segments, units) = {tuple(logits.shape[:2])}, one per unit "
+                    f"(-100 for none); got {tuple(labels.shape)}"
+                )
+            labels = labels.masked_fill(outputs.unit_mask.to(labels.device) == 0, -100)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1).long())
+        return MetaEmbedTokenClassifierOutput(
+            loss=loss, logits=logits, fusion_weights=outputs.fusion_weights, unit_mask=outputs.unit_mask
+        )
+
+
+MetaEmbedConfig.register_for_auto_class()
+MetaEmbedModel.register_for_auto_class("AutoModel")
+MetaEmbedForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+MetaEmbedForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+
+__all__ = [
+    "MetaEmbedForSequenceClassification",
+    "MetaEmbedForTokenClassification",
+    "MetaEmbedModel",
+    "MetaEmbedModelOutput",
+    "MetaEmbedPreTrainedModel",
+    "MetaEmbedSequenceClassifierOutput",
+    "MetaEmbedTokenClassifierOutput",
+]

@@ -1,0 +1,67 @@
+"""Masked pooling of a sequence of states into one vector: `mean`, `max`, `attention`.
+
+Every pooler maps `states (batch, length, dim)` and `mask (batch, length)` (True/1 where a state is real) to
+`(batch, dim)`. Masked positions never contribute; a row with no real position pools to zeros.
+"""
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+POOLERS = Registry("pooling")
+
+
+def list_poolings() -> list[str]:
+    """Names accepted by `MetaEmbedConfig(pooling=...)` and `chain_pooling=...`."""
+    return POOLERS.names()
+
+
+class Pooler(nn.Module):
+    """Base class: `forward(states, mask) -> (pooled, weights)` with weights `(batch, length)` or None."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+
+@POOLERS.register("mean")
+class MeanPooler(Pooler):
+    """Average of the real positions."""
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = mask.to(states.dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return torch.einsum("bl,bld->bd", weights, states), weights
+
+
+@POOLERS.register("max")
+class MaxPooler(Pooler):
+    """Element-wise maximum over the real positions."""
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+        real = mask.bool()
+        filled = states.masked_fill(~real.unsqueeze(-1), torch.finfo(states.dtype).min)
+        pooled = filled.max(dim=1).values
+        # a row with no real position would otherwise pool to the dtype minimum
+        return pooled.masked_fill(~real.any(dim=1, keepdim=True), 0.0), None
+
+
+@POOLERS.register("attention")
+class AttentionPooler(Pooler):
+    """Softmax-weighted average with a learned score per position (masked before the softmax)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        real = mask.bool()
+        scores = self.score(states).squeeze(-1).masked_fill(~real, torch.finfo(states.dtype).min)
+        weights = torch.softmax(scores, dim=1) * real.to(states.dtype)
+        return torch.einsum("bl,bld->bd", weights, states), weights
+
+
+def build_pooler(name: str, dim: int) -> Pooler:
+    """Instantiate the pooler registered as `name` for states of size `dim`."""
+    return POOLERS.get_class(name)(dim)
