@@ -80,7 +80,8 @@ class MeanFusion(ProjectedFusion):
 
 @FUSIONS.register("dme")
 class DynamicMetaEmbedding(ProjectedFusion):
-    """Dynamic meta-embeddings: s_i = a . p_i + c, alpha = softmax_i(s) (or sigmoid per backbone), out = sum alpha_i p_i."""
+    """Dynamic meta-embeddings: s_i = a . p_i + c, alpha = softmax_i(s) (or a sigmoid per backbone),
+    out = sum_i alpha_i p_i."""
 
     def __init__(self, config, input_dims: list[int]) -> None:
         super().__init__(config, input_dims)
