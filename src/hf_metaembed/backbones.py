@@ -59,6 +59,11 @@ def load_backbone_config(name: str, revision: str | None = None, index: int = 0,
     try:
         return AutoConfig.from_pretrained(name, revision=revision, **kwargs)
     except (OSError, ValueError) as error:
+        if os.path.isdir(os.path.expanduser(name)):
+            raise BackboneNotFoundError(
+                f"backbone {index} {name!r}: the folder holds no loadable model config ({error}); pass a folder "
+                "written by save_pretrained"
+            ) from error
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         hint = (
             "the Hub cannot be reached offline (HF_HUB_OFFLINE=1): download it once, or pass a local folder"

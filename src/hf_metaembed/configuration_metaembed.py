@@ -1,5 +1,6 @@
 """MetaEmbed configuration: the single source of truth from which every layer of a MetaEmbed model is built."""
 
+import json
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -50,6 +51,14 @@ def backbone_num_layers(config: PreTrainedConfig) -> int:
         if isinstance(layers, int):
             return layers
     return 0
+
+
+def _storable(config: PreTrainedConfig | dict) -> dict:
+    """A backbone config as the JSON-safe dict that is saved (labels and versions do not describe a backbone)."""
+    config_dict = config.to_dict() if isinstance(config, PreTrainedConfig) else dict(config)
+    for key in ("id2label", "label2id", "transformers_version"):
+        config_dict.pop(key, None)
+    return json.loads(json.dumps(config_dict))
 
 
 class MetaEmbedConfig(PreTrainedConfig):
@@ -137,10 +146,7 @@ class MetaEmbedConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs) -> None:
-        self.backbone_configs = [
-            config.to_dict() if isinstance(config, PreTrainedConfig) else dict(config)
-            for config in (self.backbone_configs or [])
-        ]
+        self.backbone_configs = [_storable(config) for config in (self.backbone_configs or [])]
         count = len(self.backbone_configs)
         self.backbone_names = list(self.backbone_names or [None] * count)
         self.backbone_revisions = list(self.backbone_revisions or [None] * count)
