@@ -4,6 +4,8 @@
 (`unit_encoder`, e.g. ConvBERT): heads that do set `build_unit_encoder`.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -47,6 +49,105 @@ class MLPHead(LinearHead):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.dropout(self.activation(self.dense(states))))
+
+
+class ConvBertUnitEncoder(nn.Module):
+    """One ConvBERT layer (Jiang et al., 2020) over unit states, with padding masked everywhere.
+
+    Half of the `convbert_num_heads` heads are self-attention heads, the other half span-based dynamic convolution
+    heads: at each unit a kernel of `convbert_kernel_size` weights is computed from the query and a depthwise-separable
+    convolution of the input, softmax-normalised, and applied to the window of values around the unit. The two halves
+    are concatenated (back to `dim`), then output projection, residual and LayerNorm, a GELU feed-forward of
+    intermediate size `dim // 2`, residual and LayerNorm.
+
+    Padding never reaches a real unit: padded keys are masked in the attention, and the input of the convolution and
+    the values its windows read are zeroed at padded units (so a unit near the end of a chain sees zeros, exactly as
+    at the edge of an unpadded sequence). Padded units come out as zeros.
+
+    `forward(unit_states (segments, units, dim), unit_mask (segments, units)) -> (segments, units, dim)`.
+    """
+
+    def __init__(self, config, dim: int) -> None:
+        super().__init__()
+        heads, kernel = config.convbert_num_heads, config.convbert_kernel_size
+        if heads < 2 or heads % 2 or dim % heads:
+            choices = [h for h in range(2, min(dim, 32) + 1, 2) if dim % h == 0]
+            raise ValueError(
+                f"convbert_num_heads={heads} must be even (half the heads attend, half convolve) and divide the unit "
+                f"size {dim}; choose one of: {', '.join(map(str, choices)) or 'none (make the fusion size even)'}"
+            )
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(
+                f"convbert_kernel_size must be a positive odd number (a span centred on a unit), got {kernel}"
+            )
+        self.head_size = dim // heads
+        self.mixed_heads = heads // 2  # heads of each kind
+        self.kernel_size = kernel
+        half = self.mixed_heads * self.head_size  # dim // 2
+        self.query = nn.Linear(dim, half)
+        self.key = nn.Linear(dim, half)
+        self.value = nn.Linear(dim, half)
+        # depthwise-separable convolution of the input that, times the query, predicts each unit's kernel
+        self.key_depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim, bias=False)
+        self.key_pointwise = nn.Conv1d(dim, half, 1)
+        self.conv_kernel = nn.Linear(half, self.mixed_heads * kernel)
+        self.conv_value = nn.Linear(dim, half)
+        self.attention_dropout = nn.Dropout(config.convbert_attention_dropout)
+        self.attention_output = nn.Linear(dim, dim)
+        self.attention_norm = nn.LayerNorm(dim)
+        intermediate = max(dim // 2, 1)
+        self.intermediate = nn.Linear(dim, intermediate)
+        self.activation = nn.GELU()
+        self.output = nn.Linear(intermediate, dim)
+        self.output_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(config.convbert_dropout)
+
+    def _split(self, states: torch.Tensor) -> torch.Tensor:
+        # (segments, units, heads * head_size) -> (segments, heads, units, head_size)
+        segments, units, _ = states.shape
+        return states.view(segments, units, self.mixed_heads, self.head_size).transpose(1, 2)
+
+    def forward(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        real = unit_mask.bool()
+        keep = real.unsqueeze(-1).to(unit_states.dtype)
+        states = unit_states * keep
+        segments, units, _ = states.shape
+        query = self.query(states)  # (segments, units, dim // 2)
+
+        # self-attention heads, padded keys masked
+        scores = self._split(query) @ self._split(self.key(states)).transpose(-1, -2) / math.sqrt(self.head_size)
+        scores = scores.masked_fill(~real[:, None, None, :], torch.finfo(scores.dtype).min)
+        probabilities = self.attention_dropout(torch.softmax(scores, dim=-1))
+        attended = (probabilities @ self._split(self.value(states))).transpose(1, 2).reshape(segments, units, -1)
+
+        # span-based dynamic convolution heads; `states` is zero at padding, so is the convolution's input
+        key_conv = self.key_pointwise(self.key_depthwise(states.transpose(1, 2))).transpose(1, 2)
+        kernels = self.conv_kernel(key_conv * query).view(segments, units, self.mixed_heads, self.kernel_size)
+        kernels = torch.softmax(kernels, dim=-1)
+        values = self.conv_value(states) * keep  # zeroed again: the linear's bias would otherwise fill padding
+        reach = self.kernel_size // 2
+        windows = nn.functional.pad(values.transpose(1, 2), (reach, reach)).unfold(2, self.kernel_size, 1)
+        # (segments, dim // 2, units, kernel) -> (segments, units, heads, head_size, kernel)
+        windows = windows.permute(0, 2, 1, 3).reshape(segments, units, self.mixed_heads, self.head_size, -1)
+        convolved = torch.einsum("suhk,suhdk->suhd", kernels, windows).reshape(segments, units, -1)
+
+        mixed = torch.cat([attended, convolved], dim=-1)  # (segments, units, dim)
+        states = self.attention_norm(states + self.dropout(self.attention_output(mixed)))
+        feed_forward = self.output(self.activation(self.intermediate(states)))
+        states = self.output_norm(states + self.dropout(feed_forward))
+        return states * keep
+
+
+@HEADS.register("convbert")
+class ConvBertHead(LinearHead):
+    """The ConvBERT head used over frozen protein features: one `ConvBertUnitEncoder` layer refines the fused unit
+    states before pooling (8 heads, kernel 7, intermediate size d/2, dropout 0.2, attention dropout 0.1 by default);
+    the pooled vector then goes through dropout and a linear layer."""
+
+    @staticmethod
+    def build_unit_encoder(config, dim: int) -> nn.Module:
+        """The ConvBERT layer over unit states of size `dim`."""
+        return ConvBertUnitEncoder(config, dim)
 
 
 def build_head(config, input_dim: int, num_labels: int) -> nn.Module:
