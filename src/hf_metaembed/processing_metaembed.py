@@ -249,10 +249,12 @@ class MetaEmbedProcessor:
             if backbone.max_length is None or len(ids) <= backbone.max_length:
                 continue
             if not truncation:
+                lengths = "+".join(str(len(chain[backbone.unit_type])) for chain in chains)
                 raise ValueError(
                     f"sample {sample}{where}: backbone {index} ({backbone.name}) accepts at most "
-                    f"{backbone.max_length} tokens, this input needs {len(ids)}; shorten or split it, or pass "
-                    "truncation=True to cut it to fit (a warning counts what was cut)"
+                    f"{backbone.max_length} tokens, this input ({len(chains)} chain(s) of {lengths} units) needs "
+                    f"{len(ids)}; shorten or split it, or pass truncation=True to cut the end of every chain by the "
+                    "same share, keeping at least one unit of each (a warning counts what was cut)"
                 )
             chains = self._truncate(chains, index, stats, sample, where)
             return self._encode_segment(chains, sample, where, truncation, stats)
@@ -264,64 +266,82 @@ class MetaEmbedProcessor:
         }
 
     def _truncate(self, chains: list[dict], index: int, stats: dict, sample: int, where: str) -> list[dict]:
-        """Drop units from the end of the segment until backbone `index` fits (binary search on the unit count)."""
+        """Cut the segment until backbone `index` fits: every chain loses the same share of its units from its end and
+        keeps at least one, so no chain (and no side of a joined `sc` complex) is ever dropped.
+
+        The largest fitting share is found by binary search on the number of units kept.
+        """
         backbone = self.backbones[index]
         kind = backbone.unit_type
+        lengths = [len(chain[kind]) for chain in chains]
+        total = sum(lengths)
 
         def cut(keep: int) -> list[dict]:
-            kept, left = [], keep
-            for chain in chains:
-                if left <= 0:
-                    break
-                kept.append({k: v[:left] for k, v in chain.items()})
-                left -= len(chain[kind])
-            return kept
+            # about keep / total of every chain; non-decreasing in `keep`, so the binary search below is valid
+            counts = [max(1, length * keep // total) for length in lengths]
+            return [{k: v[:count] for k, v in chain.items()} for chain, count in zip(chains, counts)]
 
-        total = sum(len(chain[kind]) for chain in chains)
+        def fits(keep: int) -> bool:
+            ids, _ = backbone.encode([chain[kind] for chain in cut(keep)])
+            return len(ids) <= backbone.max_length
+
+        if not fits(0):
+            raise ValueError(
+                f"sample {sample}{where}: backbone {index} ({backbone.name}) accepts at most {backbone.max_length} "
+                f"tokens, too few for one unit of each of the {len(chains)} chains with their separators; split the "
+                "complex into fewer chains"
+            )
         low, high = 0, total
         while low < high:
             middle = (low + high + 1) // 2
-            ids, _ = backbone.encode([chain[kind] for chain in cut(middle)])
-            if len(ids) <= backbone.max_length:
+            if fits(middle):
                 low = middle
             else:
                 high = middle - 1
-        if low == 0:
-            raise ValueError(f"sample {sample}{where}: backbone {index} cannot fit a single unit in its limit")
+        kept = cut(low)
         stats["truncated_segments"] = stats.get("truncated_segments", 0) + 1
-        stats["truncated_units"] = stats.get("truncated_units", 0) + total - low
-        return cut(low)
+        stats["truncated_units"] = stats.get("truncated_units", 0) + total - sum(len(chain[kind]) for chain in kept)
+        return kept
 
     def _segments(self, sequences, ligand, receptor, architecture: str) -> list[list[tuple[int, list]]]:
-        """Per sample, its segments as (side, chains)."""
+        """Per sample, its segments as (side, chains), laid out as `PAIR_LAYOUTS[architecture]` says."""
         if sequences is not None:
             if ligand is not None or receptor is not None:
                 raise ValueError("pass either `sequences` or `ligand`/`receptor`, not both")
-            if architecture != "single":
-                raise ValueError(
-                    f"architecture {architecture!r} compares two sides: call the processor with ligand=[[chain, "
-                    "...], ...] and receptor=[[chain, ...], ...] instead of plain sequences"
-                )
             if isinstance(sequences, str):
                 sequences = [sequences]
+            if architecture != "single":
+                example = f" ({str(sequences[0])!r:.30})" if len(sequences) else ""
+                raise ValueError(
+                    f"sample 0 is a plain sequence{example} but architecture {architecture!r} "
+                    "compares two sides: call the processor with ligand=[[chain, ...], ...] and "
+                    "receptor=[[chain, ...], ...]"
+                )
             return [[(0, [sequence])] for sequence in sequences]
         if ligand is None or receptor is None:
             raise ValueError("pass `sequences`, or both `ligand` and `receptor`")
         if architecture == "single":
             raise ValueError(
-                "architecture 'single' reads plain sequences: call the processor with a list of sequences, or use a "
-                "pair architecture (sc, ec, hp, pad) for ligand/receptor complexes"
+                "sample 0 is a ligand/receptor complex but architecture 'single' reads plain sequences: call the "
+                "processor with a list of sequences, or use a pair architecture (sc, ec, hp, pad) for complexes"
             )
         if len(ligand) != len(receptor):
+            missing = "receptor" if len(ligand) > len(receptor) else "ligand"
             raise ValueError(
-                f"ligand lists {len(ligand)} complexes but receptor lists {len(receptor)}; give one of each per sample"
+                f"ligand lists {len(ligand)} complexes but receptor lists {len(receptor)}: sample "
+                f"{min(len(ligand), len(receptor))} has no {missing}; give one of each per sample"
             )
         layout = PAIR_LAYOUTS[architecture]
         samples = []
         for index, sides in enumerate(zip(ligand, receptor)):
             for side, chains in zip(("ligand", "receptor"), sides):
-                if isinstance(chains, str) or not isinstance(chains, Sequence) or not chains:
-                    raise ValueError(f"sample {index}: {side} must be a non-empty list of chain strings")
+                if isinstance(chains, str) or not isinstance(chains, Sequence):
+                    raise ValueError(
+                        f"sample {index}: the {side} must be a list of chain strings, got {type(chains).__name__} "
+                        f"({chains!r:.30}); wrap a single chain as [chain]"
+                    )
+                if not chains:
+                    raise ValueError(f"sample {index}: the {side} has no chains; every side needs at least one chain")
             lig, rec = list(sides[0]), list(sides[1])
             if layout == "joined":
                 samples.append([(0, lig + rec)])
@@ -330,6 +350,15 @@ class MetaEmbedProcessor:
             else:
                 samples.append([(0, [chain]) for chain in lig] + [(1, [chain]) for chain in rec])
         return samples
+
+    @staticmethod
+    def _segment_label(architecture: str, side: int) -> str:
+        """How error messages name a segment: its side, or both sides for a joined (`sc`) complex."""
+        if architecture == "single":
+            return ""
+        if PAIR_LAYOUTS.get(architecture) == "joined":
+            return " (ligand and receptor joined)"
+        return f" ({('ligand', 'receptor')[side]})"
 
     def __call__(
         self,
@@ -361,7 +390,7 @@ class MetaEmbedProcessor:
         for index, segments in enumerate(samples):
             encoded_segments = []
             for side, chains in segments:
-                where = "" if architecture == "single" else f" ({('ligand', 'receptor')[side]})"
+                where = self._segment_label(architecture, side)
                 read = [self._normalise(chain, index, where, stats) for chain in chains]
                 segment = self._encode_segment(read, index, where, truncation, stats)
                 segment["segment_side"] = side
