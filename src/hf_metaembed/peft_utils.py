@@ -1,0 +1,162 @@
+"""LoRA for MetaEmbed models: which backbone layers get adapters, and which MetaEmbed blocks train in full.
+
+A custom model has no default LoRA targets in `peft`, so `lora_target_modules` reads them off the model: for every
+backbone (or the chosen ones) the attention projections its family is usually adapted on (`query`/`value` for BERT,
+RoBERTa, MiniLM and ESM-2; `q`/`v` for T5-family encoders such as ProtT5 and Ankh), and as `modules_to_save` the
+MetaEmbed blocks outside the backbones (fusion, layer mixes, token poolers, unit encoder, pair architecture, head).
+
+```python
+from peft import get_peft_model
+from hf_metaembed.peft_utils import lora_config
+
+peft_model = get_peft_model(model, lora_config(model, r=8, backbones=[0]))
+```
+
+Frozen backbones stay in eval mode while training (`config.freeze_backbones`), so `lora_dropout` inside them is
+inactive; the adapters still receive gradients.
+"""
+
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from peft import LoraConfig
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from torch import nn
+
+from .modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
+
+# families this project uses that peft's table lacks (ESM-2 names its projections as BERT does)
+_EXTRA_TARGETS = {"esm": ["query", "value"], "umt5": ["q", "v"]}
+# families that hold nothing for LoRA to adapt (a static vector table is one embedding)
+_NO_TARGETS = {"static_vectors"}
+# MetaEmbedModel children that hold trainable MetaEmbed layers (everything but the backbones)
+_METAEMBED_BLOCKS = ("layer_mixes", "token_poolers", "fusion", "unit_encoder", "pairing")
+# ModuleDict/ModuleList containers are indexed by the model; peft's wrapper cannot be, so their entries are listed
+_CONTAINERS = (nn.ModuleDict, nn.ModuleList)
+
+
+class LoraTargets(NamedTuple):
+    """`target_modules` (a regex `peft` matches against full module names) and `modules_to_save` (full names)."""
+
+    target_modules: str
+    modules_to_save: list[str]
+
+
+def backbone_lora_names(model_type: str) -> list[str]:
+    """Leaf names of the layers LoRA adapts in one backbone family (e.g. `["query", "value"]` for `"bert"`)."""
+    if model_type in _NO_TARGETS:
+        return []
+    names = _EXTRA_TARGETS.get(model_type) or TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    if names is None:
+        raise ValueError(
+            f"no default LoRA targets are known for {model_type!r} backbones; pass `target_modules` to "
+            "`peft.LoraConfig` yourself (for example a regex over this model's module names)"
+        )
+    return list(names)
+
+
+def _metaembed_of(model: nn.Module) -> tuple[MetaEmbedModel, str]:
+    """The `MetaEmbedModel` inside `model` and its name prefix (`""` or `"metaembed."`)."""
+    if isinstance(model, MetaEmbedModel):
+        return model, ""
+    if isinstance(model, MetaEmbedPreTrainedModel) and isinstance(getattr(model, "metaembed", None), MetaEmbedModel):
+        return model.metaembed, "metaembed."
+    raise TypeError(
+        f"expected a MetaEmbed model (MetaEmbedModel or MetaEmbedFor*), got {type(model).__name__}; pass the model "
+        "before wrapping it with peft"
+    )
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def lora_target_modules(model: MetaEmbedPreTrainedModel, backbones: Sequence[int] | None = None) -> LoraTargets:
+    """LoRA targets inside the backbones of a MetaEmbed model, and the MetaEmbed blocks to train in full.
+
+    Args:
+        model: a `MetaEmbedModel` or `MetaEmbedFor*` model (not yet wrapped by peft).
+        backbones: indices of the backbones that get adapters; all that have attention layers when omitted.
+
+    Returns:
+        `LoraTargets(target_modules, modules_to_save)`: `target_modules` is one regex (peft full-matches it
+        against module names) such as `(?:.*\\.)?(?:backbone_0\\..*\\.(?:query|value)|backbone_1\\..*\\.(?:q|v))`,
+        which matches the same modules on a `MetaEmbedModel` and on any `MetaEmbedFor*` head;
+        `modules_to_save` lists the full names of the fusion, layer mixes, token poolers, unit encoder, pair
+        architecture and `classifier` (those holding parameters).
+    """
+    metaembed, _ = _metaembed_of(model)
+    count = metaembed.config.num_backbones
+    if backbones is None:
+        chosen = [i for i in range(count) if metaembed.config.get_backbone_config(i).model_type not in _NO_TARGETS]
+    else:
+        chosen = sorted(set(backbones))
+        for index in chosen:
+            if not isinstance(index, int) or not 0 <= index < count:
+                raise ValueError(f"backbone index {index!r} is out of range; this model has backbones 0..{count - 1}")
+    patterns = []
+    for index in chosen:
+        model_type = metaembed.config.get_backbone_config(index).model_type
+        names = backbone_lora_names(model_type)
+        if not names:
+            raise ValueError(
+                f"backbone {index} ({metaembed.config.backbone_names[index]}) is a {model_type!r} backbone with "
+                "no layers LoRA can adapt; leave it out of `backbones`"
+            )
+        backbone = getattr(metaembed, f"backbone_{index}")
+        found = {name.rsplit(".", 1)[-1] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise ValueError(
+                f"backbone {index} ({model_type}) has no linear layers named {missing}; pass `target_modules` to "
+                "`peft.LoraConfig` yourself"
+            )
+        leaves = "|".join(re.escape(name) for name in names)
+        patterns.append(rf"backbone_{index}\..*\.(?:{leaves})")
+    if not patterns:
+        raise ValueError("no backbone of this model has layers LoRA can adapt; train the MetaEmbed blocks instead")
+    target_modules = rf"(?:.*\.)?(?:{'|'.join(patterns)})"
+    return LoraTargets(target_modules, lora_modules_to_save(model))
+
+
+def lora_modules_to_save(model: MetaEmbedPreTrainedModel) -> list[str]:
+    """Full names of the non-backbone modules with parameters, which train in full (and are saved) beside LoRA."""
+    metaembed, prefix = _metaembed_of(model)
+    names = []
+    for block in _METAEMBED_BLOCKS:
+        module = getattr(metaembed, block, None)
+        if module is None or not _has_parameters(module):
+            continue
+        if isinstance(module, _CONTAINERS):
+            names += [f"{prefix}{block}.{key}" for key, entry in module.named_children() if _has_parameters(entry)]
+        else:
+            names.append(f"{prefix}{block}")
+    classifier = getattr(model, "classifier", None)
+    if classifier is not None and _has_parameters(classifier):
+        names.append("classifier")
+    return names
+
+
+def lora_config(
+    model: MetaEmbedPreTrainedModel,
+    r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    backbones: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> LoraConfig:
+    """A `peft.LoraConfig` for `model`: adapters on the backbones' attention projections (see
+    `lora_target_modules`), fusion and head in `modules_to_save`. Extra keyword arguments go to `LoraConfig`."""
+    targets = lora_target_modules(model, backbones)
+    return LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=targets.target_modules,
+        modules_to_save=targets.modules_to_save,
+        **kwargs,
+    )
+
+
+__all__ = ["LoraTargets", "backbone_lora_names", "lora_config", "lora_modules_to_save", "lora_target_modules"]
