@@ -1,0 +1,409 @@
+"""Pair architectures (single, sc, ec, hp, pad) with every head, over one and two tiny protein backbones.
+
+Every test that loops over architectures or heads is parametrised over the registries, so a new entry is tested the
+day it is registered.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor, list_architectures, list_heads
+from hf_metaembed.pairing import PAIRINGS
+
+ARCHITECTURES = list_architectures()
+PAIR_ARCHITECTURES = [name for name in ARCHITECTURES if PAIRINGS[name].is_pair]
+HEADS = list_heads()
+
+# complexes with 1-3 chains per side and very different lengths, so batching pads a lot
+LIGANDS = [["MKTAYIAKQR", "GSH"], ["WLLE"], ["ACDEFGHIK", "LMNPQ", "RSTVWY"]]
+RECEPTORS = [["MVLSPADKTNVKAAW"], ["QQRRKK", "DE"], ["HHW"]]
+SEQUENCES = ["MKTAYIAKQRGSH", "WLLE", "ACDEFGHIKLMNPQRSTVWY"]
+LABELS = torch.tensor([7.5, 5.0, 9.25])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared CPU thread contention makes them ~40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def backbone_sets(tiny_esm, tiny_prott5, tiny_ankh) -> dict[str, list[str]]:
+    return {"one": [tiny_esm], "two": [tiny_esm, tiny_prott5], "ankh": [tiny_ankh]}
+
+
+def build(backbones: list[str], architecture: str, head: str = "linear", **settings):
+    """Model (seeded initialisation) and processor for one architecture."""
+    torch.manual_seed(0)
+    model = MetaEmbedForSequenceClassification.from_backbones(
+        backbones, architecture=architecture, head=head, num_labels=1, **settings
+    )
+    processor = MetaEmbedProcessor.from_backbones(backbones, architecture=architecture)
+    return model, processor
+
+
+def encode(processor, architecture: str, samples: list[int] | None = None, **kwargs):
+    samples = list(range(len(LIGANDS))) if samples is None else samples
+    if architecture == "single":
+        return processor([SEQUENCES[i] for i in samples], **kwargs)
+    return processor(ligand=[LIGANDS[i] for i in samples], receptor=[RECEPTORS[i] for i in samples], **kwargs)
+
+
+def pad_further(batch, processor, tokens: int = 5, units: int = 7):
+    """The same batch with extra padding tokens and extra padded unit slots."""
+    padded = dict(batch)
+    segments, count, length = batch["input_ids"].shape
+    pad_ids = torch.tensor([backbone.pad_id for backbone in processor.backbones]).view(1, count, 1)
+    padded["input_ids"] = torch.cat([batch["input_ids"], pad_ids.expand(segments, count, tokens)], dim=2)
+    padded["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, tokens))
+    padded["token_unit_index"] = torch.nn.functional.pad(batch["token_unit_index"], (0, tokens), value=-1)
+    padded["unit_mask"] = torch.nn.functional.pad(batch["unit_mask"], (0, units))
+    return padded
+
+
+def predict(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+# ------------------------------------------------------------------------------------ every combination
+
+
+@pytest.mark.parametrize("backbones", ["one", "two"])
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_forward_backward_reaches_every_trainable_parameter(architecture, head, backbones, backbone_sets):
+    model, processor = build(backbone_sets[backbones], architecture, head)
+    model.train()
+    output = model(**encode(processor, architecture), labels=LABELS)
+    assert output.logits.shape == (3, 1) and torch.isfinite(output.logits).all()
+    output.loss.backward()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(".backbone_" in name for name in trainable)
+    missing = [name for name, p in trainable.items() if p.grad is None]
+    assert not missing, f"no gradient reached {missing}"
+    assert all(torch.isfinite(p.grad).all() for p in trainable.values())
+    assert sum(float(p.grad.abs().sum()) for p in trainable.values()) > 0
+
+
+@pytest.mark.parametrize("backbones", ["one", "two"])
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_padding_and_batch_composition_invariance(architecture, head, backbones, backbone_sets):
+    model, processor = build(backbone_sets[backbones], architecture, head)
+    model.eval()
+    batch = encode(processor, architecture)
+    together = predict(model, batch)
+    for sample in range(3):
+        alone = predict(model, encode(processor, architecture, [sample]))
+        torch.testing.assert_close(alone[0], together[sample], atol=1e-5, rtol=0)
+    reordered = predict(model, encode(processor, architecture, [2, 0, 1]))
+    torch.testing.assert_close(reordered, together[[2, 0, 1]], atol=1e-5, rtol=0)
+    torch.testing.assert_close(predict(model, pad_further(batch, processor)), together, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("architecture", PAIR_ARCHITECTURES)
+def test_padded_units_are_ignored_whatever_they_hold(architecture):
+    """Straight on the pairing module: garbage in padded unit slots must not change any pooled vector."""
+    torch.manual_seed(0)
+    config = SimpleNamespace(
+        pooling="attention",
+        chain_pooling="attention",
+        side_combine="concat",
+        ec_mode="token",
+        pad_shared_attention=True,
+        pad_num_heads=2,
+    )
+    pairing = PAIRINGS[architecture](config, 8).eval()
+    layout = {"sc": ([0, 1], [0, 0]), "hp": ([0, 0, 0, 1, 1], [0, 1, 1, 0, 1])}
+    sample, side = layout.get(architecture, ([0, 0, 1, 1], [1, 0, 0, 1]))
+    sample, side = torch.tensor(sample), torch.tensor(side)
+    lengths = torch.randint(1, 6, (len(sample),))
+    unit_mask = (torch.arange(9) < lengths[:, None]).long()
+    states = torch.randn(len(sample), 9, 8) * unit_mask.unsqueeze(-1)
+    noisy = states + 100 * torch.randn_like(states) * (1 - unit_mask).unsqueeze(-1)
+    with torch.no_grad():
+        clean = pairing(states, unit_mask, sample, side)
+        torch.testing.assert_close(pairing(noisy, unit_mask, sample, side), clean, atol=1e-5, rtol=0)
+        trimmed = int(lengths.max())
+        torch.testing.assert_close(
+            pairing(states[:, :trimmed], unit_mask[:, :trimmed], sample, side), clean, atol=1e-5, rtol=0
+        )
+    assert clean.shape == (2, pairing.output_dim)
+
+
+# ------------------------------------------------------------------------------------ architecture semantics
+
+
+@pytest.mark.parametrize("side_combine", ["concat", "add", "mean"])
+@pytest.mark.parametrize("chain_pooling", ["mean", "attention"])
+def test_hp_is_invariant_to_chain_order(chain_pooling, side_combine, backbone_sets):
+    model, processor = build(
+        backbone_sets["ankh"], "hp", "convbert", chain_pooling=chain_pooling, side_combine=side_combine
+    )
+    model.eval()
+    batch = processor(ligand=LIGANDS, receptor=RECEPTORS)
+    shuffled = processor(ligand=[chains[::-1] for chains in LIGANDS], receptor=[chains[::-1] for chains in RECEPTORS])
+    torch.testing.assert_close(predict(model, shuffled), predict(model, batch), atol=1e-5, rtol=0)
+    assert model.metaembed.pairing.output_dim == (32 if side_combine == "concat" else 16)
+
+
+@pytest.mark.parametrize("chain_pooling", ["mean", "attention"])
+def test_hp_matches_a_loop_over_chains(chain_pooling):
+    torch.manual_seed(0)
+    config = SimpleNamespace(pooling="mean", chain_pooling=chain_pooling, side_combine="concat")
+    pairing = PAIRINGS["hp"](config, 4)
+    # chains listed out of order, samples with 1-3 chains per side
+    sample = torch.tensor([1, 0, 1, 0, 2, 1, 2, 1, 0])
+    side = torch.tensor([0, 1, 1, 0, 0, 0, 1, 1, 0])
+    unit_mask = (torch.arange(6) < torch.randint(1, 7, (9,))[:, None]).long()
+    states = torch.randn(9, 6, 4) * unit_mask.unsqueeze(-1)
+    pooled = pairing(states, unit_mask, sample, side)
+    chain_vectors = [(states[i][unit_mask[i].bool()]).mean(dim=0) for i in range(9)]
+    for s in range(3):
+        sides = []
+        for d in range(2):
+            members = torch.stack([chain_vectors[i] for i in range(9) if sample[i] == s and side[i] == d])
+            side_vector, _ = pairing.chain_pooler(members.unsqueeze(0), torch.ones(1, len(members)))
+            sides.append(side_vector[0])
+        torch.testing.assert_close(pooled[s], torch.cat(sides), atol=1e-6, rtol=0)
+
+
+def test_ec_token_mode_pools_the_joined_unit_sequence_and_pooled_mode_concatenates():
+    torch.manual_seed(0)
+    config = SimpleNamespace(pooling="attention", ec_mode="token")
+    token = PAIRINGS["ec"](config, 4)
+    pooled_mode = PAIRINGS["ec"](SimpleNamespace(pooling="attention", ec_mode="pooled"), 4)
+    pooled_mode.pooler.load_state_dict(token.pooler.state_dict())
+    sample, side = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
+    unit_mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]])
+    states = torch.randn(4, 3, 4)
+    out = token(states, unit_mask, sample, side)
+    for s, (ligand, receptor) in enumerate([(2, 0), (3, 1)]):
+        joined = torch.cat([states[ligand][unit_mask[ligand].bool()], states[receptor][unit_mask[receptor].bool()]])
+        expected, _ = token.pooler(joined.unsqueeze(0), torch.ones(1, len(joined)))
+        torch.testing.assert_close(out[s], expected[0], atol=1e-6, rtol=0)
+    both = pooled_mode(states, unit_mask, sample, side)
+    assert both.shape == (2, 8) and pooled_mode.output_dim == 8
+    ligand_vector, _ = token.pooler(states[2:3], unit_mask[2:3])
+    torch.testing.assert_close(both[0, :4], ligand_vector[0])
+
+
+def test_pad_with_shared_attention_is_symmetric_in_the_two_sides(backbone_sets):
+    model, processor = build(backbone_sets["two"], "pad", "convbert", pad_shared_attention=True)
+    model.eval()
+    forward = predict(model, processor(ligand=LIGANDS, receptor=RECEPTORS))
+    swapped = predict(model, processor(ligand=RECEPTORS, receptor=LIGANDS))
+    torch.testing.assert_close(swapped, forward, atol=1e-5, rtol=0)
+
+    separate, _ = build(backbone_sets["two"], "pad", "convbert", pad_shared_attention=False)
+    separate.eval()
+    assert hasattr(separate.metaembed.pairing, "receptor_attention")
+    forward = predict(separate, processor(ligand=LIGANDS, receptor=RECEPTORS))
+    swapped = predict(separate, processor(ligand=RECEPTORS, receptor=LIGANDS))
+    assert not torch.allclose(swapped, forward, atol=1e-5)
+
+
+def test_sc_joins_chains_with_each_family_separator(backbone_sets):
+    processor = MetaEmbedProcessor.from_backbones(backbone_sets["two"], architecture="sc")
+    batch = processor(ligand=[["MKT", "GS"]], receptor=[["WLE"]])
+    assert batch["input_ids"].shape[0] == 1 and int(batch["unit_mask"].sum()) == 8
+    for index, tokenizer in enumerate(processor.tokenizers):
+        tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0, index][batch["attention_mask"][0, index] == 1])
+        separator = tokenizer.sep_token or tokenizer.eos_token
+        assert tokens.count(separator) >= 2, tokens  # between the three chains (plus any closing token)
+        units = batch["token_unit_index"][0, index]
+        assert sorted(set(units.tolist()) - {-1}) == list(range(8))
+
+
+def test_hp_sides_with_different_chain_counts_share_a_batch(backbone_sets):
+    processor = MetaEmbedProcessor.from_backbones(backbone_sets["one"], architecture="hp")
+    batch = processor(ligand=LIGANDS, receptor=RECEPTORS)  # ligand chains 2, 1, 3; receptor chains 1, 2, 1
+    assert batch["segment_sample_index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    assert batch["segment_side_index"].tolist() == [0, 0, 1, 0, 1, 1, 0, 0, 0, 1]
+    assert batch["unit_mask"].sum(dim=1).tolist() == [10, 3, 15, 4, 6, 2, 9, 5, 6, 3]
+
+
+# ------------------------------------------------------------------------------------ save and load
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_save_and_reload_give_the_same_outputs(architecture, backbone_sets, tmp_path):
+    model, processor = build(backbone_sets["two"], architecture, "convbert")
+    with torch.no_grad():  # move every trainable weight off its initial value
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    model.eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded = MetaEmbedForSequenceClassification.from_pretrained(tmp_path).eval()
+    reloaded_processor = MetaEmbedProcessor.from_pretrained(tmp_path)
+    assert reloaded.config.architecture == architecture and reloaded_processor.architecture == architecture
+    batch = encode(reloaded_processor, architecture)
+    torch.testing.assert_close(predict(reloaded, batch), predict(model, batch), atol=1e-6, rtol=0)
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+
+    class BlockLibrary:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "hf_metaembed":
+                raise ImportError("hf_metaembed is blocked here")
+
+    sys.meta_path.insert(0, BlockLibrary())
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoProcessor
+
+    results = {}
+    for folder in sys.argv[2:]:
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        assert "hf_metaembed" not in type(model).__module__
+        batch = processor(ligand=json.loads(sys.argv[1])[0], receptor=json.loads(sys.argv[1])[1])
+        with torch.no_grad():
+            results[folder] = model(**batch).logits.flatten().tolist()
+    print(json.dumps(results))
+    """
+)
+
+
+def test_every_pair_architecture_loads_as_remote_code(backbone_sets, tmp_path):
+    folders, expected = [], {}
+    for architecture in PAIR_ARCHITECTURES:
+        model, processor = build(backbone_sets["one"], architecture, "convbert")
+        folder = str(tmp_path / architecture)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        folders.append(folder)
+        expected[folder] = predict(model.eval(), processor(ligand=LIGANDS, receptor=RECEPTORS)).flatten()
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE_SCRIPT)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run(
+        [sys.executable, str(script), json.dumps([LIGANDS, RECEPTORS]), *folders],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    for folder in folders:
+        torch.testing.assert_close(torch.tensor(remote[folder]), expected[folder], atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("architecture", PAIR_ARCHITECTURES)
+def test_bad_complexes_name_the_sample(architecture, backbone_sets):
+    processor = MetaEmbedProcessor.from_backbones(backbone_sets["one"], architecture=architecture)
+    ok = ["MKT"]
+    cases = [
+        (dict(ligand=[ok, []], receptor=[ok, ok]), "sample 1: the ligand has no chains"),
+        (dict(ligand=[ok, ok], receptor=[ok, "MKT"]), "sample 1: the receptor must be a list of chain strings"),
+        (dict(ligand=[ok, ["MKT", ""]], receptor=[ok, ok]), r"sample 1 \(.*ligand.*\): the sequence is empty"),
+        (dict(ligand=[ok, ok], receptor=[ok, ["MK1T"]]), r"sample 1 \(.*receptor.*\): \['1'\] are not amino-acid"),
+        (dict(ligand=[ok, ok, ok], receptor=[ok, ok]), "sample 2 has no receptor"),
+        (dict(ligand=[ok], receptor=[ok, ok]), "sample 1 has no ligand"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            processor(**kwargs)
+    with pytest.raises(ValueError, match=f"sample 0 is a plain sequence .* architecture '{architecture}'"):
+        processor(["MKTAYIAK"])
+    with pytest.warns(UserWarning, match="2 non-amino-acid characters were read as X"):
+        lenient = MetaEmbedProcessor.from_backbones(
+            backbone_sets["one"], architecture=architecture, unknown_residues="x"
+        )(ligand=[["MK1T"]], receptor=[["W*E"]])
+    assert int(lenient["unit_mask"].sum()) == 7
+
+
+def test_single_given_complexes_names_the_sample(backbone_sets):
+    processor = MetaEmbedProcessor.from_backbones(backbone_sets["one"])
+    with pytest.raises(ValueError, match="sample 0 is a ligand/receptor complex but architecture 'single'"):
+        processor(ligand=[["MKT"]], receptor=[["WLE"]])
+    model, pair_processor = build(backbone_sets["one"], "single")
+    pair_batch = MetaEmbedProcessor.from_backbones(backbone_sets["one"], architecture="ec")(
+        ligand=LIGANDS, receptor=RECEPTORS
+    )
+    with pytest.raises(ValueError, match="architecture 'single' got receptor segments"):
+        model(**pair_batch)
+
+
+def test_model_rejects_segments_that_do_not_fit_its_architecture(backbone_sets):
+    make = {name: MetaEmbedProcessor.from_backbones(backbone_sets["one"], architecture=name) for name in ("ec", "hp")}
+    hp_batch = make["hp"](ligand=LIGANDS, receptor=RECEPTORS)
+    ec_batch = make["ec"](ligand=LIGANDS, receptor=RECEPTORS)
+    for architecture in ("ec", "pad"):
+        model, _ = build(backbone_sets["one"], architecture)
+        with pytest.raises(ValueError, match="sample 0 has 2 ligand segments"):
+            model(**hp_batch)
+        without_indices = {k: v for k, v in ec_batch.items() if not k.startswith("segment_")}
+        with pytest.raises(ValueError, match="needs `segment_sample_index` and `segment_side_index`"):
+            model(**without_indices)
+    sc_model, _ = build(backbone_sets["one"], "sc")
+    with pytest.raises(ValueError, match="sample 0 has 2 segments; architecture 'sc' joins both sides"):
+        sc_model(**ec_batch)
+    hp_model, _ = build(backbone_sets["one"], "hp")
+    keep = hp_batch["segment_side_index"] == 0  # drop every receptor chain
+    ligand_only = {k: v[keep] for k, v in hp_batch.items()}
+    with pytest.raises(ValueError, match="sample 0 has no receptor segment"):
+        hp_model(**ligand_only)
+    emptied = dict(hp_batch)
+    emptied["unit_mask"] = hp_batch["unit_mask"].clone()
+    emptied["unit_mask"][4] = 0
+    with pytest.raises(ValueError, match=r"sample 1 \(receptor\): a segment has no real unit"):
+        hp_model(**emptied)
+
+
+# ------------------------------------------------------------------------------------ truncation of complexes
+
+
+def test_too_long_complex_errors_naming_sample_and_side(backbone_sets):
+    long = "A" * 70  # tiny backbones accept 64 residues
+    processor = MetaEmbedProcessor.from_backbones(backbone_sets["two"], architecture="ec")
+    with pytest.raises(ValueError, match=r"sample 1 \(receptor\): backbone 0 .* accepts at most 66 tokens"):
+        processor(ligand=[["MKT"], ["MKT"]], receptor=[["WLE"], [long]])
+    joined = MetaEmbedProcessor.from_backbones(backbone_sets["two"], architecture="sc")
+    with pytest.raises(
+        ValueError, match=r"sample 0 \(ligand and receptor joined\): backbone 0 .*\(3 chain\(s\) of 30\+10\+40 units\)"
+    ):
+        joined(ligand=[["M" * 30, "K" * 10]], receptor=[["W" * 40]])
+
+
+def test_sc_truncation_cuts_every_chain_proportionally_and_keeps_both_sides(backbone_sets):
+    processor = MetaEmbedProcessor.from_backbones(backbone_sets["two"], architecture="sc", truncation=True)
+    with pytest.warns(UserWarning, match=r"truncation cut \d+ units from 1 inputs"):
+        features = processor(ligand=[["M" * 30, "K" * 3]], receptor=[["W" * 60]], return_tensors=None)
+    segment = features[0]["segments"][0]
+    tokens = processor.tokenizers[0].convert_ids_to_tokens(segment["input_ids"][0])
+    assert len(tokens) <= 66
+    runs = "".join(t if len(t) == 1 else "|" for t in tokens).strip("|").split("|")
+    counts = {run[0]: len(run) for run in runs}
+    assert set(counts) == {"M", "K", "W"}  # no chain, so no side, was dropped
+    assert counts["K"] >= 1 and abs(counts["W"] / counts["M"] - 2) < 0.25  # same share cut from each chain
+    assert segment["num_units"] == sum(counts.values())
+
+
+def test_truncation_that_cannot_keep_every_chain_errors(tmp_path):
+    import tiny_backbones
+
+    short = tiny_backbones.make_tiny_esm(tmp_path / "esm", max_length=4)
+    processor = MetaEmbedProcessor.from_backbones([short], architecture="sc", truncation=True)
+    with pytest.raises(ValueError, match="too few for one unit of each of the 4 chains"):
+        processor(ligand=[["MKT", "GS", "AA"]], receptor=[["WLE"]])
