@@ -1,0 +1,111 @@
+"""Forward-pass overhead of MetaEmbed over its backbones, measured side by side in one run.
+
+Two protein backbones of real sizes with random weights (an ESM-2-8M shape and a ProtT5-like T5 encoder of similar
+size), `dme` fusion at unit level. Timed per batch, median of several repeats:
+
+- backbones alone: each backbone's own tokenizer call plus its own forward on the same sequences;
+- MetaEmbed: MetaEmbedProcessor (tokenization for both backbones and token-to-unit alignment) plus the full forward
+  (both backbones, alignment, fusion, pooling).
+
+Run: python benchmarks/forward_overhead.py [--repeats 7] [--batch 8]
+"""
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, EsmConfig, EsmModel, T5Config, T5EncoderModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import tiny_backbones  # noqa: E402
+
+from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def build_backbones(root: Path) -> list[str]:
+    torch.manual_seed(0)
+    esm = EsmModel(
+        EsmConfig(
+            vocab_size=33,
+            pad_token_id=1,
+            mask_token_id=32,
+            position_embedding_type="rotary",
+            num_hidden_layers=6,
+            hidden_size=320,
+            num_attention_heads=20,
+            intermediate_size=1280,
+            max_position_embeddings=1026,
+        ),
+        add_pooling_layer=False,
+    )
+    esm.save_pretrained(root / "esm")
+    tiny_backbones.build_tiny_esm(max_length=1024)[1].save_pretrained(root / "esm")
+    t5_tokenizer = tiny_backbones.build_tiny_prott5(max_length=1024)[1]
+    t5 = T5EncoderModel(
+        T5Config(vocab_size=len(t5_tokenizer), d_model=256, d_kv=32, num_heads=8, num_layers=6, d_ff=1024)
+    )
+    t5.save_pretrained(root / "t5")
+    t5_tokenizer.save_pretrained(root / "t5")
+    return [str(root / "esm"), str(root / "t5")]
+
+
+def median_seconds(function, repeats: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = random.Random(0)
+    sequences = [
+        "".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rng.randint(200, 300))) for _ in range(args.batch)
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        paths = build_backbones(Path(folder))
+        model = MetaEmbedModel.from_backbones(paths, fusion="dme", level="unit").eval()
+        processor = MetaEmbedProcessor.from_backbones(paths)
+        esm_tokenizer, t5_tokenizer = (AutoTokenizer.from_pretrained(p) for p in paths)
+        esm, t5 = model.backbone_0, model.backbone_1
+
+        @torch.no_grad()
+        def backbones_alone():
+            esm(**esm_tokenizer(sequences, padding=True, return_tensors="pt"))
+            spaced = [" ".join(sequence) for sequence in sequences]
+            t5(**t5_tokenizer(spaced, padding=True, return_tensors="pt"))
+
+        @torch.no_grad()
+        def metaembed():
+            model(**processor(sequences))
+
+        alone, fused = [], []
+        for _ in range(3):  # interleave rounds so drift on a shared machine hits both sides alike
+            alone.append(median_seconds(backbones_alone, args.repeats))
+            fused.append(median_seconds(metaembed, args.repeats))
+    alone_s, fused_s = statistics.median(alone), statistics.median(fused)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"batch of {args.batch} proteins, 200-300 residues; ESM-2-8M shape + T5 encoder (6 x 256)")
+    print(f"backbones alone (tokenize + forward): {alone_s * 1000:.1f} ms")
+    print(f"MetaEmbed dme (process + align + fuse): {fused_s * 1000:.1f} ms")
+    print(f"ratio: {fused_s / alone_s:.3f}x (target <= 1.10x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""Tiny random-weight backbones with their own tiny tokenizers, for tests, examples and benchmarks.
+
+Every ``build_tiny_*(seed, max_length)`` returns ``(model, tokenizer)`` in memory for one family
+(BERT, RoBERTa, ESM-2, ProtT5, Ankh): random but seeded weights (eval mode), and a tokenizer that
+behaves like the real one of that family. Every ``make_tiny_*(folder, seed, max_length)`` builds the
+same and writes both with ``save_pretrained`` into ``folder``, returning it as ``str``.
+Tests load them through the ordinary ``from_pretrained`` paths (``AutoConfig``, ``AutoTokenizer``,
+``AutoModel`` or ``T5EncoderModel``) with ``HF_HUB_OFFLINE=1``. Nothing here downloads anything.
+
+Calling conventions of the saved tokenizers (mirroring the real checkpoints):
+
+- BERT: WordPiece, lowercasing; ``tok(text)`` or ``tok(words, is_split_into_words=True)``;
+  ``[CLS] pieces... [SEP]``; every lowercase ASCII word splits into known pieces (no ``[UNK]``).
+- RoBERTa: byte-level BPE saved with ``add_prefix_space=True``; ``tok(text)`` or
+  ``tok(words, is_split_into_words=True)``; ``<s> pieces... </s>``; any text tokenizes.
+- ESM-2: ``EsmTokenizer`` with the real 33-token ESM-2 vocabulary; ``tok("MKTA")`` gives
+  ``<cls> M K T A <eos>``.
+- ProtT5: ``T5Tokenizer`` (Unigram) with pieces ``▁A``...; residues separated by spaces,
+  ``tok("M K T A")`` (or ``tok(list("MKTA"), is_split_into_words=True)``) gives
+  ``▁M ▁K ▁T ▁A </s>``; U/Z/O/B must be mapped to X by the caller (else ``<unk>``).
+- Ankh: a plain ``tokenizers`` WordLevel tokenizer (reloads as ``TokenizersBackend``), one token per
+  character; ``tok(list("MKTA"), is_split_into_words=True)`` (or ``tok("MKTA")``) gives
+  ``M K T A </s>``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizer,
+    EsmConfig,
+    EsmModel,
+    EsmTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+    RobertaTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
+
+__all__ = [
+    "ANKH_RESIDUES",
+    "BERT_WORDS",
+    "ESM2_VOCAB",
+    "PROTT5_RESIDUES",
+    "TINY_BUILDERS",
+    "build_tiny_ankh",
+    "build_tiny_bert",
+    "build_tiny_esm",
+    "build_tiny_prott5",
+    "build_tiny_roberta",
+    "make_all_tiny_backbones",
+    "make_tiny_ankh",
+    "make_tiny_bert",
+    "make_tiny_esm",
+    "make_tiny_prott5",
+    "make_tiny_roberta",
+]
+
+# Shared tiny sizes: hidden 16, 2 layers, 2 heads of 8, feed-forward 32.
+HIDDEN = 16
+LAYERS = 2
+HEADS = 2
+FFN = 32
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+DIGITS = "0123456789"
+PUNCTUATION = list(".,!?'\"-:;()")
+BERT_WORDS = [
+    "the", "a", "an", "and", "or", "of", "to", "in", "it", "this", "that", "was", "is", "are", "be",
+    "not", "no", "very", "so", "too", "movie", "film", "good", "bad", "great", "best", "worst", "fun",
+    "boring", "plot", "actor", "story", "love", "hate", "i", "you", "we", "they", "he", "she",
+]  # fmt: skip
+BERT_SUFFIXES = ["##ing", "##ed", "##s", "##es", "##er", "##ly", "##est", "##ness", "##ment", "##ion"]
+
+# Real ESM-2 vocabulary, in the real order (ids 0..32).
+ESM2_VOCAB = [
+    "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
+    "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
+]  # fmt: skip
+
+# ProtT5 pieces after <pad> </s> <unk>, in ProtT5's frequency order; 20 standard residues + X.
+PROTT5_RESIDUES = list("ALGVSREDTIPKFQNYMHWCX")
+# Ankh pieces after <pad> </s> <unk>: 20 standard residues, X, then the rare U Z O B.
+ANKH_RESIDUES = list("ALGVSREDTIPKFQNYMHWCX") + list("UZOB")
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch for the block without disturbing the caller's global CPU RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _save(folder: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Write model and tokenizer with ``save_pretrained`` into ``folder`` (created if needed)."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------------- BERT
+
+
+def _bert_vocab() -> list[str]:
+    """A small WordPiece vocabulary that covers every lowercase ASCII word, digit and basic punctuation."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += PUNCTUATION + list(DIGITS) + list(LETTERS)
+    tokens += [f"##{c}" for c in LETTERS + DIGITS] + BERT_SUFFIXES
+    tokens += [w for w in BERT_WORDS if w not in tokens]
+    return tokens
+
+
+def build_tiny_bert(seed: int = 0, max_length: int = 64) -> tuple[BertModel, BertTokenizer]:
+    """A tiny ``BertModel`` (with pooler, eval mode) and a lowercasing WordPiece ``BertTokenizer``.
+
+    ``max_position_embeddings`` and ``tokenizer.model_max_length`` both equal ``max_length``
+    (``[CLS]`` and ``[SEP]`` included), as for ``bert-base-uncased`` with 512.
+    """
+    vocab = {tok: i for i, tok in enumerate(_bert_vocab())}
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=max_length)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=max_length,
+        type_vocab_size=2,
+        pad_token_id=vocab["[PAD]"],
+    )
+    with _seeded(seed):
+        model = BertModel(config).eval()
+    return model, tokenizer
+
+
+def make_tiny_bert(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_bert` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_bert(seed, max_length))
+
+
+# ------------------------------------------------------------------------------------------ RoBERTa
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    mapping: dict[int, str] = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def _roberta_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE: all 256 byte symbols plus left-to-right merges spelling ``Ġword`` for a few words."""
+    tokens = ["<s>", "<pad>", "</s>", "<unk>"]
+    tokens += [_bytes_to_unicode()[b] for b in range(256)]
+    merges: list[tuple[str, str]] = []
+    for word in BERT_WORDS:
+        current = "Ġ"
+        for char in word:
+            merged = current + char
+            if merged not in tokens:
+                merges.append((current, char))
+                tokens.append(merged)
+            current = merged
+    tokens.append("<mask>")
+    return {tok: i for i, tok in enumerate(tokens)}, merges
+
+
+def build_tiny_roberta(seed: int = 0, max_length: int = 64) -> tuple[RobertaModel, RobertaTokenizer]:
+    """A tiny ``RobertaModel`` (with pooler, eval mode) and a byte-level BPE ``RobertaTokenizer``.
+
+    The tokenizer is saved with ``add_prefix_space=True`` so ``is_split_into_words=True`` works
+    without extra arguments. As in real RoBERTa, position ids start at ``pad_token_id + 1 = 2``, so
+    ``max_position_embeddings = max_length + 2`` and ``tokenizer.model_max_length = max_length``.
+    """
+    vocab, merges = _roberta_vocab_and_merges()
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, add_prefix_space=True, model_max_length=max_length)
+    config = RobertaConfig(
+        vocab_size=len(vocab),
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=max_length + 2,
+        type_vocab_size=1,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+    )
+    with _seeded(seed):
+        model = RobertaModel(config).eval()
+    return model, tokenizer
+
+
+def make_tiny_roberta(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_roberta` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_roberta(seed, max_length))
+
+
+# ----------------------------------------------------------------------------------------------- ESM
+
+
+def build_tiny_esm(seed: int = 0, max_length: int = 64) -> tuple[EsmModel, EsmTokenizer]:
+    """A tiny ESM-2-style ``EsmModel`` (no pooler, eval mode) and an ``EsmTokenizer`` with the real ESM-2 vocab.
+
+    ``tokenizer("MKTA")`` gives ``<cls> M K T A <eos>``. ``max_position_embeddings`` and
+    ``tokenizer.model_max_length`` are ``max_length + 2``, so at most ``max_length`` residues fit.
+    Note: ``AutoModel.from_pretrained`` builds ``EsmModel`` with a pooler, which is then newly
+    (randomly) initialised, exactly as with the real ESM-2 checkpoints; ``last_hidden_state`` matches.
+    """
+    with tempfile.TemporaryDirectory() as tmp:  # EsmTokenizer reads its vocab from a file, then keeps it in memory
+        vocab_file = Path(tmp) / "vocab.txt"
+        vocab_file.write_text("\n".join(ESM2_VOCAB) + "\n", encoding="utf-8")
+        tokenizer = EsmTokenizer(vocab_file=str(vocab_file), model_max_length=max_length + 2)
+    config = EsmConfig(
+        vocab_size=len(ESM2_VOCAB),
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=max_length + 2,
+        pad_token_id=ESM2_VOCAB.index("<pad>"),
+        mask_token_id=ESM2_VOCAB.index("<mask>"),
+        position_embedding_type="rotary",
+        emb_layer_norm_before=False,
+        token_dropout=True,
+    )
+    with _seeded(seed):
+        model = EsmModel(config, add_pooling_layer=False).eval()
+    return model, tokenizer
+
+
+def make_tiny_esm(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_esm` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_esm(seed, max_length))
+
+
+# ------------------------------------------------------------------------------------ T5 (ProtT5/Ankh)
+
+
+def _tiny_t5_config(vocab_size: int, feed_forward_proj: str) -> T5Config:
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=HIDDEN,
+        d_kv=HIDDEN // HEADS,
+        d_ff=FFN,
+        num_layers=LAYERS,
+        num_decoder_layers=LAYERS,
+        num_heads=HEADS,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj=feed_forward_proj,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        use_cache=False,
+    )
+
+
+def build_tiny_prott5(seed: int = 0, max_length: int = 64) -> tuple[T5EncoderModel, T5Tokenizer]:
+    """A tiny ProtT5-style ``T5EncoderModel`` (eval mode) and a Unigram ``T5Tokenizer`` (pieces ``▁A``, ``▁L``...).
+
+    Residues are passed space-separated: ``tokenizer("M K T A")`` gives ``▁M ▁K ▁T ▁A </s>``. Only the
+    20 standard residues and X have pieces (map U/Z/O/B to X first, as ProtT5's model card says);
+    anything else becomes ``<unk>``. No sentinel ``<extra_id_*>`` tokens. T5 uses relative positions,
+    so the residue limit lives only in ``tokenizer.model_max_length = max_length + 1`` (room for ``</s>``).
+    """
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"▁{aa}", -1.0 - 0.01 * i) for i, aa in enumerate(PROTT5_RESIDUES)]
+    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length + 1)
+    config = _tiny_t5_config(len(pieces), feed_forward_proj="relu")
+    with _seeded(seed):
+        model = T5EncoderModel(config).eval()
+    return model, tokenizer
+
+
+def make_tiny_prott5(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_prott5` to ``folder``; reload with ``T5EncoderModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_prott5(seed, max_length))
+
+
+def _ankh_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
+    """Per-character WordLevel tokenizer: whitespace is dropped, each remaining character is one token."""
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "</s>", "<unk>", *ANKH_RESIDUES])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length + 1,
+    )
+
+
+def build_tiny_ankh(seed: int = 0, max_length: int = 64) -> tuple[T5EncoderModel, PreTrainedTokenizerFast]:
+    """A tiny Ankh-style ``T5EncoderModel`` (gated-GELU, eval mode) and a per-character tokenizer.
+
+    ``tokenizer(list("MKTA"), is_split_into_words=True)`` (Ankh's documented call) and
+    ``tokenizer("MKTA")`` both give ``M K T A </s>``. Pieces: 20 standard residues, X, U, Z, O, B
+    (no ``▁`` prefix); other characters become ``<unk>``. ``tokenizer.model_max_length = max_length + 1``.
+    Reloads through ``AutoTokenizer`` as the generic fast-tokenizer class (``TokenizersBackend``).
+    """
+    tokenizer = _ankh_tokenizer(max_length)
+    config = _tiny_t5_config(len(tokenizer), feed_forward_proj="gated-gelu")
+    with _seeded(seed):
+        model = T5EncoderModel(config).eval()
+    return model, tokenizer
+
+
+def make_tiny_ankh(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_ankh` to ``folder``; reload with ``T5EncoderModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_ankh(seed, max_length))
+
+
+# ----------------------------------------------------------------------------------------------- all
+
+# family -> (in-memory builder, on-disk maker)
+TINY_BUILDERS: dict[str, tuple[Callable[..., tuple[PreTrainedModel, PreTrainedTokenizerBase]], Callable[..., str]]] = {
+    "bert": (build_tiny_bert, make_tiny_bert),
+    "roberta": (build_tiny_roberta, make_tiny_roberta),
+    "esm": (build_tiny_esm, make_tiny_esm),
+    "prott5": (build_tiny_prott5, make_tiny_prott5),
+    "ankh": (build_tiny_ankh, make_tiny_ankh),
+}
+
+
+def make_all_tiny_backbones(root: str | Path, seed: int = 0, max_length: int = 64) -> dict[str, str]:
+    """Build every family into ``root/<family>`` and return ``{family: folder}``."""
+    return {
+        name: make(Path(root) / name, seed=seed, max_length=max_length) for name, (_, make) in TINY_BUILDERS.items()
+    }
