@@ -10,6 +10,7 @@ from .heads import HEADS
 from .pairing import PAIRINGS
 from .pooling import POOLERS
 from .static_vectors import StaticVectorsConfig
+from .windowing import check_window_policy
 
 UNIT_TYPES = ("residue", "word")
 LEVELS = ("unit", "sequence")
@@ -101,6 +102,15 @@ class MetaEmbedConfig(PreTrainedConfig):
         pad_shared_attention (`bool`, defaults to `True`): `pad` uses one cross-attention for both directions.
         pad_num_heads (`int`, defaults to 4): heads of `pad`'s cross-attention.
 
+    Long sequences (see docs/RELIABILITY.md):
+        window_size (`int` or `list[int | None]`, *optional*): read segments longer than this many units (residues or
+            words) in sliding windows of this many units, each with the backbone's own special tokens, and stitch the
+            states back to one per token; a list gives one size per backbone (None: that backbone reads whole
+            segments). None (default): no windows; the processor rejects inputs longer than a backbone accepts.
+        window_overlap (`int`, *optional*): units shared by consecutive windows; defaults to `window_size // 4`.
+        window_combine (`str`, defaults to `"center"`): state of a unit seen by several windows: `"center"` from the
+            window where it is farthest from a cut edge, `"mean"` over those windows, or `"first"` window's.
+
     Head:
         head (`str`, defaults to `"linear"`): one of `list_heads()`: linear, mlp, convbert.
         head_hidden_size (`int`, *optional*): hidden size of the `mlp` head (defaults to the pooled size).
@@ -111,6 +121,8 @@ class MetaEmbedConfig(PreTrainedConfig):
     """
 
     model_type = "metaembed"
+    # outputs `Trainer` leaves out of predictions (it reads this from the config), so `compute_metrics` gets logits
+    keys_to_ignore_at_inference = ["fusion_weights", "pooler_output", "unit_mask", "backbone_states"]
 
     backbone_configs: list | None = None
     backbone_names: list | None = None
@@ -136,6 +148,9 @@ class MetaEmbedConfig(PreTrainedConfig):
     ec_mode: str = "token"
     pad_shared_attention: bool = True
     pad_num_heads: int = 4
+    window_size: int | list | None = None
+    window_overlap: int | None = None
+    window_combine: str = "center"
     head: str = "linear"
     head_hidden_size: int | None = None
     head_dropout: float = 0.1
@@ -189,6 +204,9 @@ class MetaEmbedConfig(PreTrainedConfig):
             raise ValueError("architecture 'pad' attends between residues and needs level='unit'")
         if self.fusion_dim is not None and self.fusion_dim < 1:
             raise ValueError(f"fusion_dim must be a positive integer, got {self.fusion_dim}")
+        if isinstance(self.window_size, tuple):
+            self.window_size = list(self.window_size)
+        check_window_policy(self.window_size, self.window_overlap, self.window_combine, count)
 
     @property
     def num_backbones(self) -> int:

@@ -21,6 +21,7 @@ from .fusion import build_fusion
 from .heads import build_head, build_unit_encoder
 from .pairing import build_pairing
 from .pooling import build_pooler
+from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
 
 _BACKBONE_KEY = re.compile(r"^(?:metaembed\.)?backbone_\d+\.")
 
@@ -279,19 +280,49 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         Returns:
             Per backbone `(segments, units, d_i)` (`(segments, units, layers, d_i)` for a `"mix"` backbone at unit
             level; `(segments, 1, d_i)` at sequence level).
+
+        With a window policy (`config.window_size`), each backbone reads segments longer than its window in sliding
+        windows of units, all windows of the batch in one backbone call, and its token states are stitched back.
         """
+        if input_ids.shape[0] == 0:
+            raise ValueError("the batch holds no segments: pass at least one sequence")
         states = []
         for index, backbone in enumerate(self.backbones):
             mask = attention_mask[:, index]
             length = max(int(mask.sum(dim=1).max()), 1)
             ids, mask, unit_index = input_ids[:, index, :length], mask[:, :length], token_unit_index[:, index, :length]
-            layer = self.config.backbone_layers[index]
-            needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
-            with torch.set_grad_enabled(needs_grad):
-                outputs = backbone(
-                    input_ids=ids, attention_mask=mask, output_hidden_states=layer != "last", return_dict=True
+            if int(unit_index.max()) >= num_units:
+                raise ValueError(
+                    f"token_unit_index of backbone {index} points at unit {int(unit_index.max())} but unit_mask has "
+                    f"{num_units} units; pass the processor's outputs together"
                 )
-            token_states = select_layer(outputs, layer)
+            layer = self.config.backbone_layers[index]
+            window = backbone_window(self.config, index)
+            name = self.config.backbone_names[index]
+            needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
+
+            def run(run_ids, run_mask, backbone=backbone, layer=layer):
+                outputs = backbone(
+                    input_ids=run_ids, attention_mask=run_mask, output_hidden_states=layer != "last", return_dict=True
+                )
+                return select_layer(outputs, layer)
+
+            with torch.set_grad_enabled(needs_grad):
+                check_backbone_inputs(backbone, ids, mask, index, name, windowed=window is not None)
+                if window is None:
+                    token_states = run(ids, mask)
+                else:
+                    token_states = windowed_token_states(
+                        run,
+                        ids,
+                        mask,
+                        unit_index,
+                        *window,
+                        combine=self.config.window_combine,
+                        pad_token_id=backbone.config.pad_token_id or 0,
+                        token_limit=position_limit(backbone),
+                        backbone_label=f"backbone {index} ({name})",
+                    )
             unit_index = unit_index.to(token_states.device)
             if self.config.level == "sequence":
                 if layer == "mix":

@@ -23,6 +23,8 @@ STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 # accepted amino-acid letters beyond the 20: unknown (X), selenocysteine (U), pyrrolysine (O), ambiguous B and Z
 EXTRA_RESIDUES = "XUOBZ"
 PROTEIN_LETTERS = frozenset(STANDARD_RESIDUES + EXTRA_RESIDUES)
+# "window": inputs longer than a backbone accepts pass through, for a model with a window policy to read in windows
+LONG_SEQUENCE_POLICIES = ("error", "window")
 PAIR_LAYOUTS = {"sc": "joined", "ec": "sides", "pad": "sides", "hp": "chains"}
 _UNBOUNDED = 10**8
 
@@ -121,9 +123,14 @@ class MetaEmbedProcessor:
         truncation: bool = False,
         unknown_residues: str = "error",
         per_unit_labels: bool = False,
+        long_sequences: str = "error",
     ) -> None:
         if unknown_residues not in ("error", "x"):
             raise ValueError(f"unknown_residues must be 'error' or 'x', got {unknown_residues!r}")
+        if long_sequences not in LONG_SEQUENCE_POLICIES:
+            raise ValueError(
+                f"unknown long_sequences {long_sequences!r}; choose one of: {', '.join(LONG_SEQUENCE_POLICIES)}"
+            )
         count = len(tokenizers)
         self.tokenizers = list(tokenizers)
         self.unit_types = list(unit_types)
@@ -133,6 +140,7 @@ class MetaEmbedProcessor:
         self.truncation = truncation
         self.unknown_residues = unknown_residues
         self.per_unit_labels = per_unit_labels
+        self.long_sequences = long_sequences
         self.backbones = [
             BackboneTokenization(tok, kind, limit, name)
             for tok, kind, limit, name in zip(self.tokenizers, self.unit_types, self.max_lengths, self.backbone_names)
@@ -173,6 +181,7 @@ class MetaEmbedProcessor:
             "truncation": self.truncation,
             "unknown_residues": self.unknown_residues,
             "per_unit_labels": self.per_unit_labels,
+            "long_sequences": self.long_sequences,
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
@@ -248,13 +257,17 @@ class MetaEmbedProcessor:
         for index, (backbone, (ids, _)) in enumerate(zip(self.backbones, encoded)):
             if backbone.max_length is None or len(ids) <= backbone.max_length:
                 continue
+            if not truncation and self.long_sequences == "window":
+                continue
             if not truncation:
                 lengths = "+".join(str(len(chain[backbone.unit_type])) for chain in chains)
                 raise ValueError(
                     f"sample {sample}{where}: backbone {index} ({backbone.name}) accepts at most "
                     f"{backbone.max_length} tokens, this input ({len(chains)} chain(s) of {lengths} units) needs "
-                    f"{len(ids)}; shorten or split it, or pass truncation=True to cut the end of every chain by the "
-                    "same share, keeping at least one unit of each (a warning counts what was cut)"
+                    f"{len(ids)}; read it in sliding windows (a model config with window_size, e.g. 1022 for ESM-2, "
+                    "and MetaEmbedProcessor(..., long_sequences='window')), shorten or split it, or pass "
+                    "truncation=True to cut the end of every chain by the same share, keeping at least one unit of "
+                    "each (a warning counts what was cut)"
                 )
             chains = self._truncate(chains, index, stats, sample, where)
             return self._encode_segment(chains, sample, where, truncation, stats)
