@@ -143,6 +143,9 @@ def segment_key(chains: Sequence[str], unit_types: Sequence[str]) -> str:
 
 # ------------------------------------------------------------------------------------------- fingerprint
 
+# config fields deciding how backbones read long segments (sliding windows), hence their states
+_WINDOW_FIELDS = ("window_size", "window_overlap", "window_combine")
+_PROCESSOR_FIELDS_WITHOUT_EFFECT = {"processor_class", "backbone_names", "architecture", "per_unit_labels", "auto_map"}
 _WEIGHT_HASHES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -249,18 +252,12 @@ def model_fingerprint(model, processor: MetaEmbedProcessor) -> dict:
         "level": config.level,
         "subword_pooling": config.subword_pooling,
     }
+    alignment.update({field: getattr(config, field, None) for field in _WINDOW_FIELDS})
     if config.level == "sequence":
         alignment.update(pooling=config.pooling, pool_special_tokens=config.pool_special_tokens)
-    return {
-        "backbones": backbones,
-        "alignment": alignment,
-        "processor": {
-            "unit_types": list(processor.unit_types),
-            "max_lengths": list(processor.max_lengths),
-            "truncation": processor.truncation,
-            "unknown_residues": processor.unknown_residues,
-        },
-    }
+    # every processor setting but those that cannot change a segment's tokens (a new setting counts by default)
+    settings = {k: v for k, v in processor.to_dict().items() if k not in _PROCESSOR_FIELDS_WITHOUT_EFFECT}
+    return {"backbones": backbones, "alignment": alignment, "processor": settings}
 
 
 def _flatten(value, prefix: str = "") -> dict:
@@ -588,6 +585,7 @@ def _open_for_build(directory: Path, fingerprint: dict, overwrite: bool, verify_
         if problem:
             warnings.warn(f"shard {name} of cache {directory} is {problem}; recomputing its segments", stacklevel=3)
             del index["shards"][name]
+            path.unlink(missing_ok=True)
     return index
 
 
