@@ -142,6 +142,21 @@ def test_padded_units_are_ignored_whatever_they_hold(architecture):
     assert clean.shape == (2, pairing.output_dim)
 
 
+def test_pad_zeroes_padded_queries_and_ignores_padded_keys():
+    torch.manual_seed(0)
+    config = SimpleNamespace(pooling="mean", pad_shared_attention=True, pad_num_heads=2)
+    pairing = PAIRINGS["pad"](config, 8).eval()
+    queries, keys = torch.randn(2, 6, 8), torch.randn(2, 5, 8)
+    query_mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]]).bool()
+    key_mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]]).bool()
+    with torch.no_grad():
+        attended = pairing.attend(pairing.ligand_attention, queries, query_mask, keys, key_mask)
+        garbage = keys + 100 * torch.randn_like(keys) * (~key_mask).unsqueeze(-1)
+        again = pairing.attend(pairing.ligand_attention, queries, query_mask, garbage, key_mask)
+    assert attended[~query_mask].abs().max() == 0
+    torch.testing.assert_close(again, attended, atol=1e-5, rtol=0)
+
+
 # ------------------------------------------------------------------------------------ architecture semantics
 
 

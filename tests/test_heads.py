@@ -1,0 +1,119 @@
+"""Heads, and the ConvBERT unit encoder in particular: sizes, masking of padding, and clear errors."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hf_metaembed import MetaEmbedConfig, MetaEmbedForSequenceClassification, MetaEmbedProcessor, list_heads
+from hf_metaembed.heads import HEADS, ConvBertUnitEncoder, build_head, build_unit_encoder
+
+CONVBERT = dict(convbert_num_heads=8, convbert_kernel_size=7, convbert_dropout=0.2, convbert_attention_dropout=0.1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def encoder(dim: int = 16, **settings) -> ConvBertUnitEncoder:
+    torch.manual_seed(0)
+    module = ConvBertUnitEncoder(SimpleNamespace(**{**CONVBERT, **settings}), dim)
+    with torch.no_grad():  # random biases too, so a bias that fills padding would show
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return module.eval()
+
+
+def test_convbert_is_registered_with_the_documented_defaults():
+    assert "convbert" in list_heads()
+    config = MetaEmbedConfig(head="convbert")
+    assert (config.convbert_num_heads, config.convbert_kernel_size) == (8, 7)
+    assert (config.convbert_dropout, config.convbert_attention_dropout) == (0.2, 0.1)
+    unit_encoder = build_unit_encoder(config, 32)
+    assert isinstance(unit_encoder, ConvBertUnitEncoder)
+    assert unit_encoder.mixed_heads == 4 and unit_encoder.head_size == 4  # 4 attention + 4 convolution heads
+    assert unit_encoder.intermediate.out_features == 16  # d / 2
+    assert unit_encoder.key_depthwise.kernel_size == (7,) and unit_encoder.conv_kernel.out_features == 4 * 7
+    assert unit_encoder.dropout.p == 0.2 and unit_encoder.attention_dropout.p == 0.1
+    head = build_head(config, 32, 3)
+    assert isinstance(head.out_proj, torch.nn.Linear) and head.out_proj.out_features == 3
+
+
+def test_plain_heads_have_no_unit_encoder():
+    for name in ("linear", "mlp"):
+        assert HEADS[name].build_unit_encoder(MetaEmbedConfig(head=name), 16) is None
+
+
+@pytest.mark.parametrize("extra", [1, 9])
+def test_convbert_padding_never_leaks_into_residues(extra):
+    module = encoder()
+    lengths = torch.tensor([5, 1, 12])
+    mask = (torch.arange(12) < lengths[:, None]).long()
+    states = torch.randn(3, 12, 16) * mask.unsqueeze(-1)
+    with torch.no_grad():
+        clean = module(states, mask)
+        # more padding, filled with large garbage: the real units must not notice
+        padded_mask = torch.nn.functional.pad(mask, (0, extra))
+        padded = torch.nn.functional.pad(states, (0, 0, 0, extra))
+        padded = padded + 50 * torch.randn_like(padded) * (1 - padded_mask).unsqueeze(-1)
+        noisy = module(padded, padded_mask)
+    torch.testing.assert_close(noisy[:, :12], clean, atol=1e-5, rtol=0)
+    assert noisy[padded_mask == 0].abs().max() == 0  # padded units come out as zeros
+    # each sample alone, unpadded, gives the same states
+    for row, length in enumerate(lengths.tolist()):
+        with torch.no_grad():
+            alone = module(states[row : row + 1, :length], mask[row : row + 1, :length])
+        torch.testing.assert_close(alone[0], clean[row, :length], atol=1e-5, rtol=0)
+
+
+def test_convbert_mixes_neighbouring_units():
+    module = encoder()
+    mask = torch.ones(1, 10, dtype=torch.long)
+    states = torch.randn(1, 10, 16)
+    changed = states.clone()
+    changed[0, 4] += 1.0
+    with torch.no_grad():
+        difference = (module(changed, mask) - module(states, mask)).abs().sum(dim=-1)[0]
+    assert (difference > 1e-4).all()  # attention reaches every unit, the convolution its neighbours
+
+
+def test_convbert_trains():
+    module = encoder().train()
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    module(torch.randn(2, 4, 16), mask).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    ("dim", "heads", "kernel", "message"),
+    [
+        (20, 8, 7, "convbert_num_heads=8 must be even .* divide the unit size 20; choose one of: 2, 4, 10, 20"),
+        (16, 3, 7, "convbert_num_heads=3 must be even"),
+        (16, 8, 4, "convbert_kernel_size must be a positive odd number"),
+    ],
+)
+def test_convbert_settings_that_cannot_work_raise(dim, heads, kernel, message):
+    with pytest.raises(ValueError, match=message):
+        ConvBertUnitEncoder(
+            SimpleNamespace(**{**CONVBERT, "convbert_num_heads": heads, "convbert_kernel_size": kernel}), dim
+        )
+
+
+def test_convbert_model_is_padding_invariant_with_two_backbones(tiny_prott5, tiny_ankh):
+    backbones = [tiny_prott5, tiny_ankh]
+    torch.manual_seed(0)
+    model = MetaEmbedForSequenceClassification.from_backbones(
+        backbones, head="convbert", fusion="concat", num_labels=2
+    )
+    model.eval()
+    assert model.metaembed.unit_encoder.head_size == 4  # concat of two 16-wide backbones: 32 = 8 heads x 4
+    processor = MetaEmbedProcessor.from_backbones(backbones)
+    sequences = ["MKTAYIAKQRGSHW", "WLE", "ACDEFGHIK"]
+    with torch.no_grad():
+        together = model(**processor(sequences)).logits
+        for row, sequence in enumerate(sequences):
+            torch.testing.assert_close(model(**processor([sequence])).logits[0], together[row], atol=1e-5, rtol=0)
