@@ -656,7 +656,7 @@ def build_feature_cache(
     numbers = [int(name[6:11]) for name in index["shards"]]
     first_number = max(numbers) + 1 if numbers else 0
     device = next(base.parameters()).device
-    bar = tqdm(total=len(order), desc="Caching backbone states", unit="segment", disable=not progress)
+    bar = tqdm(total=len(order), desc="Caching backbone states", unit="segment", disable=not (progress and order))
     for offset, shard_keys in enumerate(plan):
         tensors: dict[str, torch.Tensor] = {}
         for start in range(0, len(shard_keys), batch_size):
