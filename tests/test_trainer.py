@@ -226,8 +226,8 @@ def test_processor_native_features_need_remove_unused_columns_off(backbones, pro
 
 def test_backbone_free_checkpoints(backbones, processor, datasets, tmp_path):
     model = _model(backbones, save_backbone_weights=False)
-    args = _args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
-                 load_best_model_at_end=True, metric_for_best_model="loss")  # fmt: skip
+    steps = {"save_strategy": "steps", "save_steps": 2, "eval_strategy": "steps", "eval_steps": 2}
+    args = _args(tmp_path, max_steps=4, load_best_model_at_end=True, metric_for_best_model="loss", **steps)
     trainer = _trainer(model, args, datasets, processor)
     trainer.train()
     saved = load_file(str(tmp_path / "checkpoint-4" / "model.safetensors"))
@@ -249,8 +249,8 @@ def test_token_classification(tiny_esm, tiny_prott5, tmp_path):
         return {"accuracy": float((predicted[keep] == gold[keep]).mean())}
 
     args = _args(tmp_path, max_steps=2, save_strategy="no", eval_strategy="no")
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=MetaEmbedDataCollator(processor),
-                      compute_metrics=accuracy)  # fmt: skip
+    collator = MetaEmbedDataCollator(processor)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, compute_metrics=accuracy)
     trainer.train()
     predictions = trainer.predict(dataset)
     assert 0.0 <= predictions.metrics["test_accuracy"] <= 1.0

@@ -1,0 +1,346 @@
+"""Model cards and Hub uploads for MetaEmbed models.
+
+`render_model_card` fills `model_cards/template.md` with the model's backbones, fusion and architecture settings, how
+to load it with `trust_remote_code`, and evaluation results; its metadata (base models = the backbones, library,
+tags, pipeline tag, metrics, `model-index`) is a `huggingface_hub.ModelCardData`, so the Hub reads it as usual.
+`save_for_hub` writes everything a Hub repo needs into one folder (weights, config, model code, processor with its
+tokenizers and code, `README.md`) and `push_to_hub` uploads that folder in one commit:
+
+```python
+from hf_metaembed.cards import push_to_hub
+
+push_to_hub(model, processor, "me/esm2-prott5-dme", eval_results=trainer.evaluate(), eval_dataset="PPB-Affinity")
+```
+
+Not a model file: it uses huggingface_hub and jinja2 (through `ModelCard.from_template`).
+"""
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .configuration_metaembed import MetaEmbedConfig
+
+TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "template.md"
+LIBRARY_NAME = "transformers"  # the checkpoint loads with plain transformers (remote code)
+PIPELINE_TAGS = {
+    "MetaEmbedModel": "feature-extraction",
+    "MetaEmbedForSequenceClassification": "text-classification",
+    "MetaEmbedForTokenClassification": "token-classification",
+}
+AUTO_CLASSES = {
+    "MetaEmbedModel": "AutoModel",
+    "MetaEmbedForSequenceClassification": "AutoModelForSequenceClassification",
+    "MetaEmbedForTokenClassification": "AutoModelForTokenClassification",
+}
+FUSION_DESCRIPTIONS = {
+    "concat": "Fusion concatenates the backbones' states (the baseline meta-embedding).",
+    "mean": (
+        "Fusion projects each backbone's state to a common size and averages them (averaged meta-embeddings, "
+        "Coates and Bollegala, NAACL 2018)."
+    ),
+    "dme": (
+        "Dynamic meta-embeddings project each backbone's state to a common size and mix them with learned, "
+        "per-unit weights (Kiela, Wang and Cho, *Dynamic Meta-Embeddings for Improved Sentence Representations*, "
+        "EMNLP 2018)."
+    ),
+    "cdme": (
+        "Contextualized dynamic meta-embeddings project each backbone's state to a common size and mix them with "
+        "weights read from a small BiLSTM over the sequence (Kiela, Wang and Cho, EMNLP 2018)."
+    ),
+    "attention": (
+        "At each unit the projected backbone states attend to each other in one small multi-head layer and are "
+        "pooled with reported weights."
+    ),
+}
+# Trainer's evaluate() keys that are bookkeeping, not metrics
+_NOT_METRICS = re.compile(
+    r"^(?:eval_|test_)?(?:runtime|samples_per_second|steps_per_second|epoch|model_preparation_time)$"
+)
+
+
+def hub_base_models(names: Sequence[str | None]) -> list[str]:
+    """The backbone names that are Hub model ids (local folders and unnamed backbones are left out)."""
+    base_models = []
+    for name in names:
+        if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
+            continue
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            continue
+        if name not in base_models:
+            base_models.append(name)
+    return base_models
+
+
+def eval_results_from_metrics(
+    metrics: Mapping[str, float],
+    dataset_name: str,
+    *,
+    dataset_type: str | None = None,
+    dataset_split: str | None = None,
+    task_type: str = "text-classification",
+) -> list[EvalResult]:
+    """`EvalResult`s from a metrics dict such as `Trainer.evaluate()` returns.
+
+    The `eval_`/`test_` prefixes are dropped, and timing and epoch entries are skipped (`eval_loss` is kept as
+    `loss`). `dataset_type` (a Hub dataset id, or any short name) defaults to `dataset_name`.
+    """
+    results = []
+    for key, value in metrics.items():
+        if _NOT_METRICS.match(key) or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        metric = re.sub(r"^(?:eval|test)_", "", key)
+        results.append(
+            EvalResult(
+                task_type=task_type,
+                dataset_type=dataset_type or dataset_name,
+                dataset_name=dataset_name,
+                dataset_split=dataset_split,
+                metric_type=metric,
+                metric_name=metric,
+                metric_value=float(value),
+            )
+        )
+    if not results:
+        raise ValueError(f"no metric values in {dict(metrics)!r}; pass a dict such as {{'spearman': 0.71}}")
+    return results
+
+
+def _config_of(model) -> MetaEmbedConfig:
+    config = getattr(model, "config", None)
+    if not isinstance(config, MetaEmbedConfig) and getattr(config, "model_type", None) != MetaEmbedConfig.model_type:
+        raise TypeError(
+            f"expected a MetaEmbed model, got {type(model).__name__}; pass the model itself, not a wrapper"
+        )
+    return config
+
+
+def _settings(config: MetaEmbedConfig) -> dict[str, Any]:
+    """The fusion, architecture and head settings worth reading on a card (all taken from the config)."""
+    settings: dict[str, Any] = {
+        "fusion": config.fusion,
+        "fusion_dim": config.fusion_dim or min(config.backbone_hidden_sizes),
+    }
+    if config.fusion in ("dme", "cdme"):
+        settings["gating"] = config.gating
+    if config.fusion == "cdme":
+        settings["cdme_hidden_size"] = config.cdme_hidden_size
+    if config.fusion == "attention":
+        settings["fusion_num_heads"] = config.fusion_num_heads
+    settings.update(
+        level=config.level,
+        subword_pooling=config.subword_pooling,
+        pooling=config.pooling,
+        architecture=config.architecture,
+    )
+    if config.architecture == "hp":
+        settings.update(chain_pooling=config.chain_pooling, side_combine=config.side_combine)
+    elif config.architecture == "ec":
+        settings["ec_mode"] = config.ec_mode
+    elif config.architecture == "pad":
+        settings.update(pad_num_heads=config.pad_num_heads, pad_shared_attention=config.pad_shared_attention)
+    settings.update(head=config.head, freeze_backbones=config.freeze_backbones)
+    if config.problem_type is not None:
+        settings["problem_type"] = config.problem_type
+    return settings
+
+
+def _backbone_rows(config: MetaEmbedConfig, hub_names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for index in range(config.num_backbones):
+        name = config.backbone_names[index]
+        if name in hub_names:
+            link = f"[{name}](https://huggingface.co/{name})"
+        else:
+            link = f"`{os.path.basename(os.path.normpath(name))}` (local)" if name else "(unnamed)"
+        rows.append(
+            {
+                "link": link,
+                "model_type": config.backbone_configs[index].get("model_type"),
+                "unit_type": config.backbone_unit_types[index],
+                "layer": config.backbone_layers[index],
+                "hidden_size": config.backbone_hidden_sizes[index],
+            }
+        )
+    return rows
+
+
+def model_card_data(
+    model,
+    *,
+    eval_results: Sequence[EvalResult] | None = None,
+    model_name: str | None = None,
+    base_model: str | list[str] | None = None,
+    tags: Sequence[str] = (),
+    **card_data: Any,
+) -> ModelCardData:
+    """The card's metadata: base models (the Hub backbones), library, tags, pipeline tag, metrics, `model-index`.
+
+    Extra keyword arguments (`license`, `datasets`, `language`, ...) go to `ModelCardData`, which validates them.
+    """
+    config = _config_of(model)
+    model_class = type(model).__name__
+    base = base_model if base_model is not None else hub_base_models(config.backbone_names)
+    all_tags = ["hf_metaembed", "meta-embeddings", config.fusion]
+    if config.architecture != "single":
+        all_tags.append(f"pair-architecture-{config.architecture}")
+    if "residue" in config.backbone_unit_types:
+        all_tags += ["protein", "biology"]
+    all_tags += list(tags)
+    metrics = sorted({result.metric_type for result in eval_results}) if eval_results else None
+    return ModelCardData(
+        base_model=base or None,
+        library_name=LIBRARY_NAME,
+        pipeline_tag=PIPELINE_TAGS.get(model_class, "feature-extraction"),
+        tags=all_tags,
+        metrics=metrics,
+        eval_results=list(eval_results) if eval_results else None,
+        model_name=model_name,
+        **card_data,
+    )
+
+
+def render_model_card(
+    model,
+    *,
+    repo_id: str | None = None,
+    eval_results: Mapping[str, float] | Sequence[EvalResult] | None = None,
+    eval_dataset: str | None = None,
+    description: str | None = None,
+    template_path: str | os.PathLike | None = None,
+    **card_data: Any,
+) -> ModelCard:
+    """Render the model card of a MetaEmbed model.
+
+    Args:
+        model: a `MetaEmbedModel` or `MetaEmbedFor*` model.
+        repo_id: the Hub repo the card describes (used in the loading example and as the default model name).
+        eval_results: `EvalResult`s, or a metrics dict (e.g. `Trainer.evaluate()`) measured on `eval_dataset`.
+        eval_dataset: name of the evaluation dataset, required with a metrics dict.
+        description: a paragraph under the title.
+        template_path: a Jinja template to use instead of `model_cards/template.md`.
+        **card_data: `model_name`, `base_model`, `tags`, `license`, `datasets`, `language`, ... (`ModelCardData`).
+
+    Returns:
+        A `huggingface_hub.ModelCard`; `card.save("README.md")` writes it.
+    """
+    config = _config_of(model)
+    model_class = type(model).__name__
+    pipeline_tag = PIPELINE_TAGS.get(model_class, "feature-extraction")
+    if isinstance(eval_results, Mapping):
+        if not eval_dataset:
+            raise ValueError("eval_results is a metrics dict: name the dataset it was measured on with eval_dataset=")
+        eval_results = eval_results_from_metrics(eval_results, eval_dataset, task_type=pipeline_tag)
+    model_name = card_data.pop("model_name", None) or (repo_id.split("/")[-1] if repo_id else None)
+    model_name = model_name or f"metaembed-{config.fusion}-{config.num_backbones}-backbones"
+    data = model_card_data(model, eval_results=eval_results, model_name=model_name, **card_data)
+    hub_names = hub_base_models(config.backbone_names)
+    protein = "residue" in config.backbone_unit_types
+    head_class = model_class if model_class != "MetaEmbedModel" else None
+    task = {
+        "regression": "regression",
+        "single_label_classification": "classification",
+        "multi_label_classification": "multi-label classification",
+    }.get(config.problem_type, "classification")
+    if model_class == "MetaEmbedForTokenClassification":
+        task = "per-unit classification"
+    from . import __version__
+
+    return ModelCard.from_template(
+        data,
+        template_path=str(template_path or TEMPLATE_PATH),
+        model_name=model_name,
+        description=description or "",
+        backbones=_backbone_rows(config, hub_names),
+        backbone_weights=config.save_backbone_weights,
+        frozen=config.freeze_backbones,
+        unit_name="residue" if protein else "word",
+        settings=_settings(config),
+        head_class=head_class,
+        task=task,
+        num_labels=config.num_labels,
+        auto_class=AUTO_CLASSES.get(model_class, "AutoModel"),
+        repo_id=repo_id or "path/to/this/model",
+        example_input='["MKTAYIAKQRQISFVKSHFSRQ"]' if protein else '["a sentence to embed"]',
+        eval_results=data.eval_results or [],
+        fusion_description=FUSION_DESCRIPTIONS.get(config.fusion, f"Fusion: `{config.fusion}`."),
+        library_version=__version__,
+    )
+
+
+def save_for_hub(
+    model,
+    processor,
+    folder: str | os.PathLike,
+    eval_results: Mapping[str, float] | Sequence[EvalResult] | None = None,
+    **card_kwargs: Any,
+) -> list[str]:
+    """Write everything a Hub repo of this model needs into `folder`.
+
+    That is the model (`config.json` with its `auto_map`, weights, the model code files), the processor (its
+    tokenizers, `processor_config.json` and code) and `README.md` (see `render_model_card`, which receives
+    `eval_results` and `card_kwargs`).
+
+    Returns:
+        The written files, relative to `folder`, sorted.
+    """
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    if processor is not None:
+        processor.save_pretrained(folder)
+    render_model_card(model, eval_results=eval_results, **card_kwargs).save(folder / "README.md")
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+def push_to_hub(
+    model,
+    processor,
+    repo_id: str,
+    *,
+    eval_results: Mapping[str, float] | Sequence[EvalResult] | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str = "Upload MetaEmbed model, processor and card",
+    **card_kwargs: Any,
+):
+    """Create (or reuse) the Hub repo `repo_id` and upload model, code files, processor and card in one commit.
+
+    Keyword arguments beyond the Hub ones go to `render_model_card` (`eval_dataset`, `description`, `license`, ...).
+
+    Returns:
+        The `huggingface_hub.CommitInfo` of the upload.
+    """
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as folder:
+        files = save_for_hub(model, processor, folder, eval_results=eval_results, repo_id=repo_id, **card_kwargs)
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.path.join(folder, name)) for name in files
+        ]
+        return api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+__all__ = [
+    "eval_results_from_metrics",
+    "hub_base_models",
+    "model_card_data",
+    "push_to_hub",
+    "render_model_card",
+    "save_for_hub",
+]
