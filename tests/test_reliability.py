@@ -5,12 +5,23 @@ Backbones here are tiny and accept only 16 residues (ESM-2 style: 18 tokens with
 are cheap to make.
 """
 
+import ast
+import json
 import math
+import os
+import shutil
+import signal
+import struct
+import sys
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import tiny_backbones
 import torch
+from torch import nn
+from transformers import set_seed
 
 from hf_metaembed import MetaEmbedConfig, MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.windowing import plan_windows
@@ -274,3 +285,421 @@ def test_window_policy_and_processor_setting_survive_save_and_load(short_backbon
     assert MetaEmbedProcessor.from_pretrained(tmp_path).long_sequences == "window"
     with pytest.raises(ValueError, match="unknown long_sequences 'cut'; choose one of: error, window"):
         MetaEmbedProcessor.from_backbones([short_backbones["esm"]], long_sequences="cut")
+
+
+# ------------------------------------------------------------------------------------------------- hostile inputs
+
+
+@pytest.fixture(scope="module")
+def protein_processor(short_backbones) -> MetaEmbedProcessor:
+    return MetaEmbedProcessor.from_backbones([short_backbones["esm"], short_backbones["prott5"]])
+
+
+@pytest.fixture(scope="module")
+def text_processor(short_backbones) -> MetaEmbedProcessor:
+    return MetaEmbedProcessor.from_backbones([short_backbones["bert"], short_backbones["roberta"]])
+
+
+@pytest.mark.parametrize(
+    ("sequences", "error", "message"),
+    [
+        (["MKTA", ""], ValueError, r"sample 1: the sequence is empty or whitespace only"),
+        (["MKTA", " \n\t "], ValueError, r"sample 1: the sequence is empty or whitespace only"),
+        (["MKTA", None], TypeError, r"sample 1: expected a string, got NoneType"),
+        ([float("nan")], TypeError, r"sample 0: expected a string, got float \(nan\)"),
+        ([b"MKTA"], TypeError, r"sample 0: expected a string, got bytes"),
+        ([["MKTA"]], TypeError, r"sample 0: expected a string, got list"),
+        (["MKTA", "MKT1A"], ValueError, r"sample 1: \['1'\] are not amino-acid letters .* unknown_residues='x'"),
+        (["Straße"], ValueError, r"sample 0: \['ß'\] are not amino-acid letters"),
+        (["MKTA", "the movie was not good"], ValueError, r"sample 1: this looks like text, not a protein"),
+        (["MK\ud800TA"], ValueError, r"sample 0: character 2 .* lone surrogate"),
+        ([], ValueError, r"the batch is empty"),
+        (7, TypeError, r"`sequences` must be a list, got int"),
+    ],
+)
+def test_hostile_protein_inputs_name_the_sample(sequences, error, message, protein_processor):
+    with pytest.raises(error, match=message):
+        protein_processor(sequences)
+
+
+@pytest.mark.parametrize(
+    ("ligand", "receptor", "message"),
+    [
+        ([["MKTA"], ["GSHW"]], [["MVLS"]], r"ligand lists 2 complexes but receptor lists 1: sample 1 has no receptor"),
+        ([["MKTA"]], ["GSHW"], r"sample 0: the receptor must be a list of chain strings"),
+        ([["MKTA"]], [[]], r"sample 0: the receptor has no chains"),
+        ([["MKTA", None]], [["GSHW"]], r"sample 0 \(ligand\): expected a string, got NoneType"),
+        ([["MKTA"]], [["GSHW", "  "]], r"sample 0 \(receptor\): the sequence is empty"),
+        ("MKTA", [["GSHW"]], r"`ligand` must be a list, got str"),
+    ],
+)
+def test_hostile_complex_inputs_name_the_sample(ligand, receptor, message, short_backbones):
+    processor = MetaEmbedProcessor.from_backbones([short_backbones["esm"]], architecture="ec")
+    with pytest.raises((ValueError, TypeError), match=message):
+        processor(ligand=ligand, receptor=receptor)
+
+
+def test_documented_protein_normalisations(protein_processor):
+    reference = protein_processor(["MKTAYIAKQRQISFV"])
+    for variant in ("mktayiakqrqisfv", "M K T A Y I A K Q R Q I S F V", "MKTAYIAKQR QISFV", "MKTAY\nIAKQR\nQISFV"):
+        batch = protein_processor([variant])
+        assert torch.equal(batch["input_ids"], reference["input_ids"]), variant
+        assert batch["unit_mask"].sum() == 15
+    with pytest.warns(UserWarning, match="2 non-amino-acid characters were read as X"):
+        lenient = MetaEmbedProcessor.from_backbones(
+            [t.name_or_path for t in protein_processor.tokenizers], unknown_residues="x"
+        )(["MKT*A1"])
+    assert lenient["unit_mask"].sum() == 6
+
+
+def test_text_backbones_read_anything_as_words(text_processor):
+    batch = text_processor(["MKTAYIAKQR", "the movie , was good", "🙂 é \x00 ok"])
+    assert batch["unit_mask"].sum(1).tolist() == [1, 5, 4]
+
+
+def _label_model(short_backbones, **settings):
+    return MetaEmbedForSequenceClassification.from_backbones([short_backbones["esm"]], fusion="mean", **settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "labels", "message"),
+    [
+        ({"num_labels": 1}, torch.tensor([1.0, float("nan")]), r"labels of samples \[1\] are NaN or infinite"),
+        ({"num_labels": 1}, torch.tensor([float("inf"), 2.0]), r"labels of samples \[0\] are NaN or infinite"),
+        ({"num_labels": 1}, torch.tensor([1.0, 2.0, 3.0]), r"labels hold 3 entries but the batch has 2 samples"),
+        ({"num_labels": 3}, torch.tensor([0, 3]), r"labels of samples \[1\] hold class ids \[3\] outside 0..2"),
+        ({"num_labels": 3}, torch.tensor([-1, 1]), r"labels of samples \[0\] hold class ids \[-1\] outside 0..2"),
+    ],
+)
+def test_bad_labels_are_clear_errors(settings, labels, message, short_backbones, protein_processor):
+    model = _label_model(short_backbones, **settings)
+    batch = MetaEmbedProcessor.from_backbones([short_backbones["esm"]])(["MKTA", "GSHWLE"])
+    with pytest.raises(ValueError, match=message):
+        model(**batch, labels=labels)
+
+
+def test_bad_token_labels_are_clear_errors(short_backbones):
+    from hf_metaembed import MetaEmbedForTokenClassification
+
+    model = MetaEmbedForTokenClassification.from_backbones([short_backbones["esm"]], num_labels=2)
+    batch = MetaEmbedProcessor.from_backbones([short_backbones["esm"]])(["MKTA", "GS"])
+    labels = torch.tensor([[0, 1, 5, 0], [1, 0, -100, -100]])
+    with pytest.raises(ValueError, match=r"labels of segments \[0\] hold class ids \[5\] outside 0..1"):
+        model(**batch, labels=labels)
+
+
+def test_hand_made_tensors_fail_with_messages_not_index_errors(models, window_processors):
+    model = models["esm"]
+    batch = dict(window_processors["esm"](["MKTA", "GSHW"]))
+    with pytest.raises(ValueError, match="the batch holds no segments"):
+        model(**{key: value[:0] for key, value in batch.items()})
+    wrong_ids = batch["input_ids"].clone()
+    wrong_ids[1, 0, 2] = 999
+    with pytest.raises(ValueError, match=r"segment 1: token id 999 is outside the vocabulary of backbone 0"):
+        model(**{**batch, "input_ids": wrong_ids})
+    with pytest.raises(ValueError, match=r"token_unit_index of backbone 0 points at unit 3 but unit_mask has 2"):
+        model(**{**batch, "unit_mask": batch["unit_mask"][:, :2]})
+
+
+# ------------------------------------------------------------------------------------------ crash-safe saving
+
+
+def _fork_writer(write) -> int:
+    """Run `write()` in a forked child process (a copy of this one: nothing to import again); return its pid.
+
+    The child never comes back into pytest: it ends with `os._exit` whatever happens.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            torch.set_num_threads(1)  # no OpenMP thread pool in the child of a forked process
+            write()
+        except BaseException:  # noqa: BLE001 - any failure is reported through the exit code
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+@pytest.fixture(scope="module")
+def saved_v1(short_backbones, tmp_path_factory):
+    """A model and processor saved once (version 1), with reference outputs."""
+    folder = tmp_path_factory.mktemp("crash") / "model"
+    model = MetaEmbedForSequenceClassification.from_backbones(
+        [short_backbones["esm"], short_backbones["ankh"]], fusion="dme", num_labels=1
+    ).eval()
+    processor = MetaEmbedProcessor.from_backbones([short_backbones["esm"], short_backbones["ankh"]])
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    batch = processor(SHORT_PROTEINS)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    return folder, batch, logits
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to start a writer process cheaply")
+def test_killed_model_writer_leaves_the_previous_save_loadable(saved_v1, tmp_path, monkeypatch):
+    import transformers.modeling_utils as modeling_utils
+
+    folder, batch, logits = saved_v1
+    version_2 = MetaEmbedForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        for parameter in version_2.parameters():
+            parameter.add_(1.0)
+    flag = tmp_path / "writing"
+    real_save = modeling_utils.safe_save_file
+
+    def half_written(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as handle:
+            handle.truncate(os.path.getsize(filename) // 2)
+        flag.touch()
+        time.sleep(60)  # killed here, in the middle of writing the weights
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", half_written)
+    pid = _fork_writer(lambda: version_2.save_pretrained(folder))
+    monkeypatch.undo()
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists() and time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
+            time.sleep(0.05)
+        assert flag.exists(), "the writer never started writing the weights"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    leftovers = [entry for entry in os.listdir(folder.parent) if ".saving-" in entry]
+    assert leftovers, "the killed writer should have been writing to a staging folder"
+    reloaded = MetaEmbedForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, logits)
+    # the next save on this machine clears what the dead writer left behind
+    reloaded.save_pretrained(folder)
+    assert not [entry for entry in os.listdir(folder.parent) if ".saving-" in entry]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to start a writer process cheaply")
+def test_processor_writer_dying_after_its_first_tokenizer_leaves_the_previous_save(saved_v1):
+    folder, batch, _ = saved_v1
+    processor = MetaEmbedProcessor.from_pretrained(folder)
+    processor.truncation = True
+
+    def die_at_second_tokenizer():
+        type(processor.tokenizers[1]).save_pretrained = lambda *args, **kwargs: os._exit(3)
+        processor.save_pretrained(folder)
+
+    _, status = os.waitpid(_fork_writer(die_at_second_tokenizer), 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
+    reloaded = MetaEmbedProcessor.from_pretrained(folder)
+    assert reloaded.truncation is False
+    assert torch.equal(reloaded(SHORT_PROTEINS)["input_ids"], batch["input_ids"])
+
+
+def test_resave_replaces_files_and_keeps_the_other_writers_files(saved_v1, short_backbones, tmp_path):
+    """Saving a model into a folder that holds a processor keeps the processor; a new save removes weight shards of
+    an older layout, and a processor with fewer backbones removes the tokenizer folders it no longer has."""
+    folder, _, _ = saved_v1
+    target = tmp_path / "resave"
+    shutil.copytree(folder, target)
+    model = MetaEmbedForSequenceClassification.from_pretrained(target)
+    model.save_pretrained(target, max_shard_size="20KB")
+    assert (target / "model.safetensors.index.json").exists() and not (target / "model.safetensors").exists()
+    model.save_pretrained(target)
+    assert sorted(p.name for p in target.glob("model*.safetensors*")) == ["model.safetensors"]
+    assert (target / "tokenizer_1").is_dir()
+    MetaEmbedProcessor.from_backbones([short_backbones["esm"]]).save_pretrained(target)
+    assert not (target / "tokenizer_1").exists()
+    assert MetaEmbedProcessor.from_pretrained(target).unit_types == ["residue"]
+    MetaEmbedForSequenceClassification.from_pretrained(target)
+
+
+# ------------------------------------------------------------------------------------------------- safe loading
+
+
+def test_pickle_only_folder_is_refused_unless_allowed(saved_v1, tmp_path):
+    from safetensors.torch import load_file
+
+    folder, batch, logits = saved_v1
+    target = tmp_path / "pickle"
+    shutil.copytree(folder, target)
+    torch.save(load_file(target / "model.safetensors"), target / "pytorch_model.bin")
+    (target / "model.safetensors").unlink()
+    with pytest.raises(OSError, match=r"no safetensors weights .* allow_pickle=True"):
+        MetaEmbedForSequenceClassification.from_pretrained(target)
+    with pytest.raises(ValueError, match=r"use_safetensors=False would load pickle weights.*allow_pickle=True"):
+        MetaEmbedForSequenceClassification.from_pretrained(target, use_safetensors=False)
+    trusted = MetaEmbedForSequenceClassification.from_pretrained(target, allow_pickle=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(trusted(**batch).logits, logits)
+
+
+@pytest.fixture
+def no_real_build(monkeypatch):
+    """Record the default device whenever a backbone is built: checks must fail before anything real is made."""
+    import hf_metaembed.modeling_metaembed as modeling
+
+    devices = []
+    real_build = modeling.build_backbone
+
+    def recording_build(config):
+        devices.append(torch.empty(0).device.type)
+        return real_build(config)
+
+    monkeypatch.setattr(modeling, "build_backbone", recording_build)
+    return devices
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) - 100])
+    elif how == "header length":
+        path.write_bytes(struct.pack("<Q", 10**12) + data[8:])
+    elif how == "header json":
+        path.write_bytes(data[:8] + b"\xff" * 16 + data[24:])
+    else:
+        path.write_bytes(data[:5])
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated", r"truncated or corrupted: its header describes \d+ bytes of tensor data but the file holds"),
+        ("header length", r"truncated or corrupted: its header claims"),
+        ("header json", r"truncated or corrupted: its header is not valid JSON"),
+        ("stub", r"truncated or corrupted: it holds only 5 bytes"),
+    ],
+)
+def test_damaged_weights_fail_before_the_model_is_built(how, message, saved_v1, tmp_path, no_real_build):
+    folder, _, _ = saved_v1
+    target = tmp_path / "damaged"
+    shutil.copytree(folder, target)
+    _damage(target / "model.safetensors", how)
+    with pytest.raises(ValueError, match=message) as error:
+        MetaEmbedForSequenceClassification.from_pretrained(target)
+    assert "model.safetensors" in str(error.value) and "save the model again" in str(error.value)
+    assert no_real_build == []
+
+
+def test_damaged_or_missing_shard_is_named(saved_v1, tmp_path, no_real_build):
+    folder, _, _ = saved_v1
+    target = tmp_path / "sharded"
+    shutil.copytree(folder, target)
+    MetaEmbedForSequenceClassification.from_pretrained(folder).save_pretrained(target, max_shard_size="20KB")
+    shards = sorted(target.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    no_real_build.clear()
+    _damage(shards[-1], "truncated")
+    with pytest.raises(ValueError, match=rf"{shards[-1].name} is truncated or corrupted"):
+        MetaEmbedForSequenceClassification.from_pretrained(target)
+    shards[-1].unlink()
+    with pytest.raises(ValueError, match=rf"names the shard {shards[-1].name}, which is missing"):
+        MetaEmbedForSequenceClassification.from_pretrained(target)
+    assert no_real_build == []
+
+
+def _edit_config(folder: Path, edit) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(fusion="dmee"), r"unknown fusion 'dmee' \(config field `fusion`\); choose one of"),
+        (lambda c: c.update(pooling="median"), r"unknown pooling 'median'"),
+        (
+            lambda c: c.update(fusion="attention", fusion_num_heads=3),
+            r"fusion_num_heads=3 must divide the fusion size",
+        ),
+        (lambda c: c.update(head="convbert", convbert_num_heads=6), r"convbert_num_heads=6 must divide the unit size"),
+        (lambda c: c.update(window_size=4, window_overlap=4), r"window_overlap must be a whole number"),
+        (lambda c: c.update(backbone_unit_types=["residue"]), r"backbone_unit_types has 1 entries for 2 backbone"),
+        (lambda c: c["backbone_configs"][0].update(hidden_size=32), r"config.json does not describe these weights"),
+        (
+            lambda c: c.update(fusion_dim=8),
+            r"config.json does not describe these weights \(\d+ tensors differ, e\.g\.",
+        ),
+    ],
+)
+def test_impossible_configs_fail_before_any_tensor_is_built(edit, message, saved_v1, tmp_path, no_real_build):
+    folder, _, _ = saved_v1
+    target = tmp_path / "edited"
+    shutil.copytree(folder, target)
+    _edit_config(target, edit)
+    with pytest.raises(ValueError, match=message):
+        MetaEmbedForSequenceClassification.from_pretrained(target)
+    assert set(no_real_build) <= {"meta"}
+
+
+def test_remote_code_files_import_only_torch_transformers_and_each_other(saved_v1):
+    folder, _, _ = saved_v1
+    allowed = {"torch", "transformers"} | set(sys.stdlib_module_names)
+    files = sorted(folder.glob("*.py"))
+    names = {path.stem for path in files}
+    assert {"modeling_metaembed", "processing_metaembed", "windowing", "safe_files"} <= names
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] in allowed, f"{path.name} imports {alias.name}"
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 0:
+                    assert node.module.split(".")[0] in allowed, f"{path.name} imports from {node.module}"
+                else:
+                    assert node.level == 1 and node.module in names, (
+                        f"{path.name}: from {'.' * node.level}{node.module}"
+                    )
+
+
+# -------------------------------------------------------------------------------------------------- determinism
+
+
+def _dropout_heavy_model(short_backbones) -> MetaEmbedForSequenceClassification:
+    """ConvBERT head, attention fusion and a BERT backbone, each with dropout configured."""
+    backbone = tiny_backbones.build_tiny_bert(max_length=MAX_RESIDUES)[0]
+    backbone.config.hidden_dropout_prob = backbone.config.attention_probs_dropout_prob = 0.5
+    for module in backbone.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.5
+    return MetaEmbedForSequenceClassification.from_backbones(
+        [backbone], unit_types=["word"], fusion="attention", head="convbert", num_labels=2, fusion_dropout=0.5,
+        head_dropout=0.5, convbert_num_heads=2,
+    )  # fmt: skip
+
+
+def test_same_seed_same_model_and_outputs(short_backbones, text_processor):
+    batch = MetaEmbedProcessor.from_backbones([short_backbones["bert"]])(SHORT_TEXTS)
+    outputs = []
+    for _ in range(2):
+        set_seed(7)
+        model = _dropout_heavy_model(short_backbones).eval()
+        with torch.no_grad():
+            outputs.append(model(**batch).logits)
+    torch.testing.assert_close(outputs[0], outputs[1], atol=0, rtol=0)
+    set_seed(8)
+    with torch.no_grad():
+        assert not torch.equal(_dropout_heavy_model(short_backbones).eval()(**batch).logits, outputs[0])
+
+
+def test_eval_mode_has_no_dropout_anywhere(short_backbones):
+    batch = MetaEmbedProcessor.from_backbones([short_backbones["bert"]])(SHORT_TEXTS)
+    model = _dropout_heavy_model(short_backbones)
+    model.metaembed.unfreeze_backbones()
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(**batch).logits, model(**batch).logits)  # dropout is live in training
+    model.eval()
+    assert all(not module.training for module in model.modules())
+    assert sum(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()) >= 5
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+def test_frozen_backbones_stay_in_eval_mode_while_training(short_backbones):
+    model = _dropout_heavy_model(short_backbones).train()
+    backbone_modules = list(model.metaembed.backbone_0.modules())
+    assert all(not module.training for module in backbone_modules)
+    assert model.classifier.training and model.metaembed.fusion.training

@@ -207,6 +207,24 @@ class MetaEmbedConfig(PreTrainedConfig):
         if isinstance(self.window_size, tuple):
             self.window_size = list(self.window_size)
         check_window_policy(self.window_size, self.window_overlap, self.window_combine, count)
+        if count:
+            self._check_head_counts()
+
+    def _check_head_counts(self) -> None:
+        """Attention heads must divide the size they split, checked here so a bad config fails before any layer
+        (or backbone tensor) is built."""
+        dims = self.backbone_hidden_sizes
+        fusion_size = self.fusion_dim or min(dims)
+        unit_size = sum(dims) if self.fusion == "concat" else fusion_size
+        for used, field, size, what in (
+            (self.fusion == "attention", "fusion_num_heads", fusion_size, "fusion size (fusion_dim)"),
+            (self.architecture == "pad", "pad_num_heads", unit_size, "unit size"),
+            (self.head == "convbert", "convbert_num_heads", unit_size, "unit size"),
+        ):
+            heads = getattr(self, field)
+            if used and (not isinstance(heads, int) or heads < 1 or size % heads):
+                divisors = ", ".join(str(h) for h in range(1, min(size, 32) + 1) if size % h == 0)
+                raise ValueError(f"{field}={heads} must divide the {what} {size}; choose one of: {divisors}")
 
     @property
     def num_backbones(self) -> int:

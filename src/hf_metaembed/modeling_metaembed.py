@@ -4,6 +4,7 @@ paired across the sides of a complex, and read by a task head.
 Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its sibling files.
 """
 
+import copy
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .fusion import build_fusion
 from .heads import build_head, build_unit_encoder
 from .pairing import build_pairing
 from .pooling import build_pooler
+from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
 
 _BACKBONE_KEY = re.compile(r"^(?:metaembed\.)?backbone_\d+\.")
@@ -160,13 +162,24 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         return cls(config, backbones=loaded)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_pickle: bool = False, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus the backbone-free form: when the checkpoint holds only fusion and
-        head weights, every backbone is loaded from its stored name and revision and merged in."""
+        head weights, every backbone is loaded from its stored name and revision and merged in.
+
+        Loading is safe by default (docs/RELIABILITY.md): weights come from safetensors only (`allow_pickle=True`
+        opts in to pickle files such as `pytorch_model.bin`, which can run code when loaded), and a truncated or
+        damaged weight file, or a config that does not describe the weights, is reported before the model is built.
+        """
+        kwargs["use_safetensors"] = safetensors_flag(kwargs.get("use_safetensors"), allow_pickle)
         config = kwargs.get("config")
         hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
         if not isinstance(config, MetaEmbedConfig) and pretrained_model_name_or_path is not None:
             config = MetaEmbedConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        plain_folder = not any(key in kwargs for key in ("state_dict", "subfolder", "variant", "gguf_file"))
+        if pretrained_model_name_or_path is not None and plain_folder:
+            shapes = checkpoint_shapes(pretrained_model_name_or_path, allow_pickle, hub_kwargs)
+            if shapes is not None and config is not None and not kwargs.get("ignore_mismatched_sizes"):
+                cls._check_checkpoint_shapes(config, shapes)
         if config is None or config.save_backbone_weights or pretrained_model_name_or_path is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         checkpoint = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
@@ -176,25 +189,68 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         for index, (name, revision) in enumerate(zip(config.backbone_names, config.backbone_revisions)):
             if name is None:
                 raise ValueError(f"backbone {index} has no stored name; this checkpoint cannot fetch its weights")
-            backbone = load_backbone(name, revision, index)
+            try:
+                backbone = load_backbone(name, revision, index, use_safetensors=kwargs["use_safetensors"])
+            except OSError as error:
+                if allow_pickle:
+                    raise
+                raise OSError(
+                    f"backbone {index} ({name}) could not be loaded from safetensors weights ({error}); if it has "
+                    "only pickle weights and you trust it, pass allow_pickle=True"
+                ) from error
             merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
         kwargs["config"] = config
         return super().from_pretrained(None, *model_args, state_dict=merged, **kwargs)
+
+    @classmethod
+    def _check_checkpoint_shapes(cls, config: MetaEmbedConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Compare the checkpoint's tensor shapes with those the config builds (on the meta device: no memory)."""
+        with torch.device("meta"):
+            skeleton = cls(copy.deepcopy(config))
+        expected = {key.removeprefix("metaembed."): tuple(v.shape) for key, v in skeleton.state_dict().items()}
+        wrong = [
+            f"{name} is {list(shape)} in the checkpoint but {list(expected[name.removeprefix('metaembed.')])} in the "
+            "config"
+            for name, shape in shapes.items()
+            if expected.get(name.removeprefix("metaembed."), shape) != shape
+        ]
+        if wrong:
+            raise ValueError(
+                f"config.json does not describe these weights ({len(wrong)} tensors differ, e.g. "
+                f"{'; '.join(wrong[:3])}): the config was edited, or the weights come from another model. Restore the "
+                "config that was saved with the weights, or pass ignore_mismatched_sizes=True to re-initialise the "
+                "layers that differ"
+            )
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, *args, save_backbone_weights: bool | None = None, **kwargs
     ):
         """`PreTrainedModel.save_pretrained`; `save_backbone_weights=False` (or the config field) writes only fusion
-        and head weights plus the backbone references."""
+        and head weights plus the backbone references.
+
+        Crash-safe (docs/RELIABILITY.md): files are written to a staging folder beside `save_directory` and moved in
+        only when all are complete, so a writer killed mid-write leaves the previous save loadable. With
+        `push_to_hub=True` the finished folder is then uploaded.
+        """
         if save_backbone_weights is not None:
             self.config.save_backbone_weights = save_backbone_weights
         self.config.auto_map = dict(AUTO_MAP)
         if not self.config.save_backbone_weights and kwargs.get("state_dict") is None:
             kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if not _BACKBONE_KEY.match(k)}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
-        self.config.auto_map = dict(AUTO_MAP)
-        self.config.save_pretrained(save_directory)
+        is_main_process = args[0] if args else kwargs.get("is_main_process", True)
+        if not is_main_process or kwargs.get("distributed_checkpoint"):
+            # other ranks write nothing; distributed checkpoints keep transformers' own layout
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "create_pr", "private") if k in kwargs}
+        with staged_save(save_directory, last=("config.json",), stale_files=MODEL_WEIGHT_FILES) as staging:
+            super().save_pretrained(staging, *args, **kwargs)
+            # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
+            self.config.auto_map = dict(AUTO_MAP)
+            self.config.save_pretrained(staging)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+            self.push_to_hub(repo_id, token=kwargs.get("token"), **hub_kwargs)
 
 
 def _try_tokenizer(name: str | None, revision: str | None):
@@ -408,15 +464,33 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
                 raise ValueError(f"`{name}` must accompany input_ids with the same shape {tuple(input_ids.shape)}")
 
 
-def _check_labels(labels: torch.Tensor) -> None:
+def _check_labels(labels: torch.Tensor, samples: int | None = None) -> None:
+    count = labels.shape[0] if labels.dim() else 1
+    if samples is not None and count != samples:
+        raise ValueError(
+            f"labels hold {count} entries but the batch has {samples} samples; give one label (row) per sample, in "
+            "the order of the inputs"
+        )
     if labels.is_floating_point() and not torch.isfinite(labels).all():
-        bad = (~torch.isfinite(labels)).reshape(labels.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        bad = (~torch.isfinite(labels)).reshape(count, -1).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"labels of samples {bad} are NaN or infinite; drop or fix those samples")
+
+
+def _check_classes(labels: torch.Tensor, num_labels: int, what: str = "samples") -> None:
+    """Class ids outside 0..num_labels-1 (-100: no label) raise an error naming the rows, not a torch index error."""
+    bad = (labels != -100) & ((labels < 0) | (labels >= num_labels))
+    if bool(bad.any()):
+        rows = bad.reshape(bad.shape[0] if bad.dim() else 1, -1).any(dim=1).nonzero().flatten().tolist()
+        values = sorted(set(labels[bad].tolist()))[:5]
+        raise ValueError(
+            f"labels of {what} {rows} hold class ids {values} outside 0..{num_labels - 1} (num_labels={num_labels}); "
+            "fix the labels or the model's num_labels"
+        )
 
 
 def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Loss chosen by `problem_type` (inferred from `num_labels` and the label dtype, as transformers does)."""
-    _check_labels(labels)
+    _check_labels(labels, logits.shape[0])
     labels = labels.to(logits.device)
     if config.problem_type is None:
         if config.num_labels == 1:
@@ -425,6 +499,8 @@ def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels: torch.T
             config.problem_type = "single_label_classification"
         else:
             config.problem_type = "multi_label_classification"
+    if config.problem_type == "single_label_classification":
+        _check_classes(labels, config.num_labels)
     if config.problem_type == "regression":
         return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).reshape(logits.squeeze(-1).shape))
     if config.problem_type == "single_label_classification":
@@ -526,6 +602,8 @@ class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
                     f"(-100 for none); got {tuple(labels.shape)}"
                 )
             labels = labels.masked_fill(outputs.unit_mask.to(labels.device) == 0, -100)
+            _check_labels(labels)
+            _check_classes(labels, self.num_labels, what="segments")
             loss = nn.functional.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1).long())
         return MetaEmbedTokenClassifierOutput(
             loss=loss, logits=logits, fusion_weights=outputs.fusion_weights, unit_mask=outputs.unit_mask

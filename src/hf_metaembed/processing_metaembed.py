@@ -8,6 +8,7 @@ torch, transformers and its sibling files only.
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -17,6 +18,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
 from .backbones import infer_unit_type, load_backbone_config
+from .safe_files import staged_save
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
@@ -27,6 +29,7 @@ PROTEIN_LETTERS = frozenset(STANDARD_RESIDUES + EXTRA_RESIDUES)
 LONG_SEQUENCE_POLICIES = ("error", "window")
 PAIR_LAYOUTS = {"sc": "joined", "ec": "sides", "pad": "sides", "hp": "chains"}
 _UNBOUNDED = 10**8
+_TOKENIZER_FOLDER = re.compile(r"tokenizer_\d+")
 
 
 def _special_token_frame(tokenizer, probe: str) -> tuple[list[int], list[int]]:
@@ -108,7 +111,13 @@ class MetaEmbedProcessor:
     `segment_side_index (segments,)`.
 
     Protein input is normalised as documented: whitespace removed, letters upper-cased, letters a backbone's
-    vocabulary lacks read as X. Text is split into words on whitespace.
+    vocabulary lacks read as X. Text is split into words on whitespace. Anything else is an error naming the sample
+    (docs/RELIABILITY.md lists them): a non-string, an empty or whitespace-only string, invalid Unicode, letters that
+    are not amino acids (unless `unknown_residues="x"`), or prose given to protein backbones.
+
+    `long_sequences`: `"error"` (default) rejects an input longer than a backbone accepts, naming the sample, the
+    backbone and its limit; `"window"` lets it through for a model whose config sets a window policy
+    (`window_size`), which reads it in sliding windows.
     """
 
     _auto_class = None
@@ -185,18 +194,21 @@ class MetaEmbedProcessor:
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
-        """Write every tokenizer to `tokenizer_<i>/` and the settings to `processor_config.json`."""
-        os.makedirs(save_directory, exist_ok=True)
-        for index, tokenizer in enumerate(self.tokenizers):
-            tokenizer.save_pretrained(os.path.join(save_directory, f"tokenizer_{index}"))
-        settings = self.to_dict()
-        if self._auto_class is not None:
-            custom_object_save(self, save_directory)
-            settings["auto_map"] = {"AutoProcessor": f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"}
-        path = os.path.join(save_directory, PROCESSOR_CONFIG_NAME)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(settings, handle, indent=2, sort_keys=True)
-        return [path]
+        """Write every tokenizer to `tokenizer_<i>/` and the settings to `processor_config.json`.
+
+        Crash-safe: the files are written to a staging folder and moved in when complete (docs/RELIABILITY.md).
+        """
+        with staged_save(save_directory, last=(PROCESSOR_CONFIG_NAME,), owned_folders=_TOKENIZER_FOLDER) as staging:
+            for index, tokenizer in enumerate(self.tokenizers):
+                tokenizer.save_pretrained(os.path.join(staging, f"tokenizer_{index}"))
+            settings = self.to_dict()
+            if self._auto_class is not None:
+                custom_object_save(self, staging)
+                module = type(self).__module__.split(".")[-1]
+                settings["auto_map"] = {"AutoProcessor": f"{module}.{type(self).__name__}"}
+            with open(os.path.join(staging, PROCESSOR_CONFIG_NAME), "w", encoding="utf-8") as handle:
+                json.dump(settings, handle, indent=2, sort_keys=True)
+        return [os.path.join(save_directory, PROCESSOR_CONFIG_NAME)]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "MetaEmbedProcessor":
@@ -230,20 +242,35 @@ class MetaEmbedProcessor:
             raise TypeError(f"sample {sample}{where}: expected a string, got {type(item).__name__} ({item!r:.40})")
         if not item.strip():
             raise ValueError(f"sample {sample}{where}: the sequence is empty or whitespace only; remove the sample")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"sample {sample}{where}: character {error.start} ({item[error.start]!r}) is a lone surrogate, not "
+                "valid Unicode; decode the input file properly (e.g. errors='replace')"
+            ) from None
         read = {}
         if "residue" in self.unit_types:
-            residues = "".join(item.split()).upper()
-            bad = sorted({letter for letter in residues if letter not in PROTEIN_LETTERS})
+            if _looks_like_text(item):
+                raise ValueError(
+                    f"sample {sample}{where}: this looks like text, not a protein ({item!r:.40}): words of different "
+                    "lengths between spaces. This processor's backbones read residues: pass amino-acid sequences "
+                    "(spaces may separate single residues, or equal blocks as UniProt prints them; if this is a "
+                    "protein, remove its spaces), or use text backbones for text"
+                )
+            residues = "".join(item.split())
+            # only ASCII letters are upper-cased: str.upper() would turn "ß" into "SS", two valid residues
+            bad = sorted({letter for letter in residues if not _is_residue(letter)})
             if bad:
                 if self.unknown_residues == "error":
                     raise ValueError(
                         f"sample {sample}{where}: {bad} are not amino-acid letters (allowed: "
-                        f"{STANDARD_RESIDUES} and {EXTRA_RESIDUES}); fix the sequence, or pass "
+                        f"{STANDARD_RESIDUES} and {EXTRA_RESIDUES}, either case); fix the sequence, or pass "
                         "unknown_residues='x' to read them as X"
                     )
-                counts["mapped_to_x"] = counts.get("mapped_to_x", 0) + sum(r not in PROTEIN_LETTERS for r in residues)
-                residues = "".join(r if r in PROTEIN_LETTERS else "X" for r in residues)
-            read["residue"] = residues
+                counts["mapped_to_x"] = counts.get("mapped_to_x", 0) + sum(not _is_residue(r) for r in residues)
+                residues = "".join(r if _is_residue(r) else "X" for r in residues)
+            read["residue"] = residues.upper()
         if "word" in self.unit_types:
             read["word"] = item.split()
         return read
@@ -323,6 +350,7 @@ class MetaEmbedProcessor:
                 raise ValueError("pass either `sequences` or `ligand`/`receptor`, not both")
             if isinstance(sequences, str):
                 sequences = [sequences]
+            sequences = _as_list(sequences, "sequences")
             if architecture != "single":
                 example = f" ({str(sequences[0])!r:.30})" if len(sequences) else ""
                 raise ValueError(
@@ -338,6 +366,7 @@ class MetaEmbedProcessor:
                 "sample 0 is a ligand/receptor complex but architecture 'single' reads plain sequences: call the "
                 "processor with a list of sequences, or use a pair architecture (sc, ec, hp, pad) for complexes"
             )
+        ligand, receptor = _as_list(ligand, "ligand"), _as_list(receptor, "receptor")
         if len(ligand) != len(receptor):
             missing = "receptor" if len(ligand) > len(receptor) else "ligand"
             raise ValueError(
@@ -467,6 +496,30 @@ class MetaEmbedProcessor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+
+def _is_residue(letter: str) -> bool:
+    """An amino-acid letter in either case (ASCII only)."""
+    return letter.isascii() and letter.upper() in PROTEIN_LETTERS
+
+
+def _looks_like_text(item: str) -> bool:
+    """Words of different lengths between whitespace: prose, not a protein.
+
+    Proteins may hold whitespace between single residues ("M K T A", as ProtT5 reads them) or between equal blocks
+    with a shorter last one (UniProt prints blocks of 10, FASTA wraps lines at 60 or 80); neither counts as text.
+    """
+    lengths = [len(chunk) for chunk in item.split()]
+    if len(lengths) < 2 or max(lengths) == 1:
+        return False
+    return len(set(lengths[:-1])) > 1 or lengths[-1] > lengths[0]
+
+
+def _as_list(value, name: str) -> list:
+    """A batch argument as a list; a string or a non-iterable is a `TypeError` that says what to pass."""
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        raise TypeError(f"`{name}` must be a list, got {type(value).__name__} ({value!r:.40})")
+    return list(value)
 
 
 def _pad_unit_labels(labels: list[list[int]], units: int) -> torch.Tensor:
