@@ -294,6 +294,8 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         if unit_encoder is not None:
             self.unit_encoder = unit_encoder
         self.pairing = build_pairing(config, self.fusion.output_dim)
+        # device_map places every backbone whole on one device (post_init adds the backbones' own no-split blocks)
+        self._no_split_modules = sorted({type(backbone).__name__ for backbone in backbones})
         self.post_init()
         if config.freeze_backbones:
             self.freeze_backbones()
