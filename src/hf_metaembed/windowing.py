@@ -88,8 +88,10 @@ def check_backbone_inputs(
         windowed: the backbone reads windows (`windowed_token_states` checks their length instead).
     """
     label = f"backbone {index}" + (f" ({name})" if name else "")
-    embeddings = backbone.get_input_embeddings()
-    vocab = getattr(embeddings, "num_embeddings", None)
+    try:
+        vocab = getattr(backbone.get_input_embeddings(), "num_embeddings", None)
+    except (AttributeError, NotImplementedError):  # an encoder without a token embedding table
+        vocab = None
     if vocab is not None and input_ids.numel():
         real = attention_mask.bool()
         bad = real & ((input_ids < 0) | (input_ids >= vocab))
