@@ -4,8 +4,6 @@
 (`unit_encoder`, e.g. ConvBERT): heads that do set `build_unit_encoder`.
 """
 
-import math
-
 import torch
 from torch import nn
 
@@ -114,11 +112,17 @@ class ConvBertUnitEncoder(nn.Module):
         segments, units, _ = states.shape
         query = self.query(states)  # (segments, units, dim // 2)
 
-        # self-attention heads, padded keys masked
-        scores = self._split(query) @ self._split(self.key(states)).transpose(-1, -2) / math.sqrt(self.head_size)
-        scores = scores.masked_fill(~real[:, None, None, :], torch.finfo(scores.dtype).min)
-        probabilities = self.attention_dropout(torch.softmax(scores, dim=-1))
-        attended = (probabilities @ self._split(self.value(states))).transpose(1, 2).reshape(segments, units, -1)
+        # self-attention heads; padded keys get a large negative (finite, so an all-padding row cannot give NaN) score
+        key_bias = torch.zeros(segments, 1, 1, units, dtype=states.dtype, device=states.device)
+        key_bias = key_bias.masked_fill(~real[:, None, None, :], torch.finfo(states.dtype).min)
+        attended = nn.functional.scaled_dot_product_attention(
+            self._split(query),
+            self._split(self.key(states)),
+            self._split(self.value(states)),
+            attn_mask=key_bias,
+            dropout_p=self.attention_dropout.p if self.training else 0.0,
+        )
+        attended = attended.transpose(1, 2).reshape(segments, units, -1)
 
         # span-based dynamic convolution heads; `states` is zero at padding, so is the convolution's input
         key_conv = self.key_pointwise(self.key_depthwise(states.transpose(1, 2))).transpose(1, 2)
