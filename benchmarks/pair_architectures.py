@@ -32,7 +32,8 @@ Two reference rows bound what is learnable: least squares on the true side fract
 
 Run: python benchmarks/pair_architectures.py [--seeds 3] [--epochs 20] [--workers 2] [--head convbert]
 (runs are independent: `--workers` trains that many at once, one torch thread each)
-Writes benchmarks/pair_architectures.json (every run) and benchmarks/pair_architectures.png, prints a markdown table.
+Writes benchmarks/pair_architectures.json (every run) and benchmarks/pair_architectures.png (with another `--head`:
+pair_architectures_<head>.*), prints a markdown table.
 """
 
 import argparse
@@ -296,6 +297,11 @@ def plot(summary: dict, references: dict, backbone_sets: list[str], path: Path, 
 _WORKER: dict = {}
 
 
+def _stem(head: str) -> str:
+    """Output file name: `pair_architectures` for the ConvBERT comparison, `pair_architectures_<head>` otherwise."""
+    return "pair_architectures" if head == "convbert" else f"pair_architectures_{head}"
+
+
 def _start_worker(backbone_sets: dict, complexes: int) -> None:
     torch.set_num_threads(1)  # tiny tensors: more threads only add contention
     _WORKER.update(backbone_sets=backbone_sets, data=make_dataset(complexes), stores={})
@@ -332,7 +338,8 @@ def main() -> None:
         report = json.loads(args.from_json.read_text())
         names = list(dict.fromkeys(run["backbones"] for run in report["runs"]))
         summary = summarise(report["runs"])
-        plot(summary, report["references"], names, args.out / "pair_architectures.png", report["settings"]["head"])
+        head = report["settings"]["head"]
+        plot(summary, report["references"], names, args.out / f"{_stem(head)}.png", head)
         print(markdown(summary, report["references"], names))
         return
     started = time.perf_counter()
@@ -378,7 +385,7 @@ def main() -> None:
     names = list(backbone_sets)
     table = markdown(summary, references, names)
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(summary, references, names, args.out / "pair_architectures.png", args.head)
+    plot(summary, references, names, args.out / f"{_stem(args.head)}.png", args.head)
     report = {
         "settings": vars(args) | {"out": str(args.out)},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
@@ -386,7 +393,7 @@ def main() -> None:
         "runs": runs,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    (args.out / "pair_architectures.json").write_text(json.dumps(report, indent=2, default=float))
+    (args.out / f"{_stem(args.head)}.json").write_text(json.dumps(report, indent=2, default=float))
     print(table)
     print(f"total {report['total_seconds']}s")
 
