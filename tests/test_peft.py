@@ -5,7 +5,6 @@ import re
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
-from tiny_backbones import make_tiny_ankh, make_tiny_bert, make_tiny_esm, make_tiny_prott5
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.backbones import load_backbone
@@ -21,14 +20,8 @@ EXPECTED_SUFFIXES = {
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("backbones")
-    return {
-        "bert": make_tiny_bert(root / "bert"),
-        "esm": make_tiny_esm(root / "esm", seed=1),
-        "prott5": make_tiny_prott5(root / "prott5", seed=2),
-        "ankh": make_tiny_ankh(root / "ankh", seed=3),
-    }
+def folders(tiny_bert, tiny_esm, tiny_prott5, tiny_ankh):
+    return {"bert": tiny_bert, "esm": tiny_esm, "prott5": tiny_prott5, "ankh": tiny_ankh}
 
 
 @pytest.fixture(scope="module")
