@@ -5,12 +5,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny_backbones  # noqa: E402
+
+# tiny models run faster on one thread, and two test processes never fight over the two cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
