@@ -62,6 +62,7 @@ def require(module: str, extra_hint: str = DEMO_EXTRA_HINT):
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
 
 
 def _subparser(subparsers, name: str, help_text: str, description: str, **kwargs) -> argparse.ArgumentParser:
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
     demo.add_argument("--limit", type=int, help="use only this many sentences, half of each label (default: all 200)")
-    demo.add_argument("--epochs", type=int, default=40, help="training epochs per fold (default: 40)")
+    demo.add_argument("--epochs", type=int, default=20, help="training epochs per fold (default: 20)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--skip-reload-check", action="store_true", help="skip the trust_remote_code reload check")
     _common(demo)
@@ -252,6 +253,22 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    import torch
+
+    _positive(threads, "--threads")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hf-metaembed` console script; returns the exit code (see `EXIT_CODES`)."""
     parser = build_parser()
@@ -262,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"hf-metaembed {args.command}: error:"
     with _quiet_libraries(args.debug):
         try:
-            return args.handler(args)
+            with _torch_threads(getattr(args, "threads", None)):
+                return args.handler(args)
         except KeyboardInterrupt:
             print(f"hf-metaembed {args.command}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -687,7 +705,7 @@ def run_train(args) -> int:
     task = _infer_task(raw_labels, args.task)
     if task == "classification" and len({str(v) for v in raw_labels}) < 2:
         raise UsageError(f"{Path(args.data).name}: every label is {raw_labels[0]!r}; classification needs two or more")
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     set_seed(args.seed)
     model, processor, label2id = _new_or_saved_classifier(args, task, raw_labels)
@@ -703,9 +721,23 @@ def run_train(args) -> int:
         eval_labels = _encode_labels(eval_records, eval_raw, task, label2id, Path(args.eval_data).name)
         eval_features = _features(processor, eval_records, eval_labels, args.truncation, args.no_progress)
     started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        metrics = _fit(args, model, processor, train_features, eval_features, task, scratch)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(output_dir))
+    processor.save_pretrained(str(output_dir))
+    metrics.update(task=task, seconds=round(time.perf_counter() - started, 2), model=str(output_dir))
+    print(json.dumps(metrics, sort_keys=True))
+    return EXIT_OK
+
+
+def _fit(args, model, processor, train_features, eval_features, task: str, scratch: str) -> dict:
+    from transformers import Trainer
+
+    # Trainer's output folder only receives scratch files here: the model is saved to --output-dir afterwards
     trainer = Trainer(
         model=model,
-        args=_training_arguments_for(args, str(output_dir / "checkpoints"), eval_features is not None),
+        args=_training_arguments_for(args, scratch, eval_features is not None),
         train_dataset=train_features,
         eval_dataset=eval_features,
         data_collator=processor.pad,
@@ -716,13 +748,14 @@ def run_train(args) -> int:
         metrics = {"train_loss": result.training_loss, "train_records": len(train_features)}
         if eval_features is not None:
             evaluation = trainer.evaluate()
-            metrics.update({key.removeprefix("eval_"): value for key, value in evaluation.items()})
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(output_dir))
-    processor.save_pretrained(str(output_dir))
-    metrics.update(task=task, seconds=round(time.perf_counter() - started, 2), model=str(output_dir))
-    print(json.dumps(metrics, sort_keys=True))
-    return EXIT_OK
+            metrics.update(_clean_metrics(evaluation, "eval_"))
+    return metrics
+
+
+def _clean_metrics(metrics: dict, prefix: str) -> dict:
+    """Trainer metrics without their prefix and without timing entries."""
+    timing = ("_per_second", "runtime", "preparation_time")
+    return {key.removeprefix(prefix): value for key, value in metrics.items() if not key.endswith(timing)}
 
 
 def run_evaluate(args) -> int:
@@ -756,8 +789,7 @@ def _predict_and_print(args, model, processor, features: list[dict], task: str, 
     )
     with contextlib.redirect_stdout(sys.stderr):
         prediction = trainer.predict(features)
-    metrics = {key.removeprefix("test_"): value for key, value in prediction.metrics.items()}
-    metrics = {key: value for key, value in metrics.items() if not key.endswith(("_per_second", "runtime"))}
+    metrics = _clean_metrics(prediction.metrics, "test_")
     metrics.update(task=task, records=len(features))
     print(json.dumps(metrics, sort_keys=True))
     return EXIT_OK
@@ -806,6 +838,7 @@ def run_demo(args) -> int:
         seed=args.seed,
         reload_check=not args.skip_reload_check,
         progress=not args.no_progress,
+        threads=args.threads or 1,
     )
 
 
