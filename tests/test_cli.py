@@ -1,0 +1,549 @@
+"""The `hf-metaembed` CLI: embed on every input format and output kind, resuming, train/evaluate, help, exit codes
+and one-line errors; and the crash-safe, streaming helpers of `hf_metaembed.io_utils` behind it."""
+
+import csv
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
+from hf_metaembed.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from hf_metaembed.io_utils import (
+    EMBEDDING_INDEX_NAME,
+    InputError,
+    atomic_write,
+    atomic_write_json,
+    load_embeddings,
+    read_records,
+)
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "blue", "sky", "is", "big"]
+PROTEINS = ["MKTAYIAKQR", "GSHMLEDPVA", "MVLSPADKTN", "ACDEFGHIKLMNPQRSTVWY", "MKKLLPT", "QQQRRS", "WYWY"]
+
+
+def _texts(count: int, seed: int = 0) -> list[str]:
+    generator = np.random.default_rng(seed)
+    return [" ".join(generator.choice(WORDS, size=int(generator.integers(1, 9)))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def text_model(tiny_bert, tiny_roberta, tmp_path_factory) -> str:
+    """A saved DME model over tiny BERT and RoBERTa (word units) with its processor."""
+    folder = tmp_path_factory.mktemp("text_model")
+    torch.manual_seed(0)
+    MetaEmbedModel.from_backbones([tiny_bert, tiny_roberta], fusion="dme").save_pretrained(folder)
+    MetaEmbedProcessor.from_backbones([tiny_bert, tiny_roberta]).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def protein_model(tiny_esm, tiny_ankh, tmp_path_factory) -> str:
+    """A saved DME model over tiny ESM-2 and Ankh (residue units) with its processor."""
+    folder = tmp_path_factory.mktemp("protein_model")
+    torch.manual_seed(0)
+    MetaEmbedModel.from_backbones([tiny_esm, tiny_ankh], fusion="dme").save_pretrained(folder)
+    MetaEmbedProcessor.from_backbones([tiny_esm, tiny_ankh]).save_pretrained(folder)
+    return str(folder)
+
+
+def _reference(folder: str, sequences: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Pooled embeddings and per-record fusion weights computed directly with the model, one record at a time."""
+    model = MetaEmbedModel.from_pretrained(folder).eval()
+    processor = MetaEmbedProcessor.from_pretrained(folder)
+    pooled, weights = [], []
+    with torch.inference_mode():
+        for sequence in sequences:
+            outputs = model(**processor([sequence]))
+            pooled.append(outputs.pooler_output[0].numpy())
+            weights.append(outputs.fusion_weights[0, : int(outputs.unit_mask[0].sum())].numpy())
+    return np.stack(pooled), weights
+
+
+def _split_weights(result: dict) -> list[np.ndarray]:
+    offsets = np.concatenate([[0], np.cumsum(result["num_units"])])
+    return [result["fusion_weights"][start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+
+
+def _write_inputs(folder: Path, texts: list[str]) -> dict[str, Path]:
+    """The same records as CSV, JSONL (with blank lines) and plain text."""
+    paths = {"csv": folder / "in.csv", "jsonl": folder / "in.jsonl", "text": folder / "in.txt"}
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "text", "label"])
+        writer.writerows([f"r{i}", text, i % 2] for i, text in enumerate(texts))
+    with open(paths["jsonl"], "w", encoding="utf-8") as handle:
+        for i, text in enumerate(texts):
+            handle.write(json.dumps({"name": f"r{i}", "text": text}) + "\n" + ("\n" if i % 3 == 0 else ""))
+    paths["text"].write_text("".join(text + "\n" for text in texts), encoding="utf-8")
+    return paths
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop what earlier steps of the test printed
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_line_error(err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("hf-metaembed ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- help and exit codes
+
+
+@pytest.mark.parametrize("command", [[], ["embed"], ["train"], ["evaluate"], ["cache"], ["demo"]])
+def test_every_subcommand_has_help_with_exit_codes(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hf-metaembed")
+    assert "exit codes:" in out and "130" in out
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "x.txt"])  # --model and --output missing
+    assert exit_info.value.code == EXIT_USAGE
+    with pytest.raises(SystemExit) as exit_info:
+        main(["nonsense"])
+    assert exit_info.value.code == EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------------------------- embed
+
+
+@pytest.mark.parametrize("input_format", ["csv", "jsonl", "text"])
+def test_embed_text_formats_equal_model_outputs(input_format, text_model, tmp_path, capsys):
+    texts = _texts(11)
+    paths = _write_inputs(tmp_path, texts)
+    output = tmp_path / "out"
+    options = ["--column", "text", "--id-column", "name"] if input_format != "text" else []
+    code, out, err = _run(
+        capsys,
+        "embed",
+        paths[input_format],
+        "--model",
+        text_model,
+        "-o",
+        output,
+        "--batch-size",
+        3,
+        "--shard-size",
+        4,
+        "--fusion-weights",
+        *options,
+    )
+    assert code == EXIT_OK, err
+    assert "wrote 11 embeddings" in out
+    result = load_embeddings(output)
+    expected_pooled, expected_weights = _reference(text_model, texts)
+    expected_ids = [f"r{i}" for i in range(11)] if input_format != "text" else [str(i) for i in range(11)]
+    assert result["ids"].tolist() == expected_ids
+    np.testing.assert_allclose(result["embeddings"], expected_pooled, atol=1e-5)
+    for got, expected in zip(_split_weights(result), expected_weights):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert len(sorted(output.glob("shard-*.safetensors"))) == 3  # 4 + 4 + 3 records
+
+
+def test_embed_fasta_proteins_to_npz_and_npy(protein_model, tmp_path, capsys):
+    fasta = tmp_path / "proteins.fasta"
+    # multi-line records, a description after the id, a blank line and lowercase residues
+    lines = []
+    for i, protein in enumerate(PROTEINS):
+        lines += [f">prot{i} some description", protein[:4].lower(), protein[4:], ""]
+    fasta.write_text("\n".join(lines), encoding="utf-8")
+    expected_pooled, expected_weights = _reference(protein_model, PROTEINS)
+
+    code, _, err = _run(capsys, "embed", fasta, "--model", protein_model, "-o", tmp_path / "e.npz", "--fusion-weights")
+    assert code == EXIT_OK, err
+    result = load_embeddings(tmp_path / "e.npz")
+    assert result["ids"].tolist() == [f"prot{i}" for i in range(len(PROTEINS))]
+    np.testing.assert_allclose(result["embeddings"], expected_pooled, atol=1e-5)
+    assert result["num_units"].tolist() == [len(p) for p in PROTEINS]
+    for got, expected in zip(_split_weights(result), expected_weights):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not (tmp_path / "e.npz.parts").exists()
+
+    gz = tmp_path / "proteins.fa.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as handle:
+        handle.write(fasta.read_text(encoding="utf-8"))
+    code, _, err = _run(capsys, "embed", gz, "--model", protein_model, "-o", tmp_path / "e.npy", "--batch-size", 2)
+    assert code == EXIT_OK, err
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), expected_pooled, atol=1e-5)
+
+
+def _ids_of(folder: Path) -> list[str]:
+    return load_embeddings(folder)["ids"].tolist()
+
+
+def test_embed_resumes_after_max_batches_without_loss_or_duplicates(text_model, tmp_path, capsys):
+    texts = _texts(23, seed=1)
+    source = _write_inputs(tmp_path, texts)["text"]
+    output = tmp_path / "out"
+    common = ["embed", source, "--model", text_model, "-o", output, "--batch-size", 4, "--shard-size", 6]
+    code, _, err = _run(capsys, *common, "--max-batches", 2)
+    assert code == EXIT_OK
+    assert "rerun the same command to continue" in err
+    index = json.loads((output / EMBEDDING_INDEX_NAME).read_text())
+    assert index["records"] == 8 and not index["complete"]
+    code, _, err = _run(capsys, *common, "--max-batches", 3)
+    assert code == EXIT_OK
+    assert json.loads((output / EMBEDDING_INDEX_NAME).read_text())["records"] == 20
+    code, out, err = _run(capsys, *common)
+    assert code == EXIT_OK, err
+    assert _ids_of(output) == [str(i) for i in range(23)]
+    np.testing.assert_allclose(load_embeddings(output)["embeddings"], _reference(text_model, texts)[0], atol=1e-5)
+
+    code, _, err = _run(capsys, *common)  # nothing left to do: refused unless --overwrite
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "complete already", "--overwrite")
+    code, _, err = _run(capsys, *common, "--overwrite")
+    assert code == EXIT_OK and _ids_of(output) == [str(i) for i in range(23)]
+
+
+def test_embed_resumes_after_a_failure(text_model, tmp_path, capsys, monkeypatch):
+    texts = _texts(30, seed=2)
+    source = _write_inputs(tmp_path, texts)["csv"]
+    output = tmp_path / "out.npz"
+    common = ["embed", source, "--column", "text", "--model", text_model, "-o", output, "--batch-size", 4]
+    common += ["--shard-size", 5, "--id-column", "name"]
+    original_forward = MetaEmbedModel.forward
+    calls = {"count": 0}
+
+    def failing_forward(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 4:
+            raise RuntimeError("simulated out-of-memory")
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(MetaEmbedModel, "forward", failing_forward)
+    code, _, err = _run(capsys, *common)
+    assert code == EXIT_FAILURE
+    _assert_one_line_error(err, "RuntimeError", "simulated out-of-memory")
+    index = json.loads((tmp_path / "out.npz.parts" / EMBEDDING_INDEX_NAME).read_text())
+    assert index["records"] == 12  # the three finished batches were kept
+    assert not output.exists()
+
+    monkeypatch.setattr(MetaEmbedModel, "forward", original_forward)
+    code, _, err = _run(capsys, *common)
+    assert code == EXIT_OK, err
+    result = load_embeddings(output)
+    assert result["ids"].tolist() == [f"r{i}" for i in range(30)]
+    np.testing.assert_allclose(result["embeddings"], _reference(text_model, texts)[0], atol=1e-5)
+
+
+def test_embed_refuses_to_resume_with_other_settings(text_model, tmp_path, capsys):
+    source = _write_inputs(tmp_path, _texts(10))["text"]
+    output = tmp_path / "out"
+    common = ["embed", source, "--model", text_model, "-o", output, "--batch-size", 2]
+    assert _run(capsys, *common, "--max-batches", 1)[0] == EXIT_OK
+    code, _, err = _run(capsys, *common, "--fusion-weights")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "different settings", "fusion_weights", "--overwrite")
+    source.write_text(source.read_text() + "one more line\n")
+    code, _, err = _run(capsys, *common)
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "different settings", "input_size")
+
+
+def test_killed_embed_process_resumes_exactly_once(text_model, tmp_path, capsys):
+    """A SIGKILL at an arbitrary moment leaves only whole shards behind; the rerun completes every record once."""
+    texts = _texts(400, seed=3)
+    source = _write_inputs(tmp_path, texts)["text"]
+    output = tmp_path / "out"
+    common = ["embed", source, "--model", text_model, "-o", output, "--shard-size", 3, "--no-progress"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hf_metaembed.cli", *map(str, common), "--batch-size", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    index_path = output / EMBEDDING_INDEX_NAME
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if index_path.exists() and json.loads(index_path.read_text())["records"] >= 30:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, f"the writer ended before it could be killed: {process.stderr.read()}"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    partial = json.loads(index_path.read_text())
+    assert 30 <= partial["records"] < 400 and not partial["complete"]
+    assert _ids_of(output) == [str(i) for i in range(partial["records"])]  # every listed shard loads
+
+    code, _, err = _run(capsys, *common, "--batch-size", 64)
+    assert code == EXIT_OK, err
+    assert _ids_of(output) == [str(i) for i in range(400)]
+    assert not list(output.glob(".*.tmp"))
+
+
+def test_console_script_runs_and_reports_errors(text_model, tmp_path):
+    script = shutil.which("hf-metaembed") or str(Path(sys.executable).parent / "hf-metaembed")
+    source = _write_inputs(tmp_path, _texts(5))["text"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [script, "embed", str(source), "--model", text_model, "-o", str(tmp_path / "e.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert np.load(tmp_path / "e.npy").shape[0] == 5
+    failed = subprocess.run(
+        [script, "embed", str(tmp_path / "missing.txt"), "--model", text_model, "-o", str(tmp_path / "x.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == EXIT_USAGE
+    _assert_one_line_error(failed.stderr, "missing.txt", "does not exist")
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> dict[str, Path]:
+    return _write_inputs(tmp_path, _texts(6))
+
+
+def test_missing_input_file(text_model, tmp_path, capsys):
+    code, _, err = _run(capsys, "embed", tmp_path / "nope.fasta", "--model", text_model, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "nope.fasta", "does not exist")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files without permission")
+def test_unreadable_input_file(text_model, inputs, tmp_path, capsys):
+    inputs["text"].chmod(0)
+    try:
+        code, _, err = _run(capsys, "embed", inputs["text"], "--model", text_model, "-o", tmp_path / "o")
+    finally:
+        inputs["text"].chmod(0o644)
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "not readable")
+
+
+def test_folder_given_as_input(text_model, tmp_path, capsys):
+    folder = tmp_path / "seqs.txt"
+    folder.mkdir()
+    code, _, err = _run(capsys, "embed", folder, "--model", text_model, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "is a folder")
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_wrong_column_lists_the_available_ones(kind, text_model, inputs, tmp_path, capsys):
+    code, _, err = _run(capsys, "embed", inputs[kind], "--column", "seq", "--model", text_model, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "no column 'seq'", "'text'", "'name'")
+
+
+def test_unsupported_input_format(text_model, tmp_path, capsys):
+    path = tmp_path / "table.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    code, _, err = _run(capsys, "embed", path, "--model", text_model, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "unsupported input format", "fasta", "--input-format")
+
+
+def test_unsupported_output_format(text_model, inputs, tmp_path, capsys):
+    code, _, err = _run(capsys, "embed", inputs["text"], "--model", text_model, "-o", tmp_path / "o.parquet")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "unsupported output format")
+
+
+def test_output_not_writable(text_model, inputs, tmp_path, capsys):
+    code, _, err = _run(capsys, "embed", inputs["text"], "--model", text_model, "-o", tmp_path / "no" / "e.npy")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "does not exist")
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        code, _, err = _run(capsys, "embed", inputs["text"], "--model", text_model, "-o", locked / "e.npy")
+        assert code == EXIT_USAGE
+        _assert_one_line_error(err, "not writable")
+
+
+def test_existing_output_file_needs_overwrite(text_model, inputs, tmp_path, capsys):
+    (tmp_path / "e.npy").write_bytes(b"old")
+    code, _, err = _run(capsys, "embed", inputs["text"], "--model", text_model, "-o", tmp_path / "e.npy")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "exists", "--overwrite")
+    assert (tmp_path / "e.npy").read_bytes() == b"old"
+
+
+def test_invalid_records_are_named_before_any_work(protein_model, text_model, tmp_path, capsys):
+    fasta = tmp_path / "bad.fasta"
+    fasta.write_text(">ok\nMKTAYIAK\n>bad\nMKT1JJ\n", encoding="utf-8")
+    code, _, err = _run(capsys, "embed", fasta, "--model", protein_model, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "record 1 (id 'bad')", "amino-acid")
+    assert not (tmp_path / "o").exists()
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text('{"sequence": "a b"}\n{"sequence": "  "}\n', encoding="utf-8")
+    code, _, err = _run(capsys, "embed", jsonl, "--model", text_model, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "record 1", "empty")
+    jsonl.write_text('{"sequence": "a b"}\n{"sequence": "c"\n', encoding="utf-8")
+    code, _, err = _run(capsys, "embed", jsonl, "--model", text_model, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "line 2", "not valid JSON")
+
+
+def test_model_folder_errors(tiny_bert, inputs, tmp_path, capsys):
+    code, _, err = _run(capsys, "embed", inputs["text"], "--model", tmp_path / "absent", "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "does not exist")
+    code, _, err = _run(capsys, "embed", inputs["text"], "--model", tiny_bert, "-o", tmp_path / "o")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "'bert' model, not a MetaEmbed model")
+
+
+def test_npy_cannot_hold_fusion_weights(text_model, inputs, tmp_path, capsys):
+    code, _, err = _run(
+        capsys, "embed", inputs["text"], "--model", text_model, "-o", tmp_path / "e.npy", "--fusion-weights"
+    )
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, ".npz")
+
+
+def test_missing_optional_dependency_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gensim", None)  # import gensim now raises ImportError
+    monkeypatch.setitem(sys.modules, "gensim.test", None)
+    monkeypatch.setitem(sys.modules, "gensim.test.utils", None)
+    code, _, err = _run(capsys, "demo", "--output-dir", tmp_path / "demo")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "'gensim'", "pip install 'hf_metaembed[demo]'")
+
+
+def test_debug_shows_the_traceback(text_model, tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        main(["embed", str(tmp_path / "nope.txt"), "--model", text_model, "-o", str(tmp_path / "o"), "--debug"])
+
+
+# ---------------------------------------------------------------------------------------------- train / evaluate
+
+
+def test_train_then_evaluate_classification(tiny_bert, tiny_roberta, tmp_path, capsys):
+    texts = _texts(24, seed=4)
+    paths = _write_inputs(tmp_path, texts)
+    trained = tmp_path / "trained"
+    code, out, err = _run(
+        capsys,
+        "train",
+        paths["csv"],
+        "--backbones",
+        f"{tiny_bert},{tiny_roberta}",
+        "--column",
+        "text",
+        "--output-dir",
+        trained,
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+    )
+    assert code == EXIT_OK, err
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["task"] == "classification" and metrics["train_records"] == 24
+    assert np.isfinite(metrics["train_loss"])
+    assert (trained / "config.json").exists() and (trained / "processor_config.json").exists()
+
+    code, out, err = _run(capsys, "evaluate", paths["csv"], "--model", trained, "--column", "text")
+    assert code == EXIT_OK, err
+    metrics = json.loads(out)  # stdout holds exactly one JSON object
+    assert metrics["records"] == 24 and 0.0 <= metrics["accuracy"] <= 1.0 and "f1_macro" in metrics
+    # the printed accuracy is the model's own
+    from hf_metaembed import MetaEmbedForSequenceClassification
+
+    model = MetaEmbedForSequenceClassification.from_pretrained(trained).eval()
+    processor = MetaEmbedProcessor.from_pretrained(trained)
+    with torch.inference_mode():
+        predicted = model(**processor(texts)).logits.argmax(-1)
+    labels = torch.tensor([model.config.label2id[str(i % 2)] for i in range(24)])
+    assert metrics["accuracy"] == pytest.approx(float((predicted == labels).float().mean()))
+
+    code, _, err = _run(
+        capsys, "evaluate", paths["csv"], "--model", trained, "--column", "text", "--label-column", "y"
+    )
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "no column 'y'", "'label'")
+
+
+def test_train_regression_from_saved_model(text_model, tmp_path, capsys):
+    texts = _texts(16, seed=5)
+    data = tmp_path / "scores.jsonl"
+    data.write_text("".join(json.dumps({"sequence": t, "label": len(t) / 7}) + "\n" for t in texts))
+    code, out, err = _run(
+        capsys,
+        "train",
+        data,
+        "--model",
+        text_model,
+        "--output-dir",
+        tmp_path / "reg",
+        "--epochs",
+        1,
+        "--eval-data",
+        data,
+    )
+    assert code == EXIT_OK, err
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["task"] == "regression"
+    assert {"spearman", "pearson", "rmse", "loss"} <= set(metrics)
+    data.write_text(json.dumps({"sequence": "a b", "label": "high"}) + "\n" + data.read_text())
+    code, _, err = _run(capsys, "evaluate", data, "--model", tmp_path / "reg")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "record 0", "'high' is not a number")
+
+
+# ---------------------------------------------------------------------------------------------- io_utils
+
+
+def test_atomic_write_keeps_the_previous_version_on_failure(tmp_path):
+    target = tmp_path / "index.json"
+    atomic_write_json(target, {"version": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as handle:
+            handle.write('{"version": 2, "trunc')
+            raise RuntimeError("crash mid-write")
+    assert json.loads(target.read_text()) == {"version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json"]
+
+
+def test_readers_stream_records(tmp_path):
+    paths = _write_inputs(tmp_path, ["a b", "c", "d e f"])
+    records = list(read_records(paths["jsonl"], column="text", id_column="name"))
+    assert [(r.index, r.id, r.text) for r in records] == [(0, "r0", "a b"), (1, "r1", "c"), (2, "r2", "d e f")]
+    records = list(read_records(paths["csv"], column="text", extra_columns=["label"]))
+    assert [r.fields["label"] for r in records] == ["0", "1", "0"]
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("sequence\tid\nMKT\tx\nGSH\ty\n")
+    assert [(r.id, r.text) for r in read_records(tsv, id_column="id")] == [("x", "MKT"), ("y", "GSH")]
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"line {i}\n" for i in range(50_000)))
+    stream = read_records(big)
+    assert next(stream).text == "line 0"  # a generator: nothing is read ahead of what is asked
+    with pytest.raises(InputError, match="before the first '>'"):
+        list(read_records(tmp_path / "in.txt", input_format="fasta"))
