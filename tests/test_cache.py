@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -246,6 +247,23 @@ def test_resume_after_interruption_gives_the_same_cache(backbones, processor, tm
     for key in reference.keys():
         for got, expected in zip(resumed[key], reference[key]):
             assert torch.equal(got, expected)
+
+
+def test_reading_is_lazy_streamed_and_bounded(backbones, processor, tmp_path):
+    model = make_model(backbones)
+    build_feature_cache(model, processor, tmp_path, sequences=SEQUENCES, shard_size_mb=1e-6, progress=False)
+    cache = FeatureCache(tmp_path, max_open_shards=2)
+    assert len(cache.shards) == 3 and not cache._handles and not cache._verified  # opening reads headers only
+    dataset = CachedFeatureDataset(cache, sequences=SEQUENCES)
+    first = dataset[0]["backbone_states"][0][0]
+    assert len(cache._verified) == 1 and len(cache._handles) == 1  # one shard checked and mapped, no other
+    for index in range(len(dataset)):
+        dataset[index]
+    assert len(cache._handles) <= 2 and cache._verified == set(cache.shards)
+    clone = pickle.loads(pickle.dumps(cache))  # as a spawned DataLoader worker receives it
+    assert not clone._handles and torch.equal(
+        CachedFeatureDataset(clone, sequences=SEQUENCES)[0]["backbone_states"][0][0], first
+    )
 
 
 def test_fingerprint_mismatch_is_refused(backbones, backbone_dirs, processor, tmp_path):

@@ -526,6 +526,13 @@ def _encode_missing(
     return encoded
 
 
+def _segment_length(chains: Sequence[str], unit_types: Sequence[str]) -> int:
+    """Units of a segment as given (residues, or words for text backbones), before any truncation."""
+    if "word" in unit_types:
+        return sum(len(chain.split()) for chain in chains)
+    return sum(len("".join(chain.split())) for chain in chains)
+
+
 def _bytes_per_unit(base: MetaEmbedModel) -> int:
     """Bytes one unit of one segment takes across all backbones' stored states (used to size shards)."""
     config = base.config
@@ -541,7 +548,8 @@ def _bytes_per_unit(base: MetaEmbedModel) -> int:
 
 
 def _plan_shards(keys: list[str], units: dict[str, int], unit_bytes: int, shard_bytes: int) -> list[list[str]]:
-    """Split `keys` (already in build order) into consecutive shards of about `shard_bytes` each."""
+    """Split `keys` (already in build order) into consecutive shards of about `shard_bytes` each (sizes estimated from
+    the untruncated lengths: deterministic, so a resumed build plans the same shards)."""
     shards, current, size = [], [], 0
     for key in keys:
         current.append(key)
@@ -633,12 +641,16 @@ def build_feature_cache(
     inputs = {"sequences": sequences, "ligand": ligand, "receptor": receptor}
     unit_types = list(processor.unit_types)
     wanted: dict[str, tuple[str, int]] = {}  # key -> (architecture, first sample holding it)
+    lengths: dict[str, int] = {}  # key -> units before any truncation, to order and size shards before tokenizing
     occurrences = 0
     for arch in architectures:
         for sample, segments in enumerate(sample_segments(arch, sequences, ligand, receptor)):
             for _, chains in segments:
                 occurrences += 1
-                wanted.setdefault(segment_key(chains, unit_types), (arch, sample))
+                key = segment_key(chains, unit_types)
+                if key not in wanted:
+                    wanted[key] = (arch, sample)
+                    lengths[key] = _segment_length(chains, unit_types)
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     index = _open_for_build(directory, model_fingerprint(base, processor), overwrite, verify_existing)
@@ -647,17 +659,18 @@ def build_feature_cache(
     for name in index["shards"]:
         done.update(_shard_segments(directory / name))
     missing = {key for key in wanted if key not in done}
-    encoded = _encode_missing(processor, wanted, missing, inputs, unit_types)
-    units = {key: segment["num_units"] for key, segment in encoded.items()}
-    stored_units = dict(units) if base.config.level == "unit" else dict.fromkeys(units, 1)
     # longest first: similar lengths share a batch (little padding) and an out-of-memory error shows up at once
-    order = sorted(missing, key=lambda key: (-units[key], key))
-    plan = _plan_shards(order, stored_units, _bytes_per_unit(base), int(shard_size_mb * 2**20))
+    order = sorted(missing, key=lambda key: (-lengths[key], key))
+    per_segment = lengths if base.config.level == "unit" else dict.fromkeys(order, 1)
+    plan = _plan_shards(order, per_segment, _bytes_per_unit(base), int(shard_size_mb * 2**20))
     numbers = [int(name[6:11]) for name in index["shards"]]
     first_number = max(numbers) + 1 if numbers else 0
     device = next(base.parameters()).device
     bar = tqdm(total=len(order), desc="Caching backbone states", unit="segment", disable=not (progress and order))
     for offset, shard_keys in enumerate(plan):
+        # tokenized one shard at a time, so a dataset of any size needs the tokens of one shard in memory
+        encoded = _encode_missing(processor, wanted, set(shard_keys), inputs, unit_types)
+        stored_units = {key: encoded[key]["num_units"] if base.config.level == "unit" else 1 for key in shard_keys}
         tensors: dict[str, torch.Tensor] = {}
         for start in range(0, len(shard_keys), batch_size):
             batch_keys = shard_keys[start : start + batch_size]
