@@ -266,7 +266,7 @@ def test_save_and_reload_give_the_same_outputs(architecture, backbone_sets, tmp_
     reloaded_processor = MetaEmbedProcessor.from_pretrained(tmp_path)
     assert reloaded.config.architecture == architecture and reloaded_processor.architecture == architecture
     batch = encode(reloaded_processor, architecture)
-    torch.testing.assert_close(predict(reloaded, batch), predict(model, batch), atol=1e-6, rtol=0)
+    torch.testing.assert_close(predict(reloaded, batch), predict(model, batch), atol=0, rtol=0)
 
 
 REMOTE_SCRIPT = textwrap.dedent(
@@ -318,7 +318,7 @@ def test_every_pair_architecture_loads_as_remote_code(backbone_sets, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     for folder in folders:
-        torch.testing.assert_close(torch.tensor(remote[folder]), expected[folder], atol=1e-6, rtol=0)
+        torch.testing.assert_close(torch.tensor(remote[folder]), expected[folder], atol=0, rtol=0)
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -54,15 +54,30 @@ def test_full_save_and_reload_reproduce_outputs(trained_like, processor, tmp_pat
     batch = MetaEmbedProcessor.from_pretrained(tmp_path)(PROTEINS)
     assert os.path.exists(tmp_path / "model.safetensors")
     reloaded = MetaEmbedForSequenceClassification.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(reloaded(**batch).logits, trained_like(**batch).logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(reloaded(**batch).logits, trained_like(**batch).logits, atol=0, rtol=0)
     auto = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert type(auto) is MetaEmbedForSequenceClassification
-    torch.testing.assert_close(auto(**batch).logits, trained_like(**batch).logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(auto(**batch).logits, trained_like(**batch).logits, atol=0, rtol=0)
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert type(base) is MetaEmbedModel
-    torch.testing.assert_close(base(**batch).pooler_output, trained_like.metaembed(**batch).pooler_output)
+    torch.testing.assert_close(base(**batch).pooler_output, trained_like.metaembed(**batch).pooler_output, atol=0, rtol=0)
     assert type(AutoConfig.from_pretrained(tmp_path)) is MetaEmbedConfig
     assert type(AutoProcessor.from_pretrained(tmp_path)) is MetaEmbedProcessor
+
+
+@pytest.mark.parametrize("save_backbone_weights", [True, False])
+def test_reloaded_backbones_stay_frozen_and_outputs_match_with_gradients_on(
+    trained_like, processor, tmp_path, save_backbone_weights
+):
+    trained_like.save_pretrained(tmp_path, save_backbone_weights=save_backbone_weights)
+    trained_like.config.save_backbone_weights = True
+    reloaded = MetaEmbedForSequenceClassification.from_pretrained(tmp_path).eval()
+    trainable = {name for name, param in reloaded.named_parameters() if param.requires_grad}
+    assert trainable == {name for name, param in trained_like.named_parameters() if param.requires_grad}
+    assert trainable and not any(".backbone_" in f".{name}" for name in trainable)
+    with torch.enable_grad():
+        batch = processor(PROTEINS)
+        torch.testing.assert_close(reloaded(**batch).logits, trained_like(**batch).logits, atol=0, rtol=0)
 
 
 def test_backbone_free_save_keeps_only_fusion_and_head(trained_like, processor, tmp_path):
@@ -76,7 +91,7 @@ def test_backbone_free_save_keeps_only_fusion_and_head(trained_like, processor, 
     assert json.loads((tmp_path / "config.json").read_text())["save_backbone_weights"] is False
     reloaded = MetaEmbedForSequenceClassification.from_pretrained(tmp_path).eval()
     batch = processor(PROTEINS)
-    torch.testing.assert_close(reloaded(**batch).logits, trained_like(**batch).logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(reloaded(**batch).logits, trained_like(**batch).logits, atol=0, rtol=0)
 
 
 def test_backbone_free_file_is_under_two_percent_for_esm2_8m_shapes(tmp_path):
@@ -102,7 +117,7 @@ def test_token_classification_auto_class(tiny_esm, tmp_path):
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
     batch = MetaEmbedProcessor.from_backbones([tiny_esm])(PROTEINS)
-    torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
 
 
 def test_saved_folder_carries_remote_code_and_auto_map(trained_like, processor, tmp_path):
@@ -174,5 +189,5 @@ def test_remote_code_load_without_the_library(trained_like, processor, tmp_path,
     remote = torch.load(tmp_path / "out.pt")
     with torch.no_grad():
         batch = processor(PROTEINS)
-        torch.testing.assert_close(remote["logits"], trained_like(**batch).logits, atol=1e-6, rtol=0)
-        torch.testing.assert_close(remote["pooled"], trained_like.metaembed(**batch).pooler_output, atol=1e-6, rtol=0)
+        torch.testing.assert_close(remote["logits"], trained_like(**batch).logits, atol=0, rtol=0)
+        torch.testing.assert_close(remote["pooled"], trained_like.metaembed(**batch).pooler_output, atol=0, rtol=0)

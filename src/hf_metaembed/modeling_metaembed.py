@@ -78,6 +78,27 @@ class MetaEmbedTokenClassifierOutput(ModelOutput):
     unit_mask: torch.LongTensor | None = None
 
 
+def _after_load(model: PreTrainedModel) -> PreTrainedModel:
+    """Finish `from_pretrained` so the loaded model computes exactly what the saved one did.
+
+    Loading replaces parameters with fresh ones that require gradients, which would silently train (and change the
+    autograd path of) backbones the config says are frozen: freeze them again. Weights read from a safetensors file
+    can sit at any byte offset, and CPU kernels pick their summation order by alignment, so the small fusion and head
+    tensors (never the backbones) are copied into freshly allocated, aligned memory.
+    """
+    backbone_names = ("backbone_",)
+    for module in model.modules():
+        if isinstance(module, MetaEmbedModel) and module.config.freeze_backbones:
+            module.freeze_backbones()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if any(part.startswith(backbone_names) for part in name.split(".")) or param.device.type != "cpu":
+                continue
+            if param.data_ptr() % 64:
+                param.data = param.data.clone()
+    return model
+
+
 class MetaEmbedPreTrainedModel(PreTrainedModel):
     """Shared loading, saving, initialisation and freezing of MetaEmbed models."""
 
@@ -181,7 +202,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             if shapes is not None and config is not None and not kwargs.get("ignore_mismatched_sizes"):
                 cls._check_checkpoint_shapes(config, shapes)
         if config is None or config.save_backbone_weights or pretrained_model_name_or_path is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            return _after_load(super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs))
         checkpoint = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
         own_weights = load_state_dict(checkpoint)
         prefix = "metaembed." if any(key.startswith("metaembed.") for key in own_weights) else ""
@@ -200,7 +221,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 ) from error
             merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
         kwargs["config"] = config
-        return super().from_pretrained(None, *model_args, state_dict=merged, **kwargs)
+        return _after_load(super().from_pretrained(None, *model_args, state_dict=merged, **kwargs))
 
     @classmethod
     def _check_checkpoint_shapes(cls, config: MetaEmbedConfig, shapes: dict[str, tuple[int, ...]]) -> None:
