@@ -60,7 +60,9 @@ def test_full_save_and_reload_reproduce_outputs(trained_like, processor, tmp_pat
     torch.testing.assert_close(auto(**batch).logits, trained_like(**batch).logits, atol=0, rtol=0)
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert type(base) is MetaEmbedModel
-    torch.testing.assert_close(base(**batch).pooler_output, trained_like.metaembed(**batch).pooler_output, atol=0, rtol=0)
+    torch.testing.assert_close(
+        base(**batch).pooler_output, trained_like.metaembed(**batch).pooler_output, atol=0, rtol=0
+    )
     assert type(AutoConfig.from_pretrained(tmp_path)) is MetaEmbedConfig
     assert type(AutoProcessor.from_pretrained(tmp_path)) is MetaEmbedProcessor
 
