@@ -371,7 +371,7 @@ def test_command_line_builds_a_cache_from_jsonl_and_csv(backbone_dirs, backbones
     args = parser.parse_args(
         [str(lines), str(tmp_path / "bad"), "--backbones", *backbone_dirs, "--sequence-column", "x"]
     )
-    assert run_cache_command(args) == 1
+    assert run_cache_command(args) == 2  # an input error, as in every hf-metaembed subcommand
 
     if not PAIR_ARCHITECTURES:
         pytest.skip("no pair architecture is registered yet")

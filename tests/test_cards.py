@@ -199,3 +199,40 @@ def test_push_to_hub_uploads_code_processor_and_card(protein, tmp_path):
     assert '.from_pretrained("me/esm-prott5", trust_remote_code=True)' in card.text
     # exactly the files save_for_hub writes, nothing left out
     assert sorted(uploads) == save_for_hub(model, processor, tmp_path / "local", repo_id="me/esm-prott5")
+
+
+def test_model_push_to_hub_sends_processor_and_card(protein, tmp_path):
+    """`model.push_to_hub(repo, processor=...)`, the call transformers users know, ships what save_for_hub writes."""
+    model, processor = protein
+    uploads = {}
+
+    def fake_create_commit(self, repo_id, operations, **kwargs):
+        uploads.update({operation.path_in_repo: kwargs for operation in operations})
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/5678",
+            commit_message=kwargs["commit_message"],
+            commit_description=kwargs.get("commit_description") or "",
+            oid="5678",
+        )
+
+    with (
+        mock.patch.object(HfApi, "create_repo", return_value=RepoUrl("https://huggingface.co/me/esm-prott5")),
+        mock.patch.object(HfApi, "create_commit", autospec=True, side_effect=fake_create_commit) as commit,
+    ):
+        info = model.push_to_hub(
+            "esm-prott5", processor=processor, commit_message="first upload", tags=["affinity"], max_shard_size="1GB"
+        )
+    assert info.oid == "5678" and commit.call_count == 1  # one commit holds everything
+    assert sorted(uploads) == save_for_hub(model, processor, tmp_path / "local", repo_id="me/esm-prott5")
+    assert uploads["README.md"]["commit_message"] == "first upload"
+    card = ModelCard.load(tmp_path / "local" / "README.md")
+    assert "hf_metaembed" in card.data.tags
+
+    uploads.clear()
+    with (
+        mock.patch.object(HfApi, "create_repo", return_value=RepoUrl("https://huggingface.co/me/esm-prott5")),
+        mock.patch.object(HfApi, "create_commit", autospec=True, side_effect=fake_create_commit),
+    ):
+        model.push_to_hub("esm-prott5", tags=["affinity"])
+    assert "README.md" in uploads and "modeling_metaembed.py" in uploads
+    assert "processor_config.json" not in uploads  # no processor given: only the model, its code and card

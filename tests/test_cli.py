@@ -297,6 +297,34 @@ def test_killed_embed_process_resumes_exactly_once(text_model, tmp_path, capsys)
     assert not list(output.glob(".*.tmp"))
 
 
+def test_cache_subcommand_builds_resumes_and_reports_errors(protein_model, tmp_path, capsys):
+    from hf_metaembed.cache import CachedFeatureDataset, load_feature_cache
+
+    table = tmp_path / "proteins.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sequence"])
+        writer.writerows([p] for p in PROTEINS + PROTEINS[:3])  # three sequences come twice
+    cache_dir = tmp_path / "cache"
+    code, out, err = _run(capsys, "cache", table, cache_dir, "--model", protein_model, "--sequence-column", "sequence")
+    assert code == EXIT_OK, err
+    assert f"{len(PROTEINS)} unique of {len(PROTEINS) + 3} read" in out
+    model = MetaEmbedModel.from_pretrained(protein_model)
+    cache = load_feature_cache(cache_dir, model, MetaEmbedProcessor.from_pretrained(protein_model))
+    assert len(cache) == len(PROTEINS)
+    assert len(CachedFeatureDataset(cache, sequences=PROTEINS)) == len(PROTEINS)
+
+    code, out, err = _run(capsys, "cache", table, cache_dir, "--model", protein_model, "--sequence-column", "sequence")
+    assert code == EXIT_OK and "cached 0 new segments" in out  # a rerun finds everything done
+
+    code, _, err = _run(capsys, "cache", table, tmp_path / "other", "--model", protein_model, "--sequence-column", "x")
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "x")
+    code, _, err = _run(capsys, "cache", tmp_path / "missing.csv", tmp_path / "c2", "--model", protein_model)
+    assert code == EXIT_USAGE
+    _assert_one_line_error(err, "missing.csv")
+
+
 def test_console_script_runs_and_reports_errors(text_model, tmp_path):
     script = shutil.which("hf-metaembed") or str(Path(sys.executable).parent / "hf-metaembed")
     source = _write_inputs(tmp_path, _texts(5))["text"]

@@ -1002,7 +1002,12 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_cache_command(args: argparse.Namespace) -> int:
-    """Run `hf-metaembed cache` with parsed `args`; print a summary (or the error) and return the exit code."""
+    """Run `hf-metaembed cache` with parsed `args`; print a summary (or the error) and return the exit code.
+
+    Exit codes follow `hf-metaembed`: 2 for input and usage errors the user must fix (missing or unreadable file,
+    unknown column, invalid sequence, a cache folder built for another model), 1 for failures while running (a
+    failed write, a model error). With `args.debug` the error propagates with its traceback.
+    """
     architecture = args.architecture[0] if args.architecture and len(args.architecture) == 1 else args.architecture
     try:
         cache = build_cache_from_file(
@@ -1026,8 +1031,12 @@ def run_cache_command(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (ValueError, TypeError, OSError) as error:
-        print(f"hf-metaembed cache: error: {error}", file=sys.stderr)
-        return 1
+        if getattr(args, "debug", False):
+            raise
+        usage = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+        message = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+        print(f"hf-metaembed cache: error: {message or type(error).__name__}", file=sys.stderr)
+        return 2 if isinstance(error, usage) else 1
     summary = cache.build_summary
     print(
         f"cached {summary['computed']} new segments ({summary['reused']} reused; {summary['unique_segments']} "

@@ -281,19 +281,20 @@ def save_for_hub(
     processor,
     folder: str | os.PathLike,
     eval_results: Mapping[str, float] | Sequence[EvalResult] | None = None,
+    max_shard_size: int | str | None = None,
     **card_kwargs: Any,
 ) -> list[str]:
     """Write everything a Hub repo of this model needs into `folder`.
 
     That is the model (`config.json` with its `auto_map`, weights, the model code files), the processor (its
     tokenizers, `processor_config.json` and code) and `README.md` (see `render_model_card`, which receives
-    `eval_results` and `card_kwargs`).
+    `eval_results` and `card_kwargs`). `max_shard_size` goes to `save_pretrained`.
 
     Returns:
         The written files, relative to `folder`, sorted.
     """
     folder = Path(folder)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, **({"max_shard_size": max_shard_size} if max_shard_size is not None else {}))
     if processor is not None:
         processor.save_pretrained(folder)
     render_model_card(model, eval_results=eval_results, **card_kwargs).save(folder / "README.md")
@@ -310,12 +311,15 @@ def push_to_hub(
     token: str | bool | None = None,
     revision: str | None = None,
     create_pr: bool = False,
-    commit_message: str = "Upload MetaEmbed model, processor and card",
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    max_shard_size: int | str | None = None,
     **card_kwargs: Any,
 ):
     """Create (or reuse) the Hub repo `repo_id` and upload model, code files, processor and card in one commit.
 
-    Keyword arguments beyond the Hub ones go to `render_model_card` (`eval_dataset`, `description`, `license`, ...).
+    Keyword arguments beyond the Hub ones go to `render_model_card` (`eval_dataset`, `description`, `license`,
+    `tags`, ...). `model.push_to_hub(repo_id, processor=processor, ...)` calls this.
 
     Returns:
         The `huggingface_hub.CommitInfo` of the upload.
@@ -323,14 +327,23 @@ def push_to_hub(
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as folder:
-        files = save_for_hub(model, processor, folder, eval_results=eval_results, repo_id=repo_id, **card_kwargs)
+        files = save_for_hub(
+            model,
+            processor,
+            folder,
+            eval_results=eval_results,
+            repo_id=repo_id,
+            max_shard_size=max_shard_size,
+            **card_kwargs,
+        )
         operations = [
             CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.path.join(folder, name)) for name in files
         ]
         return api.create_commit(
             repo_id,
             operations=operations,
-            commit_message=commit_message,
+            commit_message=commit_message or "Upload MetaEmbed model, processor and card",
+            commit_description=commit_description,
             revision=revision,
             create_pr=create_pr,
         )

@@ -5,6 +5,7 @@ Model code (copied next to a saved model for `trust_remote_code`): imports torch
 """
 
 import copy
+import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_utils import load_state_dict
-from transformers.utils import ModelOutput, cached_file
+from transformers.utils import ModelOutput, cached_file, logging
 
 from .backbones import ScalarMix, align_to_units, build_backbone, load_backbone, select_layer
 from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers
@@ -24,6 +25,8 @@ from .pairing import build_pairing
 from .pooling import build_pooler
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
+
+logger = logging.get_logger(__name__)
 
 _BACKBONE_KEY = re.compile(r"^(?:metaembed\.)?backbone_\d+\.")
 
@@ -242,6 +245,33 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 "config that was saved with the weights, or pass ignore_mismatched_sizes=True to re-initialise the "
                 "layers that differ"
             )
+
+    def push_to_hub(self, repo_id: str, *args, processor=None, eval_results=None, **kwargs):
+        """Upload the model to the Hub in one commit: weights, config, the model code files, `processor` (its
+        tokenizers and code) when given, and a model card rendered from `model_cards/template.md`
+        (`hf_metaembed.cards.push_to_hub`; keyword arguments go to it: `private`, `token`, `revision`,
+        `create_pr`, `commit_message`, and card fields such as `eval_dataset`, `license`, `description`).
+
+        Where the model was loaded as remote code without `hf_metaembed` installed, this is transformers' own
+        `push_to_hub` (model and code files, a generic card); push the processor with `processor.push_to_hub`.
+        """
+        try:  # looked up by name: the remote-code copy of this file must not need hf_metaembed
+            cards = importlib.import_module("hf_metaembed.cards")
+        except ImportError:
+            if processor is not None or eval_results is not None:
+                raise ValueError(
+                    "processor= and eval_results= need hf_metaembed installed (pip install hf_metaembed); without "
+                    "it, call processor.push_to_hub(repo_id) separately"
+                ) from None
+            return super().push_to_hub(repo_id, *args, **kwargs)
+        if args:
+            raise TypeError("push_to_hub takes repo_id as its only positional argument; pass the rest by name")
+        if processor is None:
+            logger.warning(
+                "push_to_hub without processor=: the repo will hold no tokenizers, so "
+                "AutoProcessor.from_pretrained(repo_id) will fail; pass processor=processor to upload it too"
+            )
+        return cards.push_to_hub(self, processor, repo_id, eval_results=eval_results, **kwargs)
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, *args, save_backbone_weights: bool | None = None, **kwargs
