@@ -8,7 +8,7 @@ same work at two input sizes side by side.
 
 Then the 10,000-protein run again, killed with SIGKILL once about half of its shards are written, and rerun with the
 same command: the resumed output must hold every record exactly once, in input order, equal to the uninterrupted
-output.
+output up to float rounding (1e-5: the rerun's batches start at the resume point, so they are padded differently).
 
 Run: python benchmarks/embed_memory.py [--counts 1000 10000] [--batch-size 32] [--shard-size 1000]
 """
@@ -162,14 +162,17 @@ def main() -> None:
         resumed = killed_then_resumed(model, fasta, resumed_path, large, args)
         with np.load(root / f"out_{large}.npz") as whole, np.load(resumed_path) as again:
             ids_ok = list(again["ids"]) == [f"protein_{i}" for i in range(large)]
-            same = all(np.array_equal(whole[key], again[key]) for key in whole.files)
+            units_ok = np.array_equal(whole["num_units"], again["num_units"])
+            # the rerun starts its batches at the resume point, so padding differs: equal up to float rounding
+            difference = max(float(np.abs(whole[key] - again[key]).max()) for key in ("embeddings", "fusion_weights"))
             rows = len(again["ids"])
         print(
-            f"killed with SIGKILL after {resumed['records_at_kill']} of {large} records, rerun: {rows} records, "
-            f"ids in order and each once: {ids_ok}, arrays equal to the uninterrupted run: {same}; "
-            f"rerun peak RSS {resumed['peak_rss_mb']:.0f} MB, {resumed['seconds']:.1f} s"
+            f"killed with SIGKILL after {resumed['records_at_kill']} of {large} records, rerun: {rows} records; ids "
+            f"in order and each once: {ids_ok}; units per record equal: {units_ok}; largest difference from the "
+            f"uninterrupted run (embeddings, fusion weights): {difference:.1e}; rerun peak RSS "
+            f"{resumed['peak_rss_mb']:.0f} MB, {resumed['seconds']:.1f} s"
         )
-        if not (ids_ok and same and rows == large):
+        if not (ids_ok and units_ok and rows == large and difference <= 1e-5):
             sys.exit(1)
 
 

@@ -236,3 +236,13 @@ def test_model_push_to_hub_sends_processor_and_card(protein, tmp_path):
         model.push_to_hub("esm-prott5", tags=["affinity"])
     assert "README.md" in uploads and "modeling_metaembed.py" in uploads
     assert "processor_config.json" not in uploads  # no processor given: only the model, its code and card
+
+
+def test_repo_model_cards_folder_holds_the_shipped_template():
+    from pathlib import Path
+
+    from hf_metaembed.cards import TEMPLATE_PATH
+
+    repo_template = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
+    assert repo_template.read_text(encoding="utf-8") == TEMPLATE_PATH.read_text(encoding="utf-8")
+    assert "{{ card_data }}" in repo_template.read_text(encoding="utf-8")

@@ -543,6 +543,23 @@ def test_pickle_only_folder_is_refused_unless_allowed(saved_v1, tmp_path):
         torch.testing.assert_close(trusted(**batch).logits, logits)
 
 
+def test_pickle_only_backbone_is_refused_by_from_backbones_unless_allowed(short_backbones, tmp_path):
+    from safetensors.torch import load_file
+
+    target = tmp_path / "esm_pickle_only"
+    shutil.copytree(short_backbones["esm"], target)
+    torch.save(load_file(target / "model.safetensors"), target / "pytorch_model.bin")
+    (target / "model.safetensors").unlink()
+    with pytest.raises(OSError, match=r"backbone 0 .*safetensors.*allow_pickle=True"):
+        MetaEmbedModel.from_backbones([str(target)])
+    with pytest.raises(ValueError, match=r"allow_pickle=True"):
+        MetaEmbedModel.from_backbones([str(target)], backbone_kwargs={"use_safetensors": False})
+    trusted = MetaEmbedModel.from_backbones([str(target)], allow_pickle=True).backbone_0.state_dict()
+    reference = MetaEmbedModel.from_backbones([short_backbones["esm"]]).backbone_0.state_dict()
+    assert trusted.keys() == reference.keys()
+    assert all(torch.equal(trusted[key], reference[key]) for key in reference)
+
+
 @pytest.fixture
 def no_real_build(monkeypatch):
     """Record the default device whenever a backbone is built: checks must fail before anything real is made."""

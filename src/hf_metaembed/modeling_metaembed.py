@@ -102,6 +102,21 @@ def _after_load(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
+def _load_backbone_safely(
+    name: str, revision: str | None, index: int, allow_pickle: bool, **kwargs
+) -> PreTrainedModel:
+    """`load_backbone`, with the way out named when a backbone has no safetensors weights."""
+    try:
+        return load_backbone(name, revision, index, **kwargs)
+    except OSError as error:
+        if allow_pickle or not kwargs.get("use_safetensors"):
+            raise
+        raise OSError(
+            f"backbone {index} ({name}) could not be loaded from safetensors weights ({error}); if it has only pickle "
+            "weights (pytorch_model.bin) and you trust it, pass allow_pickle=True"
+        ) from error
+
+
 class MetaEmbedPreTrainedModel(PreTrainedModel):
     """Shared loading, saving, initialisation and freezing of MetaEmbed models."""
 
@@ -145,6 +160,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         layers: list[str | int] | None = None,
         unit_types: list[str] | None = None,
         backbone_kwargs: dict | None = None,
+        allow_pickle: bool = False,
         **config_kwargs,
     ) -> "MetaEmbedPreTrainedModel":
         """Build a model over pretrained backbones, loading each exactly once.
@@ -155,6 +171,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             layers: per backbone `"last"`, an int hidden-state index, or `"mix"`.
             unit_types: per backbone `"residue"` or `"word"`; guessed from each tokenizer when omitted.
             backbone_kwargs: extra `from_pretrained` arguments for every backbone (e.g. `dtype`).
+            allow_pickle: also load backbones that only have pickle weights (`pytorch_model.bin`), which can run
+                code when loaded; by default only safetensors weights are read (docs/RELIABILITY.md).
             **config_kwargs: any `MetaEmbedConfig` field (`fusion`, `architecture`, `num_labels`, ...).
         """
         from .backbones import infer_unit_type
@@ -166,7 +184,9 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 loaded.append(spec)
                 names.append(spec.config._name_or_path or None)
             else:
-                loaded.append(load_backbone(str(spec), revision, index, **(backbone_kwargs or {})))
+                extra = dict(backbone_kwargs or {})
+                extra["use_safetensors"] = safetensors_flag(extra.get("use_safetensors"), allow_pickle)
+                loaded.append(_load_backbone_safely(str(spec), revision, index, allow_pickle, **extra))
                 names.append(str(spec))
         if unit_types is None:
             unit_types = [
@@ -213,15 +233,9 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         for index, (name, revision) in enumerate(zip(config.backbone_names, config.backbone_revisions)):
             if name is None:
                 raise ValueError(f"backbone {index} has no stored name; this checkpoint cannot fetch its weights")
-            try:
-                backbone = load_backbone(name, revision, index, use_safetensors=kwargs["use_safetensors"])
-            except OSError as error:
-                if allow_pickle:
-                    raise
-                raise OSError(
-                    f"backbone {index} ({name}) could not be loaded from safetensors weights ({error}); if it has "
-                    "only pickle weights and you trust it, pass allow_pickle=True"
-                ) from error
+            backbone = _load_backbone_safely(
+                name, revision, index, allow_pickle, use_safetensors=kwargs["use_safetensors"]
+            )
             merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
         kwargs["config"] = config
         return _after_load(super().from_pretrained(None, *model_args, state_dict=merged, **kwargs))
