@@ -295,6 +295,14 @@ def test_missing_backbone_fails_fast_and_names_it(tiny_esm, tmp_path):
     assert time.monotonic() - start < 10
 
 
+def test_misspelled_setting_is_an_error_before_any_backbone_loads(tmp_path):
+    missing = str(tmp_path / "never-read")  # a typo must be reported before the backbones are even looked for
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) 'fusoin' \(did you mean 'fusion'\?\)"):
+        MetaEmbedModel.from_backbones([missing], fusoin="cdme")
+    with pytest.raises(TypeError, match=r"'windw_size' \(did you mean 'window_size'\?\)"):
+        MetaEmbedForSequenceClassification.from_backbones([missing], num_labels=2, windw_size=8)
+
+
 def test_forward_needs_exactly_one_input_kind(protein_models, protein_processor):
     model = protein_models["dme"]
     batch = protein_processor(PROTEINS[:1])

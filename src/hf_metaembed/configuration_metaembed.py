@@ -1,5 +1,7 @@
 """MetaEmbed configuration: the single source of truth from which every layer of a MetaEmbed model is built."""
 
+import dataclasses
+import difflib
 import json
 from typing import Any
 
@@ -239,4 +241,26 @@ class MetaEmbedConfig(PreTrainedConfig):
         return [backbone_hidden_size(self.get_backbone_config(i)) for i in range(self.num_backbones)]
 
 
-__all__ = ["MetaEmbedConfig", "backbone_config_from_dict", "backbone_hidden_size", "backbone_num_layers"]
+def check_setting_names(names, where: str) -> None:
+    """Raise a `TypeError` for names that are not `MetaEmbedConfig` settings (a typo such as `fusoin="cdme"` would
+    otherwise be stored as a stray attribute while the default fusion is used), suggesting the closest ones."""
+    known = {field.name for field in dataclasses.fields(MetaEmbedConfig)} | {"num_labels", "pad_token_id"}
+    unknown = sorted(name for name in names if name not in known)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(
+            f"{where} got unknown setting(s) {', '.join(hints)}; the settings are MetaEmbedConfig's fields "
+            "(see help(MetaEmbedConfig))"
+        )
+
+
+__all__ = [
+    "MetaEmbedConfig",
+    "check_setting_names",
+    "backbone_config_from_dict",
+    "backbone_hidden_size",
+    "backbone_num_layers",
+]

@@ -18,7 +18,7 @@ from transformers.modeling_utils import load_state_dict
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .backbones import ScalarMix, align_to_units, build_backbone, load_backbone, select_layer
-from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers
+from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers, check_setting_names
 from .fusion import build_fusion
 from .heads import build_head, build_unit_encoder
 from .pairing import build_pairing
@@ -177,6 +177,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         """
         from .backbones import infer_unit_type
 
+        check_setting_names(config_kwargs, f"{cls.__name__}.from_backbones")
         revisions = list(revisions or [None] * len(backbones))
         loaded, names = [], []
         for index, (spec, revision) in enumerate(zip(backbones, revisions)):
