@@ -1,8 +1,8 @@
 """Frozen-feature cache benchmark: training epoch time online vs from the cache vs the in-memory limit.
 
 One frozen ESM-2-shaped backbone (random weights, the real ESM-2 vocabulary), `hp` architecture and ConvBERT head,
-`dme` fusion, 64 synthetic complexes of 1-3 chains of 50-300
-residues per side, batch 8, AdamW. Three ways to feed the same batches:
+`dme` fusion, 64 synthetic complexes of 1-3 chains of 50-300 residues per side, batch 8, AdamW. Three ways to feed
+the same batches:
 
 - online: the processor tokenizes and the backbone runs at every step;
 - cached: `CachedFeatureDataset` + `CachedFeatureCollator` read the states from a cache built once;
@@ -13,10 +13,12 @@ other load on a shared machine hit all three alike. Peak memory (ru_maxrss) come
 (online, cached), one epoch each.
 
 Then the cache build time on a set where every chain appears four times (64 complexes dealt from the chains of 16)
-against those unique chains alone (the 16 complexes), each build in a fresh folder. Shapes:
+against those unique chains alone (the 16 complexes): one process alternates the two builds (each into a fresh
+folder, after an untimed warm-up build) and also times what each spends outside the backbone forward passes. Shapes:
 ESM-2-8M (6 layers, hidden 320, 20 heads, intermediate 1280) and ESM-2-35M (12 x 480, 20 heads, 1920).
 
-Run: python benchmarks/cache_benchmark.py [--shapes 8M 35M] [--epochs 5] [--online-epochs 2] [--output results.json]
+Run: python benchmarks/cache_benchmark.py [--shapes 8M 35M] [--epochs 5] [--online-epochs 2] [--build-rounds 4]
+    [--only-build] [--output results.json]
 """
 
 import argparse
@@ -163,18 +165,53 @@ def batch_sources(args, model, architecture: str) -> dict:
     return {"online": online, "cached": cached}
 
 
+def compare_builds(model, args) -> dict:
+    """Alternate builds of the unique chains (`args.complexes` complexes) and of the same chains dealt four times,
+    each into a fresh folder, after one untimed warm-up build; time also what is spent outside the backbones."""
+    ligand, receptor, _ = make_complexes(args.complexes, seed=args.seed)
+    sets = {"unique": (ligand, receptor), "repeated": repeat_chains(ligand, receptor, 4, seed=2)}
+    processor = MetaEmbedProcessor.from_backbones([args.backbone])
+    base = model.metaembed
+    in_backbones = [0.0]
+    compute = base.compute_backbone_states
+
+    def timed_compute(*arguments, **kwargs):
+        start = time.perf_counter()
+        try:
+            return compute(*arguments, **kwargs)
+        finally:
+            in_backbones[0] += time.perf_counter() - start
+
+    base.compute_backbone_states = timed_compute
+    root = Path(args.cache)
+    build_feature_cache(model, processor, root / "warm-up", ligand=ligand, receptor=receptor, progress=False)
+    result = {f"{name}_{kind}": [] for name in sets for kind in ("s", "outside_s")}
+    for round_index in range(args.build_rounds):  # alternated, so drift on a shared machine hits both alike
+        for name, (lig, rec) in sets.items():
+            in_backbones[0] = 0.0
+            start = time.perf_counter()
+            cache = build_feature_cache(
+                model, processor, root / f"{name}-{round_index}", ligand=lig, receptor=rec, progress=False
+            )
+            elapsed = time.perf_counter() - start
+            result[f"{name}_s"].append(elapsed)
+            result[f"{name}_outside_s"].append(elapsed - in_backbones[0])
+            result[f"{name}_summary"] = cache.build_summary
+    return result
+
+
 def run_worker(args) -> dict:
     architecture = ARCHITECTURE
     model = make_model(args.backbone, ARCHITECTURE, HEAD)
     if args.worker == "build":
         ligand, receptor, _ = make_complexes(args.complexes, seed=args.seed)
-        if args.repeat > 1:
-            ligand, receptor = repeat_chains(ligand, receptor, args.repeat, seed=2)
         processor = MetaEmbedProcessor.from_backbones([args.backbone])
         inputs = {"ligand": ligand, "receptor": receptor}
         start = time.perf_counter()
         cache = build_feature_cache(model.eval(), processor, args.cache, **inputs, progress=False)
         return {"build_s": time.perf_counter() - start, **cache.build_summary}
+    if args.worker == "builds":
+        return compare_builds(model.eval(), args)
     sources = batch_sources(args, model, architecture)
     trainer = EpochTimer(model)
     if args.worker == "timing":
@@ -205,8 +242,9 @@ def run_worker(args) -> dict:
 def call_worker(mode: str, backbone: str, cache: Path, args, **extra) -> dict:
     command = [sys.executable, __file__, "--worker", mode, "--backbone", backbone, "--cache", str(cache)]
     command += ["--complexes", str(extra.get("complexes", args.complexes)), "--batch-size", str(args.batch_size)]
-    command += ["--seed", str(extra.get("seed", 1)), "--repeat", str(extra.get("repeat", 1))]
+    command += ["--seed", str(extra.get("seed", 1))]
     command += ["--epochs", str(args.epochs), "--online-epochs", str(args.online_epochs)]
+    command += ["--build-rounds", str(args.build_rounds)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"worker {mode} failed:\n{completed.stderr[-3000:]}")
@@ -216,26 +254,44 @@ def call_worker(mode: str, backbone: str, cache: Path, args, **extra) -> dict:
 def benchmark_shape(shape: str, root: Path, args) -> dict:
     backbone = make_backbone(root / f"esm_{shape}", shape)
     cache = root / f"cache_{shape}"
-    result = {"shape": shape, "build": call_worker("build", backbone, cache, args)}
-    result["cache_mb"] = sum(record["bytes"] for record in FeatureCache(cache).shards.values()) / 2**20
-    result["timing"] = call_worker("timing", backbone, cache, args)
-    result["memory_online"] = call_worker("online", backbone, cache, args)
-    result["memory_cached"] = call_worker("cached", backbone, cache, args)
-    result["build_unique_s"], result["build_repeated_s"] = [], []
-    subset = {"complexes": args.build_complexes, "seed": 3}
-    for round_index in range(args.build_rounds):  # alternated, so drift on a shared machine hits both alike
-        unique = call_worker("build", backbone, root / f"u_{shape}_{round_index}", args, **subset)
-        repeated = call_worker("build", backbone, root / f"r_{shape}_{round_index}", args, repeat=4, **subset)
-        result["build_unique_s"].append(unique["build_s"])
-        result["build_repeated_s"].append(repeated["build_s"])
-        result["repeated_summary"] = repeated
+    result = {"shape": shape}
+    if not args.only_build:
+        result["build"] = call_worker("build", backbone, cache, args)
+        result["cache_mb"] = sum(record["bytes"] for record in FeatureCache(cache).shards.values()) / 2**20
+        result["timing"] = call_worker("timing", backbone, cache, args)
+        result["memory_online"] = call_worker("online", backbone, cache, args)
+        result["memory_cached"] = call_worker("cached", backbone, cache, args)
+    result["builds"] = call_worker(
+        "builds", backbone, root / f"builds_{shape}", args, complexes=args.build_complexes, seed=3
+    )
     return result
 
 
+def report_build(result: dict, args) -> None:
+    builds = result["builds"]
+    unique_s, repeated_s = statistics.median(builds["unique_s"]), statistics.median(builds["repeated_s"])
+    summary = builds["repeated_summary"]
+    print(
+        f"  cache build, every chain 4 times ({4 * args.build_complexes} complexes, {summary['segments_read']} chains "
+        f"read, {summary['unique_segments']} unique): {repeated_s:.2f} s; unique chains alone ({args.build_complexes} "
+        f"complexes): {unique_s:.2f} s: {repeated_s / unique_s:.2f}x (target <= 1.1x); medians of "
+        f"{args.build_rounds} alternated builds in one process: {_round(builds['repeated_s'])} vs "
+        f"{_round(builds['unique_s'])}"
+    )
+    outside_repeated, outside_unique = (statistics.median(builds[f"{k}_outside_s"]) for k in ("repeated", "unique"))
+    print(
+        f"    of which outside the backbone forward passes (reading, deduplicating, tokenizing, writing shards): "
+        f"{outside_repeated:.3f} s vs {outside_unique:.3f} s"
+    )
+
+
 def report(result: dict, args) -> None:
+    if args.only_build:
+        print(f"\nESM-2-{result['shape']} shape {SHAPES[result['shape']]}")
+        report_build(result, args)
+        return
     shape, build, timing = result["shape"], result["build"], result["timing"]
     online, cached, memory = (statistics.median(timing[k]) for k in ("online", "cached", "memory"))
-    unique_s, repeated_s = statistics.median(result["build_unique_s"]), statistics.median(result["build_repeated_s"])
     memory_online, memory_cached = result["memory_online"], result["memory_cached"]
     print(f"\nESM-2-{shape} shape {SHAPES[shape]}")
     print(
@@ -246,13 +302,7 @@ def report(result: dict, args) -> None:
     print(f"    online {online:.3f} s, cached {cached:.3f} s, in-memory limit {memory:.3f} s")
     print(f"  cached / in-memory limit: {cached / memory:.2f}x (target <= 1.3x)")
     print(f"  online / cached: {online / cached:.1f}x (target >= {TARGET_SPEEDUP[shape]:g}x)")
-    summary = result["repeated_summary"]
-    print(
-        f"  cache build, every chain 4 times ({4 * args.build_complexes} complexes, {summary['segments_read']} chains "
-        f"read, {summary['unique_segments']} unique): {repeated_s:.2f} s; unique chains alone ({args.build_complexes} "
-        f"complexes): {unique_s:.2f} s: {repeated_s / unique_s:.2f}x (target <= 1.1x); all: "
-        f"{_round(result['build_repeated_s'])} vs {_round(result['build_unique_s'])}"
-    )
+    report_build(result, args)
     print(
         f"  peak RSS of one training epoch, own process each: online {memory_online['peak_rss_mb']:.0f} MB, cached "
         f"{memory_cached['peak_rss_mb']:.0f} MB ({memory_cached['peak_rss_mb'] / memory_online['peak_rss_mb']:.2f}x);"
@@ -274,15 +324,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs of the cached and in-memory ways")
     parser.add_argument("--online-epochs", type=int, default=2, help="timed epochs of the online way")
-    parser.add_argument("--build-rounds", type=int, default=2, help="alternating repeats of each cache build")
+    parser.add_argument("--build-rounds", type=int, default=4, help="alternating repeats of each cache build")
+    parser.add_argument("--only-build", action="store_true", help="only the cache build comparison")
     parser.add_argument(
         "--build-complexes", type=int, default=16, help="complexes of unique chains in the build comparison"
     )
     parser.add_argument("--output", help="also write the raw figures to this JSON file")
-    parser.add_argument("--worker", choices=["build", "timing", "online", "cached"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["build", "builds", "timing", "online", "cached"], help=argparse.SUPPRESS)
     parser.add_argument("--backbone", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
-    parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -217,6 +217,25 @@ def test_each_unique_segment_runs_once(backbones, processor, tmp_path):
         hook.remove()
 
 
+def test_build_tokenizes_each_unique_segment_once_and_names_bad_samples(backbones, processor, tmp_path, monkeypatch):
+    model = make_model(backbones, architecture="hp")
+    calls = []
+    original = MetaEmbedProcessor.encode_segment
+
+    def counting(self, chains, **kwargs):
+        calls.append(tuple(chains))
+        return original(self, chains, **kwargs)
+
+    monkeypatch.setattr(MetaEmbedProcessor, "encode_segment", counting)
+    ligand = [[CHAINS[0], CHAINS[1]]] * 6 + [[CHAINS[2]]]
+    receptor = [[CHAINS[3]]] * 7
+    build_feature_cache(model, processor, tmp_path / "ok", ligand=ligand, receptor=receptor, progress=False)
+    assert sorted(calls) == sorted({(CHAINS[i],) for i in range(4)})  # 4 unique chains of 21 read, once each
+    bad_ligand = ligand + [[CHAINS[0], "MKT1A"]]
+    with pytest.raises(ValueError, match=r"^sample 7 \(ligand\): \['1'\] are not amino-acid letters"):
+        build_feature_cache(model, processor, tmp_path / "bad", ligand=bad_ligand, receptor=receptor + [["GSH"]])
+
+
 def test_resume_after_interruption_gives_the_same_cache(backbones, processor, tmp_path, monkeypatch):
     model = make_model(backbones)
     sequences = [CHAINS[i % 5] * (1 + i % 2) for i in range(12)]  # 10 unique

@@ -27,7 +27,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 import sys
 import warnings
 import weakref
@@ -493,36 +492,19 @@ def load_feature_cache(path: str | os.PathLike, model, processor: MetaEmbedProce
 # --------------------------------------------------------------------------------------------- building
 
 
-def _encode_missing(
-    processor: MetaEmbedProcessor, wanted: dict[str, tuple[str, int]], missing: set[str], inputs: dict, unit_types
-) -> dict[str, dict]:
-    """Tokenize the samples that first hold each missing segment (as the online path would) and keep those segments.
+def _encode_missing(processor: MetaEmbedProcessor, wanted: dict[str, tuple], missing: set[str]) -> dict[str, dict]:
+    """Tokenize each missing segment alone, exactly as the processor encodes it inside a batch (a chain that repeats
+    across the dataset is tokenized once, and no other chain of its sample is).
 
     Returns `{key: segment}` with the processor's per-segment `input_ids`, `token_unit_index` and `num_units`.
     """
-    representatives = sorted({wanted[key] for key in missing}, key=lambda item: (item[0], item[1]))
     encoded: dict[str, dict] = {}
-    caught: list[str] = []
-    for architecture, sample in representatives:
-        if architecture == "single":
-            call = {"sequences": [inputs["sequences"][sample]]}
-        else:
-            call = {"ligand": [inputs["ligand"][sample]], "receptor": [inputs["receptor"][sample]]}
-        try:
-            with warnings.catch_warnings(record=True) as raised:
-                warnings.simplefilter("always")
-                features = processor(**call, architecture=architecture, return_tensors=None)
-        except (ValueError, TypeError) as error:
-            # the processor saw a one-sample batch: name the sample by its index in the dataset
-            raise type(error)(re.sub(r"^sample 0\b", f"sample {sample}", str(error))) from error
-        caught += [f"sample {sample}: {warning.message}" for warning in raised]
-        segments = sample_segments(architecture, **{name: value for name, value in call.items()})[0]
-        for (_, chains), segment in zip(segments, features[0]["segments"]):
-            key = segment_key(chains, unit_types)
-            if key in missing and key not in encoded:
-                encoded[key] = segment
-    if caught:
-        warnings.warn(f"{len(caught)} samples warned while tokenizing, e.g. {caught[0]}", stacklevel=3)
+    stats: dict[str, int] = {}
+    for key in sorted(missing, key=lambda key: wanted[key][1]):
+        architecture, sample, side, chains = wanted[key]
+        where = processor.segment_label(architecture, side)
+        encoded[key] = processor.encode_segment(chains, sample=sample, where=where, stats=stats)
+    processor.warn_about(stats, stacklevel=4)
     return encoded
 
 
@@ -638,18 +620,17 @@ def build_feature_cache(
         architectures = [architecture or base.config.architecture]
     else:
         architectures = list(architecture)
-    inputs = {"sequences": sequences, "ligand": ligand, "receptor": receptor}
     unit_types = list(processor.unit_types)
-    wanted: dict[str, tuple[str, int]] = {}  # key -> (architecture, first sample holding it)
+    wanted: dict[str, tuple] = {}  # key -> (architecture, first sample holding it, side, chains)
     lengths: dict[str, int] = {}  # key -> units before any truncation, to order and size shards before tokenizing
     occurrences = 0
     for arch in architectures:
         for sample, segments in enumerate(sample_segments(arch, sequences, ligand, receptor)):
-            for _, chains in segments:
+            for side, chains in segments:
                 occurrences += 1
                 key = segment_key(chains, unit_types)
                 if key not in wanted:
-                    wanted[key] = (arch, sample)
+                    wanted[key] = (arch, sample, side, chains)
                     lengths[key] = _segment_length(chains, unit_types)
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -669,7 +650,7 @@ def build_feature_cache(
     bar = tqdm(total=len(order), desc="Caching backbone states", unit="segment", disable=not (progress and order))
     for offset, shard_keys in enumerate(plan):
         # tokenized one shard at a time, so a dataset of any size needs the tokens of one shard in memory
-        encoded = _encode_missing(processor, wanted, set(shard_keys), inputs, unit_types)
+        encoded = _encode_missing(processor, wanted, set(shard_keys))
         stored_units = {key: encoded[key]["num_units"] if base.config.level == "unit" else 1 for key in shard_keys}
         tensors: dict[str, torch.Tensor] = {}
         for start in range(0, len(shard_keys), batch_size):

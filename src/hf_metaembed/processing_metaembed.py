@@ -393,8 +393,46 @@ class MetaEmbedProcessor:
                 samples.append([(0, [chain]) for chain in lig] + [(1, [chain]) for chain in rec])
         return samples
 
+    def encode_segment(
+        self,
+        chains: Sequence[str],
+        *,
+        sample: int = 0,
+        where: str = "",
+        truncation: bool | None = None,
+        stats: dict | None = None,
+    ) -> dict:
+        """Encode one segment (what one backbone pass reads: a sequence, a chain, a side, or a joined complex) exactly
+        as `__call__` encodes it inside a batch.
+
+        Args:
+            chains: the segment's chains, as given (normalised here as documented).
+            sample, where: how errors name the segment (`"sample 12 (ligand): ..."`).
+            truncation: as in `__call__` (defaults to the processor's setting).
+            stats: a dict that collects truncation and X-mapping counts over several calls (see `warn_about`).
+
+        Returns:
+            `{"input_ids": [ids per backbone], "token_unit_index": [per backbone], "num_units": int}`.
+        """
+        truncation = self.truncation if truncation is None else truncation
+        stats = {} if stats is None else stats
+        read = [self._normalise(chain, sample, where, stats) for chain in chains]
+        return self._encode_segment(read, sample, where, truncation, stats)
+
     @staticmethod
-    def _segment_label(architecture: str, side: int) -> str:
+    def warn_about(stats: dict, stacklevel: int = 2) -> None:
+        """Warn once for what `encode_segment` counted in `stats`: units cut by truncation, letters read as X."""
+        if stats.get("truncated_segments"):
+            warnings.warn(
+                f"truncation cut {stats['truncated_units']} units from {stats['truncated_segments']} inputs that "
+                "were longer than a backbone accepts",
+                stacklevel=stacklevel,
+            )
+        if stats.get("mapped_to_x"):
+            warnings.warn(f"{stats['mapped_to_x']} non-amino-acid characters were read as X", stacklevel=stacklevel)
+
+    @staticmethod
+    def segment_label(architecture: str, side: int) -> str:
         """How error messages name a segment: its side, or both sides for a joined (`sc`) complex."""
         if architecture == "single":
             return ""
@@ -432,20 +470,12 @@ class MetaEmbedProcessor:
         for index, segments in enumerate(samples):
             encoded_segments = []
             for side, chains in segments:
-                where = self._segment_label(architecture, side)
-                read = [self._normalise(chain, index, where, stats) for chain in chains]
-                segment = self._encode_segment(read, index, where, truncation, stats)
+                where = self.segment_label(architecture, side)
+                segment = self.encode_segment(chains, sample=index, where=where, truncation=truncation, stats=stats)
                 segment["segment_side"] = side
                 encoded_segments.append(segment)
             features.append({"segments": encoded_segments})
-        if stats.get("truncated_segments"):
-            warnings.warn(
-                f"truncation cut {stats['truncated_units']} units from {stats['truncated_segments']} inputs that "
-                "were longer than a backbone accepts",
-                stacklevel=2,
-            )
-        if stats.get("mapped_to_x"):
-            warnings.warn(f"{stats['mapped_to_x']} non-amino-acid characters were read as X", stacklevel=2)
+        self.warn_about(stats, stacklevel=3)
         if return_tensors is None:
             return features
         if return_tensors != "pt":
