@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import EsmConfig, EsmModel
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor
 from hf_metaembed.cache import (
@@ -46,7 +45,7 @@ from hf_metaembed.cache import (
     build_feature_cache,
     load_feature_cache,
 )
-from hf_metaembed.testing import build_tiny_esm
+from hf_metaembed.testing import make_tiny_esm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -63,19 +62,7 @@ ARCHITECTURE, HEAD = "hp", "convbert"
 
 def make_backbone(folder: Path, shape: str) -> str:
     """An ESM-2-shaped backbone with random (seeded) weights and the ESM-2 tokenizer, saved to `folder`."""
-    torch.manual_seed(0)
-    config = EsmConfig(
-        vocab_size=33,
-        pad_token_id=1,
-        mask_token_id=32,
-        position_embedding_type="rotary",
-        max_position_embeddings=1026,
-        token_dropout=True,
-        **SHAPES[shape],
-    )
-    EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
-    build_tiny_esm(max_length=1024)[1].save_pretrained(folder)
-    return str(folder)
+    return make_tiny_esm(folder, max_length=1024, **SHAPES[shape])
 
 
 def random_chain(rng: random.Random) -> str:

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import EsmConfig, EsmModel
 
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.io_utils import EMBEDDING_INDEX_NAME
-from hf_metaembed.testing import build_tiny_esm, make_tiny_ankh
+from hf_metaembed.testing import make_tiny_ankh, make_tiny_esm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
@@ -46,21 +45,8 @@ print(json.dumps({"code": code, "peak_rss_mb": resource.getrusage(resource.RUSAG
 
 
 def build_model(root: Path) -> str:
-    torch.manual_seed(0)
-    esm_folder = root / "esm"
-    config = EsmConfig(
-        vocab_size=33,
-        pad_token_id=1,
-        mask_token_id=32,
-        position_embedding_type="rotary",
-        max_position_embeddings=1026,
-        num_hidden_layers=4,
-        hidden_size=128,
-        num_attention_heads=8,
-        intermediate_size=512,
-    )
-    EsmModel(config, add_pooling_layer=False).save_pretrained(esm_folder)
-    build_tiny_esm(max_length=1024)[1].save_pretrained(esm_folder)
+    shape = {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 8, "intermediate_size": 512}
+    esm_folder = make_tiny_esm(root / "esm", max_length=1024, **shape)
     ankh_folder = make_tiny_ankh(root / "ankh", max_length=1024)
     backbones = [str(esm_folder), str(ankh_folder)]
     model_folder = root / "model"

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, EsmConfig, EsmModel, T5Config, T5EncoderModel
+from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import tiny_backbones  # noqa: E402
@@ -33,23 +33,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def build_backbones(root: Path) -> list[str]:
+    esm_shape = {"num_hidden_layers": 6, "hidden_size": 320, "num_attention_heads": 20, "intermediate_size": 1280}
+    tiny_backbones.make_tiny_esm(root / "esm", max_length=1024, **esm_shape)
     torch.manual_seed(0)
-    esm = EsmModel(
-        EsmConfig(
-            vocab_size=33,
-            pad_token_id=1,
-            mask_token_id=32,
-            position_embedding_type="rotary",
-            num_hidden_layers=6,
-            hidden_size=320,
-            num_attention_heads=20,
-            intermediate_size=1280,
-            max_position_embeddings=1026,
-        ),
-        add_pooling_layer=False,
-    )
-    esm.save_pretrained(root / "esm")
-    tiny_backbones.build_tiny_esm(max_length=1024)[1].save_pretrained(root / "esm")
     t5_tokenizer = tiny_backbones.build_tiny_prott5(max_length=1024)[1]
     t5 = T5EncoderModel(
         T5Config(vocab_size=len(t5_tokenizer), d_model=256, d_kv=32, num_heads=8, num_layers=6, d_ff=1024)

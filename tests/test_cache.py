@@ -197,9 +197,7 @@ def test_each_unique_segment_runs_once(backbones, processor, tmp_path):
     variants = [pool[0], pool[0].lower(), " ".join(pool[0])]
     ligand = [[variants[i % 3]] for i in range(8)]
     receptor = [[pool[1], pool[2]] if i % 2 else [pool[2]] for i in range(8)]
-    model = make_model(backbones, architecture="hp") if "hp" in list_architectures() else None
-    if model is None:
-        pytest.skip("architecture 'hp' is not registered yet")
+    model = make_model(backbones, architecture="hp")
     rows, hooks = count_backbone_rows(model)
     cache = build_feature_cache(model, processor, tmp_path, ligand=ligand, receptor=receptor, progress=False)
     assert cache.build_summary == {
@@ -392,8 +390,7 @@ def test_command_line_builds_a_cache_from_jsonl_and_csv(backbone_dirs, backbones
     )
     assert run_cache_command(args) == 2  # an input error, as in every hf-metaembed subcommand
 
-    if not PAIR_ARCHITECTURES:
-        pytest.skip("no pair architecture is registered yet")
+    assert PAIR_ARCHITECTURES
     table = tmp_path / "complexes.csv"
     with open(table, "w", newline="") as handle:
         writer = csv.writer(handle)

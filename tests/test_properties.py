@@ -15,7 +15,6 @@ from hf_metaembed import (
     MetaEmbedForSequenceClassification,
     MetaEmbedModel,
     MetaEmbedProcessor,
-    list_architectures,
     list_fusions,
 )
 from hf_metaembed.processing_metaembed import EXTRA_RESIDUES, STANDARD_RESIDUES
@@ -146,8 +145,6 @@ def test_fusion_weights_are_in_range_and_softmax_weights_sum_to_one(lengths, see
 
 @pytest.fixture(scope="module")
 def hp_models(folders) -> dict[str, MetaEmbedForSequenceClassification]:
-    if "hp" not in list_architectures():
-        pytest.skip("the `hp` architecture is not registered yet (pairing.py)")
     models = {
         combine: MetaEmbedForSequenceClassification.from_backbones(
             [folders["esm"]], architecture="hp", chain_pooling="mean", side_combine=combine, num_labels=1

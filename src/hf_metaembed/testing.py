@@ -221,8 +221,11 @@ def make_tiny_roberta(folder: str | Path, seed: int = 0, max_length: int = 64) -
 # ----------------------------------------------------------------------------------------------- ESM
 
 
-def build_tiny_esm(seed: int = 0, max_length: int = 64) -> tuple[EsmModel, EsmTokenizer]:
+def build_tiny_esm(seed: int = 0, max_length: int = 64, **shape) -> tuple[EsmModel, EsmTokenizer]:
     """A tiny ESM-2-style ``EsmModel`` (no pooler, eval mode) and an ``EsmTokenizer`` with the real ESM-2 vocab.
+
+    ``shape`` overrides config fields, e.g. the ESM-2-8M shape for benchmarks: ``num_hidden_layers=6,
+    hidden_size=320, num_attention_heads=20, intermediate_size=1280`` (random weights all the same).
 
     ``tokenizer("MKTA")`` gives ``<cls> M K T A <eos>``. ``max_position_embeddings`` and
     ``tokenizer.model_max_length`` are ``max_length + 2``, so at most ``max_length`` residues fit.
@@ -246,14 +249,16 @@ def build_tiny_esm(seed: int = 0, max_length: int = 64) -> tuple[EsmModel, EsmTo
         emb_layer_norm_before=False,
         token_dropout=True,
     )
+    for field, value in shape.items():
+        setattr(config, field, value)
     with _seeded(seed):
         model = EsmModel(config, add_pooling_layer=False).eval()
     return model, tokenizer
 
 
-def make_tiny_esm(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+def make_tiny_esm(folder: str | Path, seed: int = 0, max_length: int = 64, **shape) -> str:
     """Save :func:`build_tiny_esm` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
-    return _save(folder, *build_tiny_esm(seed, max_length))
+    return _save(folder, *build_tiny_esm(seed, max_length, **shape))
 
 
 # ------------------------------------------------------------------------------------ T5 (ProtT5/Ankh)
