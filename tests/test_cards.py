@@ -246,3 +246,28 @@ def test_repo_model_cards_folder_holds_the_shipped_template():
     repo_template = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
     assert repo_template.read_text(encoding="utf-8") == TEMPLATE_PATH.read_text(encoding="utf-8")
     assert "{{ card_data }}" in repo_template.read_text(encoding="utf-8")
+
+
+def test_model_push_to_hub_without_the_library_falls_back_to_transformers(protein, monkeypatch):
+    """Loaded as remote code where hf_metaembed is not installed, `push_to_hub` is transformers' own upload."""
+    import importlib
+
+    from transformers import PreTrainedModel
+
+    import hf_metaembed.modeling_metaembed as modeling
+
+    model, processor = protein
+    real_import = importlib.import_module
+
+    def no_library(name, *args, **kwargs):
+        if name.startswith("hf_metaembed"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    calls = []
+    monkeypatch.setattr(modeling.importlib, "import_module", no_library)
+    monkeypatch.setattr(PreTrainedModel, "push_to_hub", lambda self, repo_id, **kw: calls.append((repo_id, kw)))
+    with pytest.raises(ValueError, match=r"processor\.push_to_hub"):
+        model.push_to_hub("me/esm-prott5", processor=processor)
+    model.push_to_hub("me/esm-prott5", private=True)
+    assert calls == [("me/esm-prott5", {"private": True})]
