@@ -120,25 +120,28 @@ def test_convbert_model_is_padding_invariant_with_two_backbones(tiny_prott5, tin
 
 
 def test_length_groups_bound_padding_and_cover_every_segment():
-    lengths = [50, 300, 0, 120, 280, 75, 1, 299, 226]
-    groups = length_groups(lengths, 0.75)
+    lengths = [50, 300, 0, 120, 280, 75, 1, 299, 226, 60, 10]
+    groups = length_groups(lengths, 0.75, min_length=64)
     assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
     for group in groups:
         longest = lengths[group[0]]
         assert longest == max(lengths[i] for i in group)
-        assert all(lengths[i] >= 0.75 * longest for i in group)
+        if longest > 64:
+            assert all(lengths[i] >= 0.75 * longest for i in group)
     assert [lengths[g[0]] for g in groups] == sorted({lengths[g[0]] for g in groups}, reverse=True)
+    assert sorted(lengths[i] for i in groups[-1]) == [0, 1, 10, 50]  # short ones share one group
+    assert length_groups([9, 30, 5], 0.75, min_length=64) == [[1, 0, 2]]
 
 
 def test_convbert_groups_by_length_with_the_same_outputs_and_gradients():
     """Grouped segments (each group cut to its own length) give what one padded pass gives, gradients included."""
     module = encoder()
-    lengths = [5, 40, 0, 17, 38, 9, 1, 39]
-    states = torch.randn(len(lengths), 40, 16)
-    mask = torch.zeros(len(lengths), 40, dtype=torch.long)
+    lengths = [5, 200, 0, 70, 190, 9, 1, 199]
+    states = torch.randn(len(lengths), 200, 16)
+    mask = torch.zeros(len(lengths), 200, dtype=torch.long)
     for row, length in enumerate(lengths):
         mask[row, :length] = 1
-    assert len(length_groups(lengths, module.group_length_ratio)) > 1
+    assert len(length_groups(lengths, module.group_length_ratio, module.group_min_length)) > 1
     grouped_input, single_input = states.clone().requires_grad_(), states.clone().requires_grad_()
     grouped, single = module(grouped_input, mask), module.encode(single_input, mask)
     torch.testing.assert_close(grouped, single, atol=1e-5, rtol=0)
@@ -154,5 +157,5 @@ def test_convbert_single_group_is_cut_to_its_longest_segment():
     module = encoder()
     states = torch.randn(2, 12, 16)
     mask = torch.tensor([[1] * 7 + [0] * 5, [1] * 8 + [0] * 4])  # one group; the first segment is not the longest
-    assert len(length_groups([7, 8], module.group_length_ratio)) == 1
+    assert len(length_groups([7, 8], module.group_length_ratio, module.group_min_length)) == 1
     torch.testing.assert_close(module(states, mask), module.encode(states, mask), atol=1e-5, rtol=0)

@@ -67,8 +67,11 @@ class ConvBertUnitEncoder(nn.Module):
     the attention's cost, quadratic in length, is not spent on padding (chains of 50-300 residues in one batch).
     """
 
-    # a segment joins the current group while its length is at least this share of the group's longest
+    # a segment joins the current group while its length is at least this share of the group's longest; groups whose
+    # longest segment has at most `group_min_length` units take every shorter segment (padding is cheap there, and
+    # every extra group costs a few kernel launches)
     group_length_ratio = 0.75
+    group_min_length = 64
 
     def __init__(self, config, dim: int) -> None:
         super().__init__()
@@ -114,7 +117,7 @@ class ConvBertUnitEncoder(nn.Module):
         segments, units, _ = unit_states.shape
         positions = torch.arange(1, units + 1, device=unit_mask.device)
         lengths = (unit_mask.bool() * positions).amax(dim=1).tolist() if units else [0] * segments  # last real + 1
-        groups = length_groups(lengths, self.group_length_ratio)
+        groups = length_groups(lengths, self.group_length_ratio, self.group_min_length)
         if len(groups) == 1:
             length = max(max(lengths, default=0), 1)
             encoded = self.encode(unit_states[:, :length], unit_mask[:, :length])
@@ -168,12 +171,14 @@ class ConvBertUnitEncoder(nn.Module):
         return states * keep
 
 
-def length_groups(lengths: list[int], ratio: float) -> list[list[int]]:
+def length_groups(lengths: list[int], ratio: float, min_length: int = 0) -> list[list[int]]:
     """Segment indices grouped by length, longest first: a group takes segments while they are at least `ratio`
-    times as long as its first (longest) one, so no segment of a group is padded by more than `1 - ratio`."""
+    times as long as its first (longest) one, so no segment of a group is padded by more than `1 - ratio`; a group
+    whose longest segment has at most `min_length` units takes every shorter segment."""
     groups: list[list[int]] = []
     for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if groups and lengths[index] >= ratio * lengths[groups[-1][0]]:
+        longest = lengths[groups[-1][0]] if groups else 0
+        if groups and (lengths[index] >= ratio * longest or longest <= min_length):
             groups[-1].append(index)
         else:
             groups.append([index])
