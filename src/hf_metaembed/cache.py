@@ -36,12 +36,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .configuration_metaembed import backbone_num_layers
+from .io_utils import atomic_save_safetensors, atomic_write_json, one_line
 from .modeling_metaembed import MetaEmbedModel
 from .processing_metaembed import PAIR_LAYOUTS, MetaEmbedProcessor
 
@@ -291,33 +291,19 @@ def fingerprint_differences(cached: dict, current: dict) -> list[str]:
 # ----------------------------------------------------------------------------------------------- files
 
 
-def _file_sha256(path: Path, fsync: bool = False) -> str:
+def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        if fsync:
-            os.fsync(handle.fileno())
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def _write_shard(directory: Path, name: str, tensors: dict[str, torch.Tensor], segments: dict[str, int]) -> dict:
     """Write one shard under a temporary name, then rename it: a shard file either is complete or does not exist."""
-    temporary = directory / f".{name}.tmp"
-    save_file(tensors, temporary, metadata={"segments": json.dumps(segments, sort_keys=True)})
-    checksum = _file_sha256(temporary, fsync=True)
-    size = temporary.stat().st_size
-    os.replace(temporary, directory / name)
-    return {"sha256": checksum, "bytes": size, "segments": len(segments)}
+    path = directory / name
+    atomic_save_safetensors(tensors, path, metadata={"segments": json.dumps(segments, sort_keys=True)})
+    return {"sha256": _file_sha256(path), "bytes": path.stat().st_size, "segments": len(segments)}
 
 
 def _read_index(directory: Path) -> dict:
@@ -635,7 +621,7 @@ def build_feature_cache(
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     index = _open_for_build(directory, model_fingerprint(base, processor), overwrite, verify_existing)
-    _write_json_atomic(directory / INDEX_NAME, index)
+    atomic_write_json(directory / INDEX_NAME, index)
     done = set()
     for name in index["shards"]:
         done.update(_shard_segments(directory / name))
@@ -669,7 +655,7 @@ def build_feature_cache(
             bar.update(len(batch_keys))
         name = f"shard-{first_number + offset:05d}.safetensors"
         index["shards"][name] = _write_shard(directory, name, tensors, {key: stored_units[key] for key in shard_keys})
-        _write_json_atomic(directory / INDEX_NAME, index)
+        atomic_write_json(directory / INDEX_NAME, index)
     bar.close()
     cache = FeatureCache(directory)
     cache._verified.update(name for name in index["shards"] if verify_existing)
@@ -1015,8 +1001,7 @@ def run_cache_command(args: argparse.Namespace) -> int:
         if getattr(args, "debug", False):
             raise
         usage = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-        message = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
-        print(f"hf-metaembed cache: error: {message or type(error).__name__}", file=sys.stderr)
+        print(f"hf-metaembed cache: error: {one_line(error)}", file=sys.stderr)
         return 2 if isinstance(error, usage) else 1
     summary = cache.build_summary
     print(

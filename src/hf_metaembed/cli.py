@@ -15,6 +15,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from .io_utils import one_line
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -220,11 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
-    return text or type(error).__name__
-
-
 @contextlib.contextmanager
 def _quiet_libraries(debug: bool) -> Iterator[None]:
     """Keep library chatter (load reports, weight-loading bars) off the terminal and make warnings one line; the
@@ -239,7 +236,7 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
     original_showwarning = warnings.showwarning
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
-        print(f"hf-metaembed: warning: {_one_line(Warning(str(message)))}", file=sys.stderr)
+        print(f"hf-metaembed: warning: {one_line(Warning(str(message)))}", file=sys.stderr)
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
@@ -297,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 code = EXIT_USAGE
             else:
                 code = EXIT_FAILURE
-            detail = _one_line(error)
+            detail = one_line(error)
             if code == EXIT_FAILURE and not isinstance(error, CLIError):
                 detail = f"{type(error).__name__}: {detail}"
             print(f"{prefix} {detail}", file=sys.stderr)
@@ -359,7 +356,7 @@ def _encode(processor, records: list, **kwargs):
             try:
                 processor([record.text], **kwargs)
             except (ValueError, TypeError) as error:
-                message = re.sub(r"^sample 0(?: \([a-z]+\))?: ", "", _one_line(error))
+                message = re.sub(r"^sample 0(?: \([a-z]+\))?: ", "", one_line(error))
                 raise InputError(f"record {record.index} (id {record.id!r}): {message}") from error
         raise batch_error
 
@@ -684,7 +681,7 @@ def _new_or_saved_classifier(args, task: str, raw_labels: list):
                 backbones, fusion=args.fusion, level=args.level, head=args.head, **label_kwargs
             )
         except (OSError, ValueError) as error:
-            raise UsageError(_one_line(error)) from None
+            raise UsageError(one_line(error)) from None
         return model, MetaEmbedProcessor.from_backbones(backbones), label_kwargs.get("label2id")
     folder = _check_model_folder(args.model)
     model = MetaEmbedForSequenceClassification.from_pretrained(

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .cli import EXIT_OK, CLIError, UsageError, require
-from .io_utils import atomic_write_json
+from .io_utils import atomic_path, atomic_write_json
 
 BACKBONE_LABELS = ("MiniLM", "fastText")
 CORPUS_FILE = "pang_lee_polarity.cor"
@@ -341,15 +341,11 @@ def plot_word_weights(rows: list[dict], path: str | os.PathLike) -> None:
         axis.set_title(f"predicted {row['predicted']}", fontsize=9, loc="left")
     figure.colorbar(image, ax=axes, label="DME weight", shrink=0.8)
     figure.suptitle("Which backbone each word relied on (DME fusion weights)")
-    with tempfile.NamedTemporaryFile(dir=Path(path).parent, suffix=".png", delete=False) as handle:
-        temporary = handle.name
     try:
-        figure.savefig(temporary, dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def pick_example_sentences(data: PolarityData, count: int = 3, max_words: int = 12) -> list[int]:

@@ -35,6 +35,12 @@ class InputError(ValueError):
 # ---------------------------------------------------------------------------------------------- atomic writes
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (the form of every `hf-metaembed` error), or its type if it has none."""
+    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return text or type(error).__name__
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file next to `path`; on success flush it to disk and rename it to `path`.
@@ -45,21 +51,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         >>> with atomic_write("index.json", "w", encoding="utf-8") as handle:
         ...     handle.write("{}")
     """
-    path = Path(path)
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_folder(path.parent)
+    with atomic_path(path) as temporary, open(temporary, mode, encoding=encoding) as handle:
+        yield handle
 
 
 @contextlib.contextmanager
@@ -105,10 +100,12 @@ def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
 
 
 def atomic_save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """`safetensors.torch.save_file`, atomically. `tensors` maps names to torch tensors."""
-    from safetensors.torch import save
+    """`safetensors.torch.save_file`, atomically (streamed to a temporary file, no copy of the bytes in memory).
+    `tensors` maps names to torch tensors."""
+    from safetensors.torch import save_file
 
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def check_writable_output(path: str | os.PathLike) -> Path:
@@ -559,6 +556,7 @@ __all__ = [
     "detect_input_format",
     "iter_embedding_shards",
     "load_embeddings",
+    "one_line",
     "read_records",
     "write_npy",
     "write_npz",
