@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .configuration_metaembed import backbone_num_layers
 from .io_utils import atomic_save_safetensors, atomic_write_json, one_line
 from .modeling_metaembed import MetaEmbedModel
-from .processing_metaembed import PAIR_LAYOUTS, MetaEmbedProcessor
+from .processing_metaembed import PAIR_LAYOUTS, MetaEmbedProcessor, layout_segments
 
 CACHE_FORMAT = "hf_metaembed.feature_cache"
 CACHE_FORMAT_VERSION = 1
@@ -110,7 +110,6 @@ def sample_segments(
         raise ValueError(
             f"ligand lists {len(ligand)} complexes but receptor lists {len(receptor)}; give one per sample"
         )
-    layout = PAIR_LAYOUTS[architecture]
     samples = []
     for index, sides in enumerate(zip(ligand, receptor)):
         checked = []
@@ -120,13 +119,7 @@ def sample_segments(
                     f"sample {index}: {name} must be a non-empty list of chain strings, got {chains!r:.60}"
                 )
             checked.append([_check_chain(c, index, f" ({name})") for c in chains])
-        lig, rec = checked
-        if layout == "joined":
-            samples.append([(0, lig + rec)])
-        elif layout == "sides":
-            samples.append([(0, lig), (1, rec)])
-        else:
-            samples.append([(0, [chain]) for chain in lig] + [(1, [chain]) for chain in rec])
+        samples.append(layout_segments(*checked, architecture))
     return samples
 
 

@@ -32,6 +32,17 @@ _UNBOUNDED = 10**8
 _TOKENIZER_FOLDER = re.compile(r"tokenizer_\d+")
 
 
+def layout_segments(ligand: list, receptor: list, architecture: str) -> list[tuple[int, list]]:
+    """One complex's segments as `(side, chains)` (side 0 ligand, 1 receptor), laid out as `PAIR_LAYOUTS` says:
+    `joined` one segment of all chains, `sides` one per side, `chains` one per chain."""
+    layout = PAIR_LAYOUTS[architecture]
+    if layout == "joined":
+        return [(0, ligand + receptor)]
+    if layout == "sides":
+        return [(0, ligand), (1, receptor)]
+    return [(0, [chain]) for chain in ligand] + [(1, [chain]) for chain in receptor]
+
+
 def _special_token_frame(tokenizer, probe: str) -> tuple[list[int], list[int]]:
     """The special tokens a tokenizer puts before and after a sequence (e.g. [CLS] ... [SEP], <cls> ... <eos>)."""
     with_special = tokenizer(probe, add_special_tokens=True)["input_ids"]
@@ -373,7 +384,6 @@ class MetaEmbedProcessor:
                 f"ligand lists {len(ligand)} complexes but receptor lists {len(receptor)}: sample "
                 f"{min(len(ligand), len(receptor))} has no {missing}; give one of each per sample"
             )
-        layout = PAIR_LAYOUTS[architecture]
         samples = []
         for index, sides in enumerate(zip(ligand, receptor)):
             for side, chains in zip(("ligand", "receptor"), sides):
@@ -384,13 +394,7 @@ class MetaEmbedProcessor:
                     )
                 if not chains:
                     raise ValueError(f"sample {index}: the {side} has no chains; every side needs at least one chain")
-            lig, rec = list(sides[0]), list(sides[1])
-            if layout == "joined":
-                samples.append([(0, lig + rec)])
-            elif layout == "sides":
-                samples.append([(0, lig), (1, rec)])
-            else:
-                samples.append([(0, [chain]) for chain in lig] + [(1, [chain]) for chain in rec])
+            samples.append(layout_segments(list(sides[0]), list(sides[1]), architecture))
         return samples
 
     def encode_segment(
