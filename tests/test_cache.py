@@ -52,15 +52,6 @@ SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLE", "mktayiakqrqisfvkshfsrq", "VLSP
 LABELS = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.5])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and spinning threads crawl on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def backbone_dirs(tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("backbones")

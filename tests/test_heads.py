@@ -11,14 +11,6 @@ from hf_metaembed.heads import HEADS, ConvBertUnitEncoder, build_head, build_uni
 CONVBERT = dict(convbert_num_heads=8, convbert_kernel_size=7, convbert_dropout=0.2, convbert_attention_dropout=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def encoder(dim: int = 16, **settings) -> ConvBertUnitEncoder:
     torch.manual_seed(0)
     module = ConvBertUnitEncoder(SimpleNamespace(**{**CONVBERT, **settings}), dim)

@@ -28,15 +28,6 @@ SEQUENCES = ["MKTAYIAKQRGSH", "WLLE", "ACDEFGHIKLMNPQRSTVWY"]
 LABELS = torch.tensor([7.5, 5.0, 9.25])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared CPU thread contention makes them ~40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def backbone_sets(tiny_esm, tiny_prott5, tiny_ankh) -> dict[str, list[str]]:
     return {"one": [tiny_esm], "two": [tiny_esm, tiny_prott5], "ankh": [tiny_ankh]}

@@ -28,15 +28,6 @@ proteins = st.text(residue_letters, min_size=1, max_size=MAX_RESIDUES)
 protein_batches = st.lists(proteins, min_size=1, max_size=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; OpenMP threads spinning on a busy shared machine cost 30x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, str]:
     return tiny_backbones.make_all_tiny_backbones(tmp_path_factory.mktemp("properties"), max_length=MAX_RESIDUES)

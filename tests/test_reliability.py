@@ -35,15 +35,6 @@ LONG_TEXT = " ".join(["the movie was not very good and the plot was boring so we
 SHORT_TEXTS = ["the movie is good", "a very bad film !", "great"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; OpenMP threads spinning on a busy shared machine cost 30x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def short_backbones(tmp_path_factory) -> dict[str, str]:
     """Every tiny family with a 16-unit limit (BERT/RoBERTa: 16 tokens with [CLS]/[SEP] or <s>/</s>)."""
