@@ -18,7 +18,7 @@ import socket
 import struct
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from transformers.utils import cached_file
 
@@ -56,9 +56,8 @@ def _fsync_folder(folder: str) -> None:
     except OSError:  # platforms without directory descriptors (Windows)
         return
     try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
+        with suppress(OSError):  # file systems that cannot sync a folder: the rename is still atomic
+            os.fsync(descriptor)
     finally:
         os.close(descriptor)
 
@@ -85,6 +84,17 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _rename_folder(staging: str, save_directory: str) -> bool:
+    """Move the whole staging folder to a `save_directory` that does not exist, in one atomic rename; False if the
+    folder was created meanwhile by someone else (the caller then moves file by file)."""
+    try:
+        os.rename(staging, save_directory)
+    except OSError:
+        return False
+    _fsync_folder(os.path.dirname(os.path.abspath(save_directory)))
+    return True
+
+
 def publish(
     staging: str,
     save_directory: str,
@@ -100,13 +110,8 @@ def publish(
     not write are removed.
     """
     _fsync_tree(staging)
-    if not os.path.exists(save_directory):
-        try:
-            os.rename(staging, save_directory)
-            _fsync_folder(os.path.dirname(os.path.abspath(save_directory)))
-            return
-        except OSError:  # created meanwhile by someone else: fall through to file-by-file
-            pass
+    if not os.path.exists(save_directory) and _rename_folder(staging, save_directory):
+        return
     written = []
     for root, _, files in os.walk(staging):
         for name in files:

@@ -290,8 +290,9 @@ class _ByteReader:
                 return None
 
     def read(self, size: int) -> bytes:
-        while len(self.buffer) - self.pos < size and self._refill():
-            pass
+        while len(self.buffer) - self.pos < size:
+            if not self._refill():  # end of file: return what there is
+                break
         data = self.buffer[self.pos : self.pos + size]
         self.pos += len(data)
         return data
