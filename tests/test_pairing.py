@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from remote_code import BLOCK_HF_METAEMBED
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor, list_architectures, list_heads
 from hf_metaembed.pairing import PAIRINGS
@@ -260,16 +261,9 @@ def test_save_and_reload_give_the_same_outputs(architecture, backbone_sets, tmp_
     torch.testing.assert_close(predict(reloaded, batch), predict(model, batch), atol=0, rtol=0)
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = BLOCK_HF_METAEMBED + textwrap.dedent(
     """
-    import json, sys
-
-    class BlockLibrary:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "hf_metaembed":
-                raise ImportError("hf_metaembed is blocked here")
-
-    sys.meta_path.insert(0, BlockLibrary())
+    import json
     import torch
     from transformers import AutoModelForSequenceClassification, AutoProcessor
 

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import tiny_backbones
 import torch
+from remote_code import BLOCK_HF_METAEMBED
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -138,16 +139,8 @@ def test_saved_folder_carries_remote_code_and_auto_map(trained_like, processor, 
     assert processor_config["auto_map"] == {"AutoProcessor": "processing_metaembed.MetaEmbedProcessor"}
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = BLOCK_HF_METAEMBED + textwrap.dedent(
     """
-    import sys
-
-    class BlockLibrary:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "hf_metaembed":
-                raise ImportError("hf_metaembed is blocked in this interpreter")
-
-    sys.meta_path.insert(0, BlockLibrary())
     try:
         import hf_metaembed  # noqa: F401
     except ImportError:
