@@ -53,7 +53,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor  # noqa: E402
-from hf_metaembed.metrics import spearman  # noqa: E402
+from hf_metaembed.integrations.metrics import spearman  # noqa: E402
 from hf_metaembed.testing import make_tiny_esm, make_tiny_prott5  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -26,7 +26,6 @@ from hf_metaembed import (  # noqa: E402
     list_fusions,
     list_heads,
 )
-from hf_metaembed.backbones import load_backbone  # noqa: E402
 from hf_metaembed.cache import (  # noqa: E402
     CachedFeatureCollator,
     CachedFeatureDataset,
@@ -40,6 +39,7 @@ from hf_metaembed.cache import (  # noqa: E402
     load_feature_cache,
     run_cache_command,
 )
+from hf_metaembed.modeling.backbones import load_backbone  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

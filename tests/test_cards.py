@@ -10,7 +10,7 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, RepoUrl
 from transformers import AutoModelForSequenceClassification, AutoProcessor
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.cards import (
+from hf_metaembed.integrations.cards import (
     eval_results_from_metrics,
     hub_base_models,
     push_to_hub,
@@ -241,7 +241,7 @@ def test_model_push_to_hub_sends_processor_and_card(protein, tmp_path):
 def test_repo_model_cards_folder_holds_the_shipped_template():
     from pathlib import Path
 
-    from hf_metaembed.cards import TEMPLATE_PATH
+    from hf_metaembed.integrations.cards import TEMPLATE_PATH
 
     repo_template = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
     assert repo_template.read_text(encoding="utf-8") == TEMPLATE_PATH.read_text(encoding="utf-8")
@@ -249,23 +249,15 @@ def test_repo_model_cards_folder_holds_the_shipped_template():
 
 
 def test_model_push_to_hub_without_the_library_falls_back_to_transformers(protein, monkeypatch):
-    """Loaded as remote code where hf_metaembed is not installed, `push_to_hub` is transformers' own upload."""
-    import importlib
-
+    """Loaded as remote code where hf_metaembed is not installed (no card publisher plugged in), `push_to_hub` is
+    transformers' own upload."""
     from transformers import PreTrainedModel
 
-    import hf_metaembed.modeling_metaembed as modeling
+    from hf_metaembed import MetaEmbedPreTrainedModel
 
     model, processor = protein
-    real_import = importlib.import_module
-
-    def no_library(name, *args, **kwargs):
-        if name.startswith("hf_metaembed"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real_import(name, *args, **kwargs)
-
     calls = []
-    monkeypatch.setattr(modeling.importlib, "import_module", no_library)
+    monkeypatch.setattr(MetaEmbedPreTrainedModel, "hub_publisher", None)
     monkeypatch.setattr(PreTrainedModel, "push_to_hub", lambda self, repo_id, **kw: calls.append((repo_id, kw)))
     with pytest.raises(ValueError, match=r"processor\.push_to_hub"):
         model.push_to_hub("me/esm-prott5", processor=processor)

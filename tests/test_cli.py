@@ -1,5 +1,5 @@
 """The `hf-metaembed` CLI: embed on every input format and output kind, resuming, train/evaluate, help, exit codes
-and one-line errors; and the crash-safe, streaming helpers of `hf_metaembed.io_utils` behind it."""
+and one-line errors; and the crash-safe, streaming helpers of `hf_metaembed.io.records` behind it."""
 
 import csv
 import gzip
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
-from hf_metaembed.io_utils import (
+from hf_metaembed.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from hf_metaembed.io.records import (
     EMBEDDING_INDEX_NAME,
     InputError,
     atomic_write,

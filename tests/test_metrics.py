@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from transformers import EvalPrediction
 
-from hf_metaembed.metrics import compute_metrics, kd_to_pkd, pearson, rmse, spearman
+from hf_metaembed.integrations.metrics import compute_metrics, kd_to_pkd, pearson, rmse, spearman
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

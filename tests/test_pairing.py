@@ -16,7 +16,7 @@ import torch
 from remote_code import BLOCK_HF_METAEMBED
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor, list_architectures, list_heads
-from hf_metaembed.pairing import PAIRINGS
+from hf_metaembed.modeling.pairing import PAIRINGS
 
 ARCHITECTURES = list_architectures()
 PAIR_ARCHITECTURES = [name for name in ARCHITECTURES if PAIRINGS[name].is_pair]

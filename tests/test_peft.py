@@ -7,9 +7,9 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.backbones import load_backbone
-from hf_metaembed.peft_utils import lora_config, lora_modules_to_save, lora_target_modules
-from hf_metaembed.static_vectors import StaticVectorsConfig, StaticVectorsModel
+from hf_metaembed.integrations.peft import lora_config, lora_modules_to_save, lora_target_modules
+from hf_metaembed.modeling.backbones import load_backbone
+from hf_metaembed.modeling.static_vectors import StaticVectorsConfig, StaticVectorsModel
 
 # leaf module paths each family's LoRA targets end with (written out independently of the helper)
 EXPECTED_SUFFIXES = {

@@ -5,7 +5,7 @@ import torch
 from transformers import pipeline
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.pipelines import TASK, MetaEmbedFeatureExtractionPipeline
+from hf_metaembed.integrations.pipelines import TASK, MetaEmbedFeatureExtractionPipeline
 
 SEQUENCES = ["MKTAYIAKQR", "GSHMLV", "ACDEFGHIKLMN"]
 

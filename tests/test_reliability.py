@@ -24,7 +24,7 @@ from torch import nn
 from transformers import set_seed
 
 from hf_metaembed import MetaEmbedConfig, MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.windowing import plan_windows
+from hf_metaembed.modeling.windowing import plan_windows
 
 MAX_RESIDUES = 16
 PROTEIN_FAMILIES = ("esm", "prott5", "ankh")
@@ -554,7 +554,7 @@ def test_pickle_only_backbone_is_refused_by_from_backbones_unless_allowed(short_
 @pytest.fixture
 def no_real_build(monkeypatch):
     """Record the default device whenever a backbone is built: checks must fail before anything real is made."""
-    import hf_metaembed.modeling_metaembed as modeling
+    import hf_metaembed.modeling.modeling_metaembed as modeling
 
     devices = []
     real_build = modeling.build_backbone

@@ -12,14 +12,14 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-import hf_metaembed.static_vectors  # registers the Auto* classes
-from hf_metaembed.static_vectors import StaticVectorsConfig, StaticVectorsModel
-from hf_metaembed.static_vectors_io import (
+import hf_metaembed.modeling.static_vectors  # registers the Auto* classes
+from hf_metaembed.io.static_vectors import (
     build_static_vectors_tokenizer,
     convert_static_vectors,
     detect_static_vectors_format,
     load_static_vectors,
 )
+from hf_metaembed.modeling.static_vectors import StaticVectorsConfig, StaticVectorsModel
 
 # Decimals that float32 cannot represent exactly, to check that lookups return the file's values rounded once.
 VECTORS = {
@@ -129,7 +129,7 @@ def test_tokenizer_offsets_and_plain_text(converted):
 
 
 def test_model_file_imports_only_torch_transformers_and_the_standard_library():
-    tree = ast.parse(Path(hf_metaembed.static_vectors.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(hf_metaembed.modeling.static_vectors.__file__).read_text(encoding="utf-8"))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(node.level for node in ast.walk(tree) if isinstance(node, ast.ImportFrom))

@@ -16,9 +16,14 @@ from transformers import (
 )
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedForTokenClassification, MetaEmbedProcessor
-from hf_metaembed.metrics import compute_metrics
-from hf_metaembed.peft_utils import lora_config
-from hf_metaembed.training import MetaEmbedDataCollator, MetaEmbedDataset, from_trainer_feature, to_trainer_features
+from hf_metaembed.integrations.metrics import compute_metrics
+from hf_metaembed.integrations.peft import lora_config
+from hf_metaembed.integrations.trainer import (
+    MetaEmbedDataCollator,
+    MetaEmbedDataset,
+    from_trainer_feature,
+    to_trainer_features,
+)
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 

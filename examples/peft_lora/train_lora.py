@@ -22,9 +22,9 @@ from peft import PeftModel, get_peft_model
 from transformers import Trainer, TrainingArguments
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor
-from hf_metaembed.peft_utils import lora_config
+from hf_metaembed.integrations.peft import lora_config
+from hf_metaembed.integrations.trainer import MetaEmbedDataCollator, MetaEmbedDataset
 from hf_metaembed.testing import make_tiny_bert, make_tiny_roberta
-from hf_metaembed.training import MetaEmbedDataCollator, MetaEmbedDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 POSITIVE = ["good", "great", "best", "fun", "love"]

@@ -20,9 +20,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoProcessor, Trainer, TrainingArguments
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor
-from hf_metaembed.metrics import compute_metrics, kd_to_pkd
+from hf_metaembed.integrations.metrics import compute_metrics, kd_to_pkd
+from hf_metaembed.integrations.trainer import MetaEmbedDataCollator, MetaEmbedDataset
 from hf_metaembed.testing import make_tiny_esm, make_tiny_prott5
-from hf_metaembed.training import MetaEmbedDataCollator, MetaEmbedDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 GROUPS = ["KR", "DE", "AVILMFWY", "STNQGPHC"]  # positive, negative, hydrophobic, polar

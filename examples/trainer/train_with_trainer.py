@@ -26,10 +26,10 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoProcessor, Trainer, TrainingArguments
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedProcessor
-from hf_metaembed.cards import save_for_hub
-from hf_metaembed.metrics import compute_metrics
+from hf_metaembed.integrations.cards import save_for_hub
+from hf_metaembed.integrations.metrics import compute_metrics
+from hf_metaembed.integrations.trainer import MetaEmbedDataCollator, MetaEmbedDataset
 from hf_metaembed.testing import make_tiny_esm, make_tiny_prott5
-from hf_metaembed.training import MetaEmbedDataCollator, MetaEmbedDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"

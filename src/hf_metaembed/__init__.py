@@ -8,19 +8,21 @@ from transformers import (
     AutoProcessor,
 )
 
-from .configuration_metaembed import MetaEmbedConfig
-from .fusion import list_fusions
-from .heads import list_heads
-from .modeling_metaembed import (
+from . import _moved
+from .integrations import cards as _cards  # noqa: F401  (plugs the card-writing upload into push_to_hub)
+from .modeling.configuration_metaembed import MetaEmbedConfig
+from .modeling.fusion import list_fusions
+from .modeling.heads import list_heads
+from .modeling.modeling_metaembed import (
     MetaEmbedForSequenceClassification,
     MetaEmbedForTokenClassification,
     MetaEmbedModel,
     MetaEmbedModelOutput,
     MetaEmbedPreTrainedModel,
 )
-from .pairing import list_architectures
-from .pooling import list_poolings
-from .processing_metaembed import MetaEmbedProcessor
+from .modeling.pairing import list_architectures
+from .modeling.pooling import list_poolings
+from .modeling.processing_metaembed import MetaEmbedProcessor
 
 AutoConfig.register(MetaEmbedConfig.model_type, MetaEmbedConfig, exist_ok=True)
 AutoModel.register(MetaEmbedConfig, MetaEmbedModel, exist_ok=True)
@@ -29,6 +31,8 @@ AutoModelForTokenClassification.register(MetaEmbedConfig, MetaEmbedForTokenClass
 AutoProcessor.register(MetaEmbedConfig, MetaEmbedProcessor, exist_ok=True)
 
 __version__ = "0.1.0"
+
+_moved.install()
 
 __all__ = [
     "MetaEmbedConfig",

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from .io_utils import one_line
+from ..io.records import one_line
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -80,7 +80,7 @@ def _subparser(subparsers, name: str, help_text: str, description: str, **kwargs
 
 
 def _input_arguments(parser: argparse.ArgumentParser, column_help: str) -> None:
-    from .io_utils import INPUT_FORMATS
+    from ..io.records import INPUT_FORMATS
 
     parser.add_argument(
         "--input-format", choices=list(INPUT_FORMATS), help="input format (default: from the file suffix)"
@@ -104,7 +104,7 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `hf-metaembed` argument parser with all subcommands."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="hf-metaembed",
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:
             if args.debug:
                 raise
-            from .io_utils import InputError
+            from ..io.records import InputError
 
             if isinstance(error, CLIError):
                 code = error.exit_code
@@ -337,7 +337,7 @@ def _check_model_folder(folder: str) -> Path:
 
 
 def _load_processor(folder: Path):
-    from .processing_metaembed import MetaEmbedProcessor
+    from ..modeling.processing_metaembed import MetaEmbedProcessor
 
     return MetaEmbedProcessor.from_pretrained(str(folder))
 
@@ -346,7 +346,7 @@ def _encode(processor, records: list, **kwargs):
     """Encode a batch; on bad input, name the record (file position and id) instead of the batch position."""
     import re
 
-    from .io_utils import InputError
+    from ..io.records import InputError
 
     texts = [record.text for record in records]
     try:
@@ -428,7 +428,7 @@ def _embed_fingerprint(args, input_path: Path, input_format: str, model_folder: 
 def _validate_input(args, processor, input_path: Path, input_format: str) -> int:
     """First streaming pass, before any model is loaded: count the records and check that the processor accepts
     every one of them, so a bad record stops the run at once rather than hours into it."""
-    from .io_utils import InputError, read_records
+    from ..io.records import InputError, read_records
 
     count = 0
     records = read_records(input_path, input_format, args.column, args.id_column)
@@ -446,7 +446,7 @@ def run_embed(args) -> int:
     """`hf-metaembed embed`: stream records through a saved model into resumable shards (then .npy/.npz)."""
     import shutil
 
-    from .io_utils import EmbeddingShardWriter, check_writable_output, detect_input_format, write_npy, write_npz
+    from ..io.records import EmbeddingShardWriter, check_writable_output, detect_input_format, write_npy, write_npz
 
     _positive(args.batch_size, "--batch-size")
     _positive(args.shard_size, "--shard-size")
@@ -494,7 +494,7 @@ def _embed_records(args, writer, processor, input_path: Path, input_format: str,
 
     import torch
 
-    from .io_utils import read_records
+    from ..io.records import read_records
 
     model = _load_embedding_model(model_folder, _device(args.device))
     device = next(model.parameters()).device
@@ -525,8 +525,8 @@ def _embed_records(args, writer, processor, input_path: Path, input_format: str,
 
 
 def _load_embedding_model(folder: Path, device):
-    from .io_utils import InputError
-    from .modeling_metaembed import MetaEmbedModel
+    from ..io.records import InputError
+    from ..modeling.modeling_metaembed import MetaEmbedModel
 
     model = MetaEmbedModel.from_pretrained(str(folder))
     if model.config.architecture != "single":
@@ -551,7 +551,7 @@ def _per_record_weights(fusion_weights, unit_mask) -> list:
 
 def _read_labelled(args, path: str) -> tuple[list, list[str]]:
     """All records of a labelled file (training data is held in memory) and their raw labels."""
-    from .io_utils import InputError, detect_input_format, read_records
+    from ..io.records import InputError, detect_input_format, read_records
 
     input_format = detect_input_format(path, args.input_format)
     if input_format in ("fasta", "text"):
@@ -578,7 +578,7 @@ def _infer_task(labels: list, task: str) -> str:
 
 
 def _encode_labels(records: list, labels: list, task: str, label2id: dict | None, name: str) -> list:
-    from .io_utils import InputError
+    from ..io.records import InputError
 
     encoded = []
     for record, value in zip(records, labels):
@@ -628,7 +628,7 @@ def _classification_metrics(eval_pred) -> dict[str, float]:
 def _metrics_function(task: str):
     if task == "classification":
         return _classification_metrics
-    from .metrics import compute_metrics
+    from ..integrations.metrics import compute_metrics
 
     return compute_metrics
 
@@ -658,8 +658,8 @@ def _training_arguments_for(args, output_dir: str, evaluate_each_epoch: bool):
 
 def _new_or_saved_classifier(args, task: str, raw_labels: list):
     """The model and processor to train, and its label map (None for regression)."""
-    from .modeling_metaembed import MetaEmbedForSequenceClassification
-    from .processing_metaembed import MetaEmbedProcessor
+    from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
+    from ..modeling.processing_metaembed import MetaEmbedProcessor
 
     problem_type = "regression" if task == "regression" else "single_label_classification"
     label_kwargs: dict = {"num_labels": 1, "problem_type": problem_type}
@@ -692,7 +692,7 @@ def _new_or_saved_classifier(args, task: str, raw_labels: list):
 
 def run_train(args) -> int:
     """`hf-metaembed train`: fine-tune fusion and head (backbones frozen) with transformers' Trainer."""
-    from .io_utils import check_writable_output
+    from ..io.records import check_writable_output
 
     _positive(args.batch_size, "--batch-size")
     records, raw_labels = _read_labelled(args, args.data)
@@ -760,7 +760,7 @@ def run_evaluate(args) -> int:
     _positive(args.batch_size, "--batch-size")
     folder = _check_model_folder(args.model)
     records, raw_labels = _read_labelled(args, args.data)
-    from .modeling_metaembed import MetaEmbedForSequenceClassification
+    from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
 
     model = MetaEmbedForSequenceClassification.from_pretrained(str(folder))
     processor = _load_processor(folder)
@@ -798,7 +798,7 @@ def _predict_and_print(args, model, processor, features: list[dict], task: str, 
 def run_cache(args) -> int:
     """`hf-metaembed cache ...`: delegate to `hf_metaembed.cache` (its own arguments and `--help`)."""
     try:
-        from .cache import add_cache_arguments, run_cache_command
+        from ..cache.build import add_cache_arguments, run_cache_command
     except ImportError as error:
         # only a missing module is reported as such; a cache module that fails to import is a bug to show
         if error.name != f"{__package__}.cache":

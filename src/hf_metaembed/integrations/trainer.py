@@ -28,7 +28,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from transformers import BatchEncoding
 
-from .processing_metaembed import MetaEmbedProcessor
+from ..modeling.processing_metaembed import MetaEmbedProcessor
 
 FEATURE_KEYS = ("input_ids", "token_unit_index", "unit_mask", "segment_side_index")
 LABEL_KEYS = ("labels", "label", "label_ids")

@@ -34,7 +34,7 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .processing_metaembed import MetaEmbedProcessor
+from ..modeling.processing_metaembed import MetaEmbedProcessor
 
 TASK = "metaembed-feature-extraction"
 SIDES = ("ligand", "receptor")

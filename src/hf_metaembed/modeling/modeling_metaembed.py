@@ -5,7 +5,6 @@ Model code (copied next to a saved model for `trust_remote_code`): imports torch
 """
 
 import copy
-import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -261,23 +260,26 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 "layers that differ"
             )
 
+    # Set by `hf_metaembed.integrations.cards` when the library is installed: the function that uploads model,
+    # processor and rendered card in one commit. The remote-code copy of this file never imports the library.
+    hub_publisher = None
+
     def push_to_hub(self, repo_id: str, *args, processor=None, eval_results=None, **kwargs):
         """Upload the model to the Hub in one commit: weights, config, the model code files, `processor` (its
-        tokenizers and code) when given, and a model card rendered from `model_cards/template.md`
-        (`hf_metaembed.cards.push_to_hub`; keyword arguments go to it: `private`, `token`, `revision`,
+        tokenizers and code) when given, and a model card rendered from the packaged template
+        (`hf_metaembed.integrations.cards.push_to_hub`; keyword arguments go to it: `private`, `token`, `revision`,
         `create_pr`, `commit_message`, and card fields such as `eval_dataset`, `license`, `description`).
 
         Where the model was loaded as remote code without `hf_metaembed` installed, this is transformers' own
         `push_to_hub` (model and code files, a generic card); push the processor with `processor.push_to_hub`.
         """
-        try:  # looked up by name: the remote-code copy of this file must not need hf_metaembed
-            cards = importlib.import_module("hf_metaembed.cards")
-        except ImportError:
+        publish = MetaEmbedPreTrainedModel.hub_publisher
+        if publish is None:
             if processor is not None or eval_results is not None:
                 raise ValueError(
                     "processor= and eval_results= need hf_metaembed installed (pip install hf_metaembed); without "
                     "it, call processor.push_to_hub(repo_id) separately"
-                ) from None
+                )
             return super().push_to_hub(repo_id, *args, **kwargs)
         if args:
             raise TypeError("push_to_hub takes repo_id as its only positional argument; pass the rest by name")
@@ -286,7 +288,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 "push_to_hub without processor=: the repo will hold no tokenizers, so "
                 "AutoProcessor.from_pretrained(repo_id) will fail; pass processor=processor to upload it too"
             )
-        return cards.push_to_hub(self, processor, repo_id, eval_results=eval_results, **kwargs)
+        return publish(self, processor, repo_id, eval_results=eval_results, **kwargs)
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, *args, save_backbone_weights: bool | None = None, **kwargs

@@ -40,10 +40,10 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .configuration_metaembed import backbone_num_layers
-from .io_utils import atomic_save_safetensors, atomic_write_json, one_line
-from .modeling_metaembed import MetaEmbedModel
-from .processing_metaembed import PAIR_LAYOUTS, MetaEmbedProcessor, layout_segments
+from ..io.records import atomic_save_safetensors, atomic_write_json, one_line
+from ..modeling.configuration_metaembed import backbone_num_layers
+from ..modeling.modeling_metaembed import MetaEmbedModel
+from ..modeling.processing_metaembed import PAIR_LAYOUTS, MetaEmbedProcessor, layout_segments
 
 CACHE_FORMAT = "hf_metaembed.feature_cache"
 CACHE_FORMAT_VERSION = 1

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-from .static_vectors import STATIC_VECTOR_FORMATS, StaticVectorsConfig, StaticVectorsModel
+from ..modeling.static_vectors import STATIC_VECTOR_FORMATS, StaticVectorsConfig, StaticVectorsModel
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"

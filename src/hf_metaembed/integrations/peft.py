@@ -24,7 +24,7 @@ from peft import LoraConfig
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 
-from .modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
+from ..modeling.modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
 
 # families this project uses that peft's table lacks (ESM-2 names its projections as BERT does)
 _EXTRA_TARGETS = {"esm": ["query", "value"], "umt5": ["q", "v"]}

@@ -7,7 +7,7 @@ tags, pipeline tag, metrics, `model-index`) is a `huggingface_hub.ModelCardData`
 tokenizers and code, `README.md`) and `push_to_hub` uploads that folder in one commit:
 
 ```python
-from hf_metaembed.cards import push_to_hub
+from hf_metaembed.integrations.cards import push_to_hub
 
 push_to_hub(model, processor, "me/esm2-prott5-dme", eval_results=trainer.evaluate(), eval_dataset="PPB-Affinity")
 ```
@@ -25,7 +25,8 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .configuration_metaembed import MetaEmbedConfig
+from ..modeling.configuration_metaembed import MetaEmbedConfig
+from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "template.md"
 LIBRARY_NAME = "transformers"  # the checkpoint loads with plain transformers (remote code)
@@ -252,7 +253,7 @@ def render_model_card(
     }.get(config.problem_type, "classification")
     if model_class == "MetaEmbedForTokenClassification":
         task = "per-unit classification"
-    from . import __version__
+    from .. import __version__
 
     return ModelCard.from_template(
         data,
@@ -357,3 +358,5 @@ __all__ = [
     "render_model_card",
     "save_for_hub",
 ]
+
+MetaEmbedPreTrainedModel.hub_publisher = staticmethod(push_to_hub)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from .cli import EXIT_OK, CLIError, UsageError, require
-from .io_utils import atomic_path, atomic_write_json
+from ..io.records import atomic_path, atomic_write_json
+from .main import EXIT_OK, CLIError, UsageError, require
 
 BACKBONE_LABELS = ("MiniLM", "fastText")
 CORPUS_FILE = "pang_lee_polarity.cor"
@@ -103,8 +103,8 @@ def stratified_folds(labels: list[int], folds: int, seed: int) -> list[torch.Ten
 
 def build_demo_model(minilm: str, fasttext: str):
     """A DME sequence classifier over MiniLM and the fastText backbone (word units) and its processor."""
-    from .modeling_metaembed import MetaEmbedForSequenceClassification
-    from .processing_metaembed import MetaEmbedProcessor
+    from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
+    from ..modeling.processing_metaembed import MetaEmbedProcessor
 
     model = MetaEmbedForSequenceClassification.from_backbones(
         [minilm, fasttext],
@@ -152,8 +152,8 @@ def compute_states(
 
 def classifier_for(model, backbone_indices: list[int], seed: int):
     """A fresh fusion + head over the chosen backbones of `model` (backbone modules are shared, not copied)."""
-    from .configuration_metaembed import MetaEmbedConfig
-    from .modeling_metaembed import MetaEmbedForSequenceClassification
+    from ..modeling.configuration_metaembed import MetaEmbedConfig
+    from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
 
     settings = model.config.to_dict()
     for field in (
@@ -387,7 +387,7 @@ def _run(output_dir, folds, limit, epochs, seed, reload_check, progress) -> int:
     require("matplotlib")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    from .static_vectors_io import convert_static_vectors
+    from ..io.static_vectors import convert_static_vectors
 
     data = load_polarity(corpus, limit)
     labels = torch.tensor(data.labels)
