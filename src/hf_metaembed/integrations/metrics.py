@@ -46,6 +46,109 @@ def rmse(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sqrt(np.mean(difference * difference)))
 
 
+def _bootstrap_ranks(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Tie-averaged ranks of every sample inside each bootstrap resample, without materialising the resamples.
+
+    Args:
+        values: `(samples,)` the original values.
+        counts: `(resamples, samples)` how many times each sample was drawn into each resample.
+
+    Returns:
+        `(resamples, samples)` the rank a copy of sample k has in resample b (ties, including repeated draws of one
+        sample, share the mean of the ranks they span, as in `_ranks`).
+    """
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    new_group = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    starts = np.flatnonzero(new_group)
+    group_of_sorted = np.cumsum(new_group) - 1
+    group_of = np.empty(len(values), dtype=np.int64)
+    group_of[order] = group_of_sorted
+    drawn_per_group = np.add.reduceat(counts[:, order], starts, axis=1)  # (resamples, groups)
+    drawn_below = np.cumsum(drawn_per_group, axis=1) - drawn_per_group
+    return (drawn_below + (drawn_per_group + 1) / 2.0)[:, group_of]
+
+
+def _bootstrap_spearman(predictions: np.ndarray, labels: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each bootstrap resample, the mean over targets when there are several.
+
+    Args:
+        predictions, labels: `(samples, targets)`.
+        draws: `(resamples, samples)` indices of the samples drawn into each resample.
+
+    Returns:
+        `(resamples,)`; NaN where a resample is constant on either side (rho is undefined there).
+    """
+    resamples, samples = draws.shape
+    flat = (np.arange(resamples)[:, None] * samples + draws).ravel()
+    counts = np.bincount(flat, minlength=resamples * samples).reshape(resamples, samples).astype(np.float64)
+    rhos = []
+    for target in range(labels.shape[1]):
+        prediction_ranks = _bootstrap_ranks(predictions[:, target], counts)
+        label_ranks = _bootstrap_ranks(labels[:, target], counts)
+        # Pearson correlation of the ranks, each sample weighted by how often it was drawn
+        x = prediction_ranks - (counts * prediction_ranks).sum(axis=1, keepdims=True) / samples
+        y = label_ranks - (counts * label_ranks).sum(axis=1, keepdims=True) / samples
+        denominator = np.sqrt((counts * x * x).sum(axis=1) * (counts * y * y).sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.where(denominator > 0, (counts * x * y).sum(axis=1) / denominator, np.nan)
+        rhos.append(np.clip(rho, -1.0, 1.0))
+    return np.mean(rhos, axis=0)
+
+
+def _spearman_interval(
+    predictions: np.ndarray, labels: np.ndarray, n_boot: int, alpha: float, seed: int
+) -> tuple[float, float]:
+    samples = labels.shape[0]
+    rng = np.random.default_rng(seed)
+    rhos = []
+    # resamples in blocks so memory stays near 2 million entries whatever the number of samples
+    block = max(1, 2_000_000 // samples)
+    for start in range(0, n_boot, block):
+        draws = rng.integers(0, samples, size=(min(block, n_boot - start), samples))
+        rhos.append(_bootstrap_spearman(predictions, labels, draws))
+    rhos = np.concatenate(rhos)
+    rhos = rhos[np.isfinite(rhos)]
+    if len(rhos) < n_boot / 2:  # rho undefined on most resamples (e.g. constant predictions): no interval
+        return float("nan"), float("nan")
+    low, high = np.quantile(rhos, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)
+
+
+def spearman_ci(predictions, labels, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval for Spearman's rho.
+
+    Draws `n_boot` resamples of the (prediction, label) pairs with replacement, computes rho on each (tie-averaged
+    ranks, as `spearman`) and returns the `alpha / 2` and `1 - alpha / 2` quantiles of those values. Resamples where
+    either side is constant are left out; if that is more than half of them (e.g. constant predictions), or rho is
+    undefined, the interval is `(nan, nan)`. The same `seed` gives the same interval.
+
+    The study's reference code (Proteinea/ppiseq, `ppiseq/metrics.py`) reports an analytic error bar instead,
+    `sqrt((1 - rho**2)**2 * (1 + rho**2 / 2) / (n - 3))`; the bootstrap makes no normality assumption.
+
+    Args:
+        predictions: `(samples,)` or `(samples, targets)`; torch tensors are accepted.
+        labels: the same shape. With several targets the interval is that of the mean rho over targets (the
+            `spearman` of `compute_metrics`).
+        n_boot: number of bootstrap resamples (at least 1).
+        alpha: 1 - confidence level (0.05 gives a 95% interval).
+        seed: seed of the resampling.
+
+    Returns:
+        `(low, high)` floats.
+    """
+    predictions, labels = _as_columns(predictions, "predictions"), _as_columns(labels, "labels")
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions have shape {predictions.shape} but labels {labels.shape}")
+    if predictions.shape[0] < 2:
+        raise ValueError(f"a Spearman interval needs at least 2 samples, got {predictions.shape[0]}")
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot is {n_boot!r}; pass a positive number of bootstrap resamples such as 1000")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha is {alpha!r}; pass a number between 0 and 1 (0.05 gives a 95% interval)")
+    return _spearman_interval(predictions, labels, n_boot, alpha, seed)
+
+
 def _as_columns(array, name: str) -> np.ndarray:
     array = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array, dtype=np.float64)
     if array.ndim == 1:
@@ -64,8 +167,9 @@ def compute_metrics(eval_pred) -> dict[str, float]:
             of the same shape.
 
     Returns:
-        `{"spearman", "pearson", "rmse"}`; with several targets, each metric is the mean over targets and per-target
-        values are added as `spearman_0`, `pearson_0`, `rmse_0`, ...
+        `{"spearman", "pearson", "rmse", "spearman_ci_low", "spearman_ci_high"}`, the last two a 95% bootstrap
+        interval for Spearman (`spearman_ci` with its defaults: 1000 resamples, seed 0); with several targets, each
+        metric is the mean over targets and per-target values are added as `spearman_0`, `pearson_0`, `rmse_0`, ...
     """
     predictions, labels = eval_pred[0], eval_pred[1]
     if isinstance(predictions, (tuple, list)) and predictions and not np.isscalar(predictions[0]):
@@ -87,6 +191,9 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     if labels.shape[1] > 1:
         for metric, values in per_target.items():
             results.update({f"{metric}_{j}": value for j, value in enumerate(values)})
+    results["spearman_ci_low"], results["spearman_ci_high"] = _spearman_interval(
+        predictions, labels, n_boot=1000, alpha=0.05, seed=0
+    )
     return results
 
 
@@ -103,6 +210,13 @@ def kd_to_pkd(kd: float | Sequence[float] | np.ndarray, unit: str = "M") -> floa
     Raises:
         ValueError: on an unknown unit, or a KD that is zero, negative or not finite (naming its index).
     """
+    values, scalar = _checked_kd(kd, unit)
+    pkd = -np.log10(values) - np.log10(KD_UNITS[unit])
+    return float(pkd) if scalar else pkd
+
+
+def _checked_kd(kd, unit: str) -> tuple[np.ndarray, bool]:
+    """`kd` as a float64 array (in `unit`) and whether it was a scalar; raises on an unknown unit or a bad KD."""
     if unit not in KD_UNITS:
         raise ValueError(f"unknown KD unit {unit!r}; choose one of: {', '.join(KD_UNITS)}")
     scalar = np.ndim(kd.detach().cpu() if hasattr(kd, "detach") else kd) == 0
@@ -115,8 +229,67 @@ def kd_to_pkd(kd: float | Sequence[float] | np.ndarray, unit: str = "M") -> floa
             f"KD{where} is {float(values[index])!r} {unit}: a dissociation constant must be a "
             "positive finite number; drop or fix that measurement"
         )
-    pkd = -np.log10(values) - np.log10(KD_UNITS[unit])
-    return float(pkd) if scalar else pkd
+    return values, scalar
 
 
-__all__ = ["compute_metrics", "kd_to_pkd", "pearson", "rmse", "spearman"]
+# the epsilon the study's reference code adds to KD (in molar) before its logarithm
+REFERENCE_KD_EPSILON = 1e-10
+
+
+def kd_to_reference_label(kd: float | Sequence[float] | np.ndarray, unit: str = "M") -> float | np.ndarray:
+    """The label the study's reference code trains on: `|log10(KD + 1e-10)|` with KD in molar.
+
+    For comparing RMSE or Pearson with the study's published figures only; never the default (use `kd_to_pkd`).
+    Taken from Proteinea/ppiseq (`ppiseq/data_adapters/preprocessing.py`, `log_transform_labels` with
+    `label_transform_config: {log_base: 10, eps: 1e-10}` in `training/config/train_config.yaml`). Against the exact
+    pKd it:
+
+    - saturates near 10: 1 pM gives 9.996 and 1 fM 10.000 (pKd 12 and 15), 0.1 nM gives 9.699 (pKd 10);
+    - flips sign above 1 M: 10 M gives +1 where pKd is -1, so a very weak binder scores like a 0.1 M one;
+    - agrees with pKd to within 0.05 from about 1 nM up to 1 M.
+
+    Spearman is unchanged wherever all KDs lie between 0 and 1 M (the transform is monotone there).
+
+    Args:
+        kd: one dissociation constant or an array of them (any shape; torch tensors are accepted too).
+        unit: unit of `kd`: one of M, mM, uM (or µM), nM, pM, fM.
+
+    Returns:
+        A float for a scalar input, else a float64 array of the same shape.
+
+    Raises:
+        ValueError: on an unknown unit, or a KD that is zero, negative or not finite (naming its index).
+    """
+    values, scalar = _checked_kd(kd, unit)
+    label = np.abs(np.log10(values * KD_UNITS[unit] + REFERENCE_KD_EPSILON))
+    return float(label) if scalar else label
+
+
+# label transforms by name: each maps a KD (and its unit) to a regression label
+LABEL_TRANSFORMS = {"pkd": kd_to_pkd, "reference": kd_to_reference_label}
+
+
+def get_label_transform(name: str):
+    """The label transform registered under `name` in `LABEL_TRANSFORMS` (`"pkd"`: exact -log10 KD, the default;
+    `"reference"`: the study's `|log10(KD + 1e-10)|`, for comparison with published figures only).
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if name not in LABEL_TRANSFORMS:
+        raise ValueError(f"unknown label transform {name!r}; choose one of: {', '.join(LABEL_TRANSFORMS)}")
+    return LABEL_TRANSFORMS[name]
+
+
+__all__ = [
+    "LABEL_TRANSFORMS",
+    "REFERENCE_KD_EPSILON",
+    "compute_metrics",
+    "get_label_transform",
+    "kd_to_pkd",
+    "kd_to_reference_label",
+    "pearson",
+    "rmse",
+    "spearman",
+    "spearman_ci",
+]
