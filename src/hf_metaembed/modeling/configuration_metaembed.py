@@ -5,37 +5,57 @@ import difflib
 import json
 from typing import Any
 
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import PreTrainedConfig
 
+from .backbones import UNIT_TYPES, backbone_family
 from .fusion import FUSIONS
 from .heads import HEADS
+from .losses import LOSSES
 from .pairing import PAIRINGS
 from .pooling import POOLERS
-from .static_vectors import StaticVectorsConfig
+from .registry import block_config_fields
+from .registry import check_choice as _check_choice
+from .unit_encoders import UNIT_ENCODERS
 from .windowing import check_window_policy
 
-UNIT_TYPES = ("residue", "word")
 LEVELS = ("unit", "sequence")
-GATINGS = ("softmax", "sigmoid")
 SUBWORD_POOLINGS = ("mean", "first")
-SIDE_COMBINES = ("concat", "add", "mean")
-EC_MODES = ("token", "pooled")
-
-
-def _check_choice(value: Any, choices: tuple, field: str) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {field} {value!r}; choose one of: {', '.join(map(str, choices))}")
+# the version of the config layout; a stored config without it was written by release 0.1 (see `from_dict`)
+CONFIG_FORMAT = 2
+# one line each for the study's reference settings and for release 0.1's modules (docs/PAPER.md)
+PRESETS = {
+    "paper": {
+        "unit_encoder": "convbert",
+        "pooling": "mean",
+        "chain_pooling": "attention",
+        "side_combine": "concat",
+        "hp_ffn": "silu",
+        "hp_ffn_bias": False,
+        "hp_separate_side_poolers": True,
+        "ec_mode": "token",
+        "ec_encode_joined": True,
+        "ec_ffn": "silu",
+        "pad_num_heads": 8,
+        "pad_shared_attention": True,
+        "pad_attention_bias": False,
+        "pad_ffn": "silu",
+        "pad_ffn_multiplier": 1,
+        "head": "linear",
+        "head_dropout": 0.0,
+        "loss": "mse",
+    },
+    "v0.1": {"pooling": "mean", **block_config_fields(legacy=True)},
+}
 
 
 def backbone_config_from_dict(config_dict: dict) -> PreTrainedConfig:
-    """Rebuild one backbone's config from the dict stored in `MetaEmbedConfig.backbone_configs`."""
+    """Rebuild one backbone's config from the dict stored in its record (`MetaEmbedConfig.backbones[i]["config"]`),
+    as its family record says (`AutoConfig.for_model` unless the family names a config class)."""
     config_dict = dict(config_dict)
     model_type = config_dict.pop("model_type", None)
     if model_type is None:
         raise ValueError("a stored backbone config has no `model_type`; re-create the model with `from_backbones`")
-    if model_type == StaticVectorsConfig.model_type:
-        return StaticVectorsConfig(**config_dict)
-    return AutoConfig.for_model(model_type, **config_dict)
+    return backbone_family(model_type).config_from_dict(model_type, config_dict)
 
 
 def backbone_hidden_size(config: PreTrainedConfig) -> int:
@@ -64,45 +84,144 @@ def _storable(config: PreTrainedConfig | dict) -> dict:
     return json.loads(json.dumps(config_dict))
 
 
+# the fields of one backbone's record in `MetaEmbedConfig.backbones`
+BACKBONE_RECORD_KEYS = ("name", "revision", "unit_type", "layer", "window_size", "config")
+# release 0.1's parallel lists (keyword arguments, stored config keys, attributes) and the record field each one holds
+LEGACY_BACKBONE_LISTS = {
+    "backbone_configs": "config",
+    "backbone_names": "name",
+    "backbone_revisions": "revision",
+    "backbone_unit_types": "unit_type",
+    "backbone_layers": "layer",
+}
+
+
+def _backbone_record(entry: dict, index: int) -> dict:
+    """One backbone's record with every field present (`unit_type` from its family when not given)."""
+    if not isinstance(entry, dict) or entry.get("config") is None:
+        raise ValueError(
+            f"backbones[{index}] must be a dict with a 'config' (the backbone's config dict with its model_type), got "
+            f"{entry!r:.80}"
+        )
+    unknown = sorted(set(entry) - set(BACKBONE_RECORD_KEYS))
+    if unknown:
+        raise ValueError(
+            f"backbones[{index}] has unknown key(s) {unknown}; a backbone record holds: "
+            f"{', '.join(BACKBONE_RECORD_KEYS)}"
+        )
+    config = _storable(entry["config"])
+    return {
+        "name": entry.get("name"),
+        "revision": entry.get("revision"),
+        "unit_type": entry.get("unit_type") or backbone_family(config.get("model_type")).unit_type or "word",
+        "layer": "last" if entry.get("layer") is None else entry["layer"],
+        "window_size": entry.get("window_size"),
+        "config": config,
+    }
+
+
+def _backbone_records(backbones: list | None, legacy: dict[str, list]) -> list[dict]:
+    """The per-backbone records from `backbones` and/or release 0.1's parallel lists; a list given beside `backbones`
+    overrides that field of every record (as a stored config updated with `backbone_layers=[...]` expects)."""
+    if backbones is not None:
+        entries = list(backbones)
+    else:
+        entries = [{"config": config} for config in legacy.get("backbone_configs") or []]
+    records = [_backbone_record(entry, index) for index, entry in enumerate(entries)]
+    for field, key in LEGACY_BACKBONE_LISTS.items():
+        values = legacy.get(field)
+        if not values or (backbones is None and field == "backbone_configs"):
+            continue
+        values = list(values)
+        if len(values) != len(records):
+            raise ValueError(f"{field} has {len(values)} entries for {len(records)} backbone configs")
+        for record, value in zip(records, values):
+            record[key] = _storable(value) if key == "config" else value
+    return records
+
+
+def _record_field(key: str) -> property:
+    """Release 0.1's list attribute for one field of the backbone records (`config.backbone_layers`): reading gives a
+    new list, assigning a list of one value per backbone sets that field of every record."""
+
+    def read(self) -> list:
+        return [record[key] for record in self.backbones]
+
+    def write(self, values: list) -> None:
+        values = list(values)
+        if len(values) != len(self.backbones):
+            raise ValueError(f"got {len(values)} values for {len(self.backbones)} backbones; give one per backbone")
+        for record, value in zip(self.backbones, values):
+            record[key] = _storable(value) if key == "config" else value
+
+    return property(read, write, doc=f'`[record["{key}"] for record in backbones]` (release 0.1\'s list).')
+
+
 class MetaEmbedConfig(PreTrainedConfig):
     r"""Configuration of a MetaEmbed model: which backbones it holds and how their states are fused and used.
 
     Backbones:
-        backbone_configs (`list[dict]`): each backbone's own config as a dict with its `model_type` (rebuilt with
-            `AutoConfig.for_model`). Filled by `from_backbones`.
-        backbone_names (`list[str]`): Hub id or local path of each backbone, used to fetch backbone weights when the
-            model was saved without them (`save_backbone_weights=False`).
-        backbone_revisions (`list[str | None]`): revision of each backbone on the Hub.
-        backbone_unit_types (`list[str]`): `"residue"` (protein backbones) or `"word"` (text backbones) per backbone.
-        backbone_layers (`list[str | int]`): which hidden layer of each backbone feeds fusion: `"last"`, an index
-            into the backbone's hidden states (0 = embeddings, negative counts from the end), or `"mix"`, a learned
-            softmax-weighted scalar mix of all layers.
+        backbones (`list[dict]`): one record per backbone, in order (filled by `from_backbones`), with the keys
+            - `name` (`str`, *optional*): Hub id or local path, used to fetch the backbone's weights when the model
+              was saved without them (`save_backbone_weights=False`);
+            - `revision` (`str`, *optional*): its revision on the Hub;
+            - `unit_type` (`str`): `"residue"` (protein) or `"word"` (text); defaults to the unit type of the
+              backbone's family (`backbone_family`), else `"word"`;
+            - `layer` (`str | int`, defaults to `"last"`): the hidden layer that feeds fusion: `"last"`, an index into
+              the backbone's hidden states (0 = embeddings, negative counts from the end), or `"mix"`, a learned
+              softmax-weighted scalar mix of all layers;
+            - `window_size` (`int`, *optional*): the window this backbone reads long segments in; it mirrors the
+              top-level `window_size` (see Long sequences), which wins when both are given;
+            - `config` (`dict`): the backbone's own config with its `model_type`, rebuilt by its family record
+              (`AutoConfig.for_model` by default).
+        backbone_configs, backbone_names, backbone_revisions, backbone_unit_types, backbone_layers (`list`): release
+            0.1's parallel lists, one field of the records each. Accepted as keyword arguments and in stored configs
+            (a list given beside `backbones` overrides that field of every record), readable and assignable as
+            attributes; a saved config stores `backbones` only.
         freeze_backbones (`bool`, defaults to `True`): backbones get no gradients and stay in eval mode.
         save_backbone_weights (`bool`, defaults to `True`): `False` saves only fusion and head weights plus the
             backbone references (a small checkpoint); loading then fetches the backbones from their names.
 
+    Stages (each a registry: the field names a block, and the block declares its own settings, listed below):
+        read backbones -> `fusion` -> `unit_encoder` -> `architecture` (pooling, pairing) -> `head` (`loss`).
+
     Fusion:
         fusion (`str`, defaults to `"dme"`): one of `list_fusions()`: concat, mean, dme, cdme, attention.
         fusion_dim (`int`, *optional*): common projection size; defaults to the smallest backbone hidden size.
-        gating (`str`, defaults to `"softmax"`): `"softmax"` over backbones or an independent `"sigmoid"` each.
-        fusion_activation (`str`, *optional*): `"relu"` after fusion, or None.
-        fusion_dropout (`float`, defaults to 0.0): dropout after fusion.
+        gating (`str`, defaults to `"softmax"`): dme/cdme: `"softmax"` over backbones or an independent `"sigmoid"`.
+        fusion_activation (`str`, *optional*): `"relu"` after a projecting fusion, or None.
+        fusion_dropout (`float`, defaults to 0.0): dropout after a projecting fusion.
         fusion_num_heads (`int`, defaults to 1): heads of the `attention` fusion.
         cdme_hidden_size (`int`, defaults to 2): BiLSTM size per direction of `cdme`.
         level (`str`, defaults to `"unit"`): `"unit"` fuses per residue/word then pools; `"sequence"` pools each
             backbone's tokens then fuses the vectors (backbones with different unit types may only mix here).
         subword_pooling (`str`, defaults to `"mean"`): how a unit's tokens make its state: `"mean"` or `"first"`.
-        pooling (`str`, defaults to `"mean"`): one of `list_poolings()`: mean, max, attention.
+        pooling (`str`, *optional*): one of `list_poolings()`: mean, max, attention; how units (residues, words) are
+            pooled. Defaults to the architecture's choice: `"mean"` for `single` (as sentence-transformers pools),
+            `"attention"` for the pair architectures.
         pool_special_tokens (`bool`, defaults to `False`): at `level="sequence"`, include special tokens such as
             [CLS]/[SEP] in each backbone's pooling (as sentence-transformers' mean pooling does).
 
-    Pairs of sides (multi-chain complexes):
+    Unit encoder (refines fused unit states before pooling):
+        unit_encoder (`str`, defaults to `"none"`): one of `list_unit_encoders()`: none, convbert.
+        convbert_num_heads, convbert_kernel_size, convbert_dropout, convbert_attention_dropout: ConvBERT settings
+            (8 heads, kernel 7, dropout 0.2, attention dropout 0.1; intermediate size is half the unit size).
+
+    Pairs of sides (multi-chain complexes; defaults follow the study's reference code, docs/PAPER.md):
         architecture (`str`, defaults to `"single"`): one of `list_architectures()`: single, sc, ec, hp, pad.
         chain_pooling (`str`, defaults to `"attention"`): `hp` pooling of chains within a side.
         side_combine (`str`, defaults to `"concat"`): `hp` combination of the two sides: concat, add or mean.
+        hp_ffn (`str`, defaults to `"silu"`): `hp` block after the sides are combined: Linear-SiLU-Linear, or "none".
+        hp_ffn_bias (`bool`, defaults to `False`), hp_separate_side_poolers (`bool`, defaults to `True`).
         ec_mode (`str`, defaults to `"token"`): `ec` joins unit sequences (`"token"`) or pooled vectors (`"pooled"`).
-        pad_shared_attention (`bool`, defaults to `True`): `pad` uses one cross-attention for both directions.
-        pad_num_heads (`int`, defaults to 4): heads of `pad`'s cross-attention.
+        ec_encode_joined (`bool`, defaults to `True`): `ec` runs the unit encoder over the two sides joined.
+        ec_ffn (`str`, defaults to `"silu"`): `ec` Linear-SiLU block before the output layer, or "none".
+        pad_num_heads (`int`, defaults to 8), pad_shared_attention (`bool`, defaults to `True`), pad_attention_bias
+            (`bool`, defaults to `False`): `pad`'s cross-attention.
+        pad_ffn (`str`, defaults to `"silu"`): `pad` block on the added side vectors: "silu", "residual" (release
+            0.1's GELU residual block with LayerNorm) or "none"; pad_ffn_multiplier (`int`, defaults to 1).
+        preset (`str`, *optional*): `"paper"` (the reference's settings: ConvBERT, mean residue pooling, no head
+            dropout) or `"v0.1"` (release 0.1's modules); explicit arguments override the preset's values.
 
     Long sequences (see docs/RELIABILITY.md):
         window_size (`int` or `list[int | None]`, *optional*): read segments longer than this many units (residues or
@@ -114,81 +233,92 @@ class MetaEmbedConfig(PreTrainedConfig):
             window where it is farthest from a cut edge, `"mean"` over those windows, or `"first"` window's.
 
     Head:
-        head (`str`, defaults to `"linear"`): one of `list_heads()`: linear, mlp, convbert.
+        head (`str`, defaults to `"linear"`): one of `list_heads()`: linear, mlp (`"convbert"`, release 0.1's name,
+            means `head="linear", unit_encoder="convbert"`).
         head_hidden_size (`int`, *optional*): hidden size of the `mlp` head (defaults to the pooled size).
         head_dropout (`float`, defaults to 0.1): dropout before the output layer.
-        convbert_num_heads, convbert_kernel_size, convbert_dropout, convbert_attention_dropout: ConvBERT head settings
-            (8 heads, kernel 7, dropout 0.2, attention dropout 0.1; intermediate size is half the unit size).
+        loss (`str`, defaults to `"mse"`): regression loss, one of `list_losses()`: mse, list_mle, margin_ranking
+            (ranking_margin, defaults to 0.5).
         num_labels, problem_type: as in every `transformers` config.
+
+    Any other setting a registered block declares (`config_fields`) is accepted, saved and reloaded the same way.
     """
 
     model_type = "metaembed"
     # outputs `Trainer` leaves out of predictions (it reads this from the config), so `compute_metrics` gets logits
     keys_to_ignore_at_inference = ["fusion_weights", "pooler_output", "unit_mask", "backbone_states"]
 
-    backbone_configs: list | None = None
-    backbone_names: list | None = None
-    backbone_revisions: list | None = None
-    backbone_unit_types: list | None = None
-    backbone_layers: list | None = None
+    backbones: list | None = None
     freeze_backbones: bool = True
     save_backbone_weights: bool = True
     fusion: str = "dme"
     fusion_dim: int | None = None
-    gating: str = "softmax"
-    fusion_activation: str | None = None
-    fusion_dropout: float = 0.0
-    fusion_num_heads: int = 1
-    cdme_hidden_size: int = 2
     level: str = "unit"
     subword_pooling: str = "mean"
-    pooling: str = "mean"
+    pooling: str | None = None
     pool_special_tokens: bool = False
+    unit_encoder: str = "none"
     architecture: str = "single"
-    chain_pooling: str = "attention"
-    side_combine: str = "concat"
-    ec_mode: str = "token"
-    pad_shared_attention: bool = True
-    pad_num_heads: int = 4
     window_size: int | list | None = None
     window_overlap: int | None = None
     window_combine: str = "center"
     head: str = "linear"
-    head_hidden_size: int | None = None
-    head_dropout: float = 0.1
-    convbert_num_heads: int = 8
-    convbert_kernel_size: int = 7
-    convbert_dropout: float = 0.2
-    convbert_attention_dropout: float = 0.1
+    loss: str = "mse"
     initializer_range: float = 0.02
+    metaembed_config_format: int = CONFIG_FORMAT
 
     def __post_init__(self, **kwargs) -> None:
-        self.backbone_configs = [_storable(config) for config in (self.backbone_configs or [])]
-        count = len(self.backbone_configs)
-        self.backbone_names = list(self.backbone_names or [None] * count)
-        self.backbone_revisions = list(self.backbone_revisions or [None] * count)
-        self.backbone_unit_types = list(self.backbone_unit_types or ["word"] * count)
-        self.backbone_layers = list(self.backbone_layers or ["last"] * count)
+        legacy = {field: kwargs.pop(field) for field in LEGACY_BACKBONE_LISTS if field in kwargs}
+        self.backbones = _backbone_records(self.backbones, legacy)
+        if self.window_size is None and any(record["window_size"] is not None for record in self.backbones):
+            self.window_size = [record["window_size"] for record in self.backbones]
+        self._mirror_windows()
+        self._settle_blocks(kwargs)
         super().__post_init__(**kwargs)
         self.check_settings()
 
+    def _settle_blocks(self, kwargs: dict) -> None:
+        """Fill in the settings every registered block declares, apply the preset, and resolve release 0.1's names.
+
+        Called with the keyword arguments not declared above (block settings arrive there), before they are stored.
+        """
+        preset = kwargs.pop("preset", None)  # applied once, never stored: the settings it chose are
+        if preset is not None:
+            _check_choice(preset, tuple(PRESETS), "preset")
+            for field, value in PRESETS[preset].items():
+                if field in ("pooling", "unit_encoder", "head", "loss"):
+                    if getattr(self, field) == type(self).__dataclass_fields__[field].default:
+                        setattr(self, field, value)
+                else:
+                    kwargs.setdefault(field, value)
+        if self.head == "convbert":  # release 0.1's name for a linear head over ConvBERT-refined units
+            self.head = "linear"
+            self.unit_encoder = "convbert"
+        for field, default in block_config_fields().items():
+            kwargs.setdefault(field, default)
+        if self.pooling is None:
+            self.pooling = PAIRINGS.check(self.architecture) and PAIRINGS[self.architecture].default_pooling
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "MetaEmbedConfig":
+        """`PreTrainedConfig.from_dict`; a config saved by release 0.1 (no `metaembed_config_format`) gets release
+        0.1's values for the settings added since, so old checkpoints compute exactly what they computed."""
+        if "metaembed_config_format" not in config_dict:
+            config_dict = {**block_config_fields(legacy=True), **config_dict, "metaembed_config_format": CONFIG_FORMAT}
+        return super().from_dict(config_dict, **kwargs)
+
     def check_settings(self) -> None:
         """Raise a `ValueError` naming the field and the valid choices for any impossible setting."""
-        count = len(self.backbone_configs)
-        for field in ("backbone_names", "backbone_revisions", "backbone_unit_types", "backbone_layers"):
-            if len(getattr(self, field)) != count:
-                raise ValueError(f"{field} has {len(getattr(self, field))} entries for {count} backbone configs")
-        FUSIONS.check(self.fusion, "fusion")
-        POOLERS.check(self.pooling, "pooling")
-        POOLERS.check(self.chain_pooling, "chain_pooling")
-        PAIRINGS.check(self.architecture, "architecture")
-        HEADS.check(self.head, "head")
+        count = len(self.backbones)
+        for index, record in enumerate(self.backbones):
+            if not isinstance(record.get("config"), dict) or "model_type" not in record["config"]:
+                raise ValueError(
+                    f"backbones[{index}] ({record.get('name')}) has no config with a model_type; re-create the model "
+                    "with from_backbones"
+                )
         _check_choice(self.level, LEVELS, "level")
-        _check_choice(self.gating, GATINGS, "gating")
         _check_choice(self.subword_pooling, SUBWORD_POOLINGS, "subword_pooling")
-        _check_choice(self.side_combine, SIDE_COMBINES, "side_combine")
-        _check_choice(self.ec_mode, EC_MODES, "ec_mode")
-        _check_choice(self.fusion_activation, (None, "relu"), "fusion_activation")
+        blocks = self.blocks()
         for index, unit_type in enumerate(self.backbone_unit_types):
             _check_choice(unit_type, UNIT_TYPES, f"backbone_unit_types[{index}]")
         for index, layer in enumerate(self.backbone_layers):
@@ -202,39 +332,53 @@ class MetaEmbedConfig(PreTrainedConfig):
                 f"backbones align on different units ({kinds}): protein and text backbones cannot be fused per "
                 "unit; use level='sequence' to fuse their pooled vectors instead"
             )
-        if self.architecture == "pad" and self.level != "unit":
-            raise ValueError("architecture 'pad' attends between residues and needs level='unit'")
         if self.fusion_dim is not None and self.fusion_dim < 1:
             raise ValueError(f"fusion_dim must be a positive integer, got {self.fusion_dim}")
         if isinstance(self.window_size, tuple):
             self.window_size = list(self.window_size)
         check_window_policy(self.window_size, self.window_overlap, self.window_combine, count)
-        if count:
-            self._check_head_counts()
+        # every selected block checks its own settings, before any layer (or backbone tensor) is built
+        dims = self.backbone_hidden_sizes if count else []
+        for block in blocks.values():
+            block.check_config(self, dims)
 
-    def _check_head_counts(self) -> None:
-        """Attention heads must divide the size they split, checked here so a bad config fails before any layer
-        (or backbone tensor) is built."""
-        dims = self.backbone_hidden_sizes
-        fusion_size = self.fusion_dim or min(dims)
-        unit_size = sum(dims) if self.fusion == "concat" else fusion_size
-        for used, field, size, what in (
-            (self.fusion == "attention", "fusion_num_heads", fusion_size, "fusion size (fusion_dim)"),
-            (self.architecture == "pad", "pad_num_heads", unit_size, "unit size"),
-            (self.head == "convbert", "convbert_num_heads", unit_size, "unit size"),
-        ):
-            heads = getattr(self, field)
-            if used and (not isinstance(heads, int) or heads < 1 or size % heads):
-                divisors = ", ".join(str(h) for h in range(1, min(size, 32) + 1) if size % h == 0)
-                raise ValueError(f"{field}={heads} must divide the {what} {size}; choose one of: {divisors}")
+    def blocks(self) -> dict[str, type]:
+        """The block class selected by each stage's config field (`fusion`, `pooling`, ...), checked by name."""
+        return {
+            "fusion": FUSIONS.get_class(self.fusion),
+            "unit_encoder": UNIT_ENCODERS.get_class(self.unit_encoder),
+            "pooling": POOLERS.get_class(self.pooling),
+            "architecture": PAIRINGS.get_class(self.architecture),
+            "head": HEADS.get_class(self.head),
+            "loss": LOSSES.get_class(self.loss),
+        }
+
+    backbone_configs = _record_field("config")
+    backbone_names = _record_field("name")
+    backbone_revisions = _record_field("revision")
+    backbone_unit_types = _record_field("unit_type")
+    backbone_layers = _record_field("layer")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        super().__setattr__(key, value)
+        if key == "window_size" and self.__dict__.get("_post_init_done"):
+            self._mirror_windows()
+
+    def _mirror_windows(self) -> None:
+        """Copy each backbone's resolved window (from the top-level `window_size`) into its record."""
+        sizes = self.window_size
+        if not isinstance(sizes, list | tuple):
+            sizes = [sizes] * len(self.backbones)
+        for record, size in zip(self.backbones, sizes):
+            record["window_size"] = size
 
     @property
     def num_backbones(self) -> int:
-        return len(self.backbone_configs)
+        return len(self.backbones)
 
     def get_backbone_config(self, index: int) -> PreTrainedConfig:
         """The config of backbone `index`, rebuilt from its stored dict."""
-        return backbone_config_from_dict(self.backbone_configs[index])
+        return backbone_config_from_dict(self.backbones[index]["config"])
 
     @property
     def backbone_hidden_sizes(self) -> list[int]:
@@ -244,7 +388,8 @@ class MetaEmbedConfig(PreTrainedConfig):
 def check_setting_names(names, where: str) -> None:
     """Raise a `TypeError` for names that are not `MetaEmbedConfig` settings (a typo such as `fusoin="cdme"` would
     otherwise be stored as a stray attribute while the default fusion is used), suggesting the closest ones."""
-    known = {field.name for field in dataclasses.fields(MetaEmbedConfig)} | {"num_labels", "pad_token_id"}
+    known = {field.name for field in dataclasses.fields(MetaEmbedConfig)} | {"num_labels", "pad_token_id", "preset"}
+    known |= set(block_config_fields()) | set(LEGACY_BACKBONE_LISTS)
     unknown = sorted(name for name in names if name not in known)
     if unknown:
         hints = []
@@ -252,8 +397,8 @@ def check_setting_names(names, where: str) -> None:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise TypeError(
-            f"{where} got unknown setting(s) {', '.join(hints)}; the settings are MetaEmbedConfig's fields "
-            "(see help(MetaEmbedConfig))"
+            f"{where} got unknown setting(s) {', '.join(hints)}; the settings are MetaEmbedConfig's fields and "
+            "those its registered blocks declare (see help(MetaEmbedConfig))"
         )
 
 

@@ -4,15 +4,16 @@ Every fusion maps a list of backbone states `[(batch, units, d_i)]` and `unit_ma
 `(fused (batch, units, output_dim), fusion_weights (batch, units, n))`: the weights say how much each unit relied on
 each backbone. Padded units come out as zeros with zero weights.
 
-Adding a strategy: one class decorated with `@FUSIONS.register("name")`, taking `(config, input_dims)`.
+Adding a strategy: one class decorated with `@FUSIONS.register("name")`, taking `(config, input_dims)`, declaring its
+settings, validation and card text as every `Block` does (registry.py); it can live in the user's own module.
 """
 
 import torch
 from torch import nn
 
-from .registry import Registry
+from .registry import Block, check_choice, check_heads, new_registry
 
-FUSIONS = Registry("fusion")
+FUSIONS = new_registry("fusion", "fusion")
 
 
 def list_fusions() -> list[str]:
@@ -20,14 +21,20 @@ def list_fusions() -> list[str]:
     return FUSIONS.names()
 
 
-class Fusion(nn.Module):
-    """Base class. Subclasses set `output_dim` and define `fuse(states, unit_mask) -> (fused, weights)`."""
+class Fusion(Block, nn.Module):
+    """Base class. Subclasses define `fuse(states, unit_mask) -> (fused, weights)` and, when their output is not the
+    common size, `output_size`."""
 
     def __init__(self, config, input_dims: list[int]) -> None:
         super().__init__()
         self.input_dims = list(input_dims)
-        self.dim = config.fusion_dim or min(input_dims)
-        self.output_dim = self.dim
+        self.dim = common_size(config, input_dims)
+        self.output_dim = self.output_size(config, input_dims)
+
+    @classmethod
+    def output_size(cls, config, input_dims: list[int]) -> int:
+        """Size of the fused unit state, known before any layer is built (so settings can be checked against it)."""
+        return common_size(config, input_dims)
 
     def forward(self, states: list[torch.Tensor], unit_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(states) != len(self.input_dims):
@@ -37,8 +44,19 @@ class Fusion(nn.Module):
         return fused * real, weights * real
 
 
+def common_size(config, input_dims: list[int]) -> int:
+    """The size every backbone is projected to: `fusion_dim`, or the smallest backbone hidden size."""
+    return config.fusion_dim or (min(input_dims) if input_dims else None)
+
+
 class ProjectedFusion(Fusion):
     """Shared part of the fusions that project every backbone to the common dim: p_i = P_i h_i + b_i."""
+
+    config_fields = {"fusion_activation": None, "fusion_dropout": 0.0}
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        check_choice(config.fusion_activation, (None, "relu"), "fusion_activation")
 
     def __init__(self, config, input_dims: list[int]) -> None:
         super().__init__(config, input_dims)
@@ -58,9 +76,11 @@ class ProjectedFusion(Fusion):
 class ConcatFusion(Fusion):
     """[h_1; ...; h_n]: the baseline. It weighs nothing, so it reports uniform weights 1/n."""
 
-    def __init__(self, config, input_dims: list[int]) -> None:
-        super().__init__(config, input_dims)
-        self.output_dim = sum(input_dims)
+    card_text = "Fusion concatenates the backbones' states (the baseline meta-embedding)."
+
+    @classmethod
+    def output_size(cls, config, input_dims: list[int]) -> int:
+        return sum(input_dims)
 
     def fuse(self, states, unit_mask):
         fused = torch.cat(states, dim=-1)
@@ -72,6 +92,11 @@ class ConcatFusion(Fusion):
 class MeanFusion(ProjectedFusion):
     """Average of the projected states ("frustratingly easy" meta-embeddings); weights are uniform 1/n."""
 
+    card_text = (
+        "Fusion projects each backbone's state to a common size and averages them (averaged meta-embeddings, "
+        "Coates and Bollegala, NAACL 2018)."
+    )
+
     def fuse(self, states, unit_mask):
         projected = self.project(states)
         weights = projected.new_full(projected.shape[:3], 1.0 / len(states))
@@ -82,6 +107,18 @@ class MeanFusion(ProjectedFusion):
 class DynamicMetaEmbedding(ProjectedFusion):
     """Dynamic meta-embeddings: s_i = a . p_i + c, alpha = softmax_i(s) (or a sigmoid per backbone),
     out = sum_i alpha_i p_i."""
+
+    config_fields = {**ProjectedFusion.config_fields, "gating": "softmax"}
+    card_text = (
+        "Dynamic meta-embeddings project each backbone's state to a common size and mix them with learned, "
+        "per-unit weights (Kiela, Wang and Cho, *Dynamic Meta-Embeddings for Improved Sentence Representations*, "
+        "EMNLP 2018)."
+    )
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        super().check_config(config, dims)
+        check_choice(config.gating, ("softmax", "sigmoid"), "gating")
 
     def __init__(self, config, input_dims: list[int]) -> None:
         super().__init__(config, input_dims)
@@ -127,6 +164,12 @@ class _BiLSTMScorer(nn.Module):
 class ContextualDynamicMetaEmbedding(DynamicMetaEmbedding):
     """Contextual DME: the score of each backbone at a unit is read from a BiLSTM over that backbone's sequence."""
 
+    config_fields = {**DynamicMetaEmbedding.config_fields, "cdme_hidden_size": 2}
+    card_text = (
+        "Contextualized dynamic meta-embeddings project each backbone's state to a common size and mix them with "
+        "weights read from a small BiLSTM over the sequence (Kiela, Wang and Cho, EMNLP 2018)."
+    )
+
     def build_scorer(self, config) -> nn.Module:
         return _BiLSTMScorer(self.dim, config.cdme_hidden_size)
 
@@ -139,12 +182,20 @@ class AttentionFusion(ProjectedFusion):
     """At each unit the n projected backbone states attend to each other (one multi-head layer with a residual),
     then a learned softmax score pools them; the pooling weights are reported as the fusion weights."""
 
+    config_fields = {**ProjectedFusion.config_fields, "fusion_num_heads": 1}
+    card_text = (
+        "At each unit the projected backbone states attend to each other in one small multi-head layer and are "
+        "pooled with reported weights."
+    )
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        super().check_config(config, dims)
+        check_heads("fusion_num_heads", config.fusion_num_heads, common_size(config, dims), "fusion size (fusion_dim)")
+
     def __init__(self, config, input_dims: list[int]) -> None:
         super().__init__(config, input_dims)
-        heads = config.fusion_num_heads
-        if self.dim % heads:
-            raise ValueError(f"fusion_dim {self.dim} must be divisible by fusion_num_heads {heads}")
-        self.attention = nn.MultiheadAttention(self.dim, heads, batch_first=True)
+        self.attention = nn.MultiheadAttention(self.dim, config.fusion_num_heads, batch_first=True)
         self.norm = nn.LayerNorm(self.dim)
         self.scorer = nn.Linear(self.dim, 1)
 

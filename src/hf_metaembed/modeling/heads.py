@@ -1,15 +1,18 @@
 """Task heads: the layers that turn a pooled (or per-unit) state into logits.
 
-`linear` and `mlp` map vectors to logits. A head may also refine the fused unit states before pooling
-(`unit_encoder`, e.g. ConvBERT): heads that do set `build_unit_encoder`.
+Every head maps `(..., input_dim)` to `(..., num_labels)`. Unit-level refinement (ConvBERT) is its own stage
+(unit_encoders.py), selected by `unit_encoder`; `head="convbert"` is kept as a name for release 0.1's spelling of
+`head="linear", unit_encoder="convbert"`.
+
+Adding a head: one class decorated with `@HEADS.register("name")`, taking `(config, input_dim, num_labels)`.
 """
 
 import torch
 from torch import nn
 
-from .registry import Registry
+from .registry import Block, new_registry
 
-HEADS = Registry("head")
+HEADS = new_registry("head", "head")
 
 
 def list_heads() -> list[str]:
@@ -18,18 +21,16 @@ def list_heads() -> list[str]:
 
 
 @HEADS.register("linear")
-class LinearHead(nn.Module):
+class LinearHead(Block, nn.Module):
     """Dropout then one linear layer: `(..., input_dim) -> (..., num_labels)`."""
+
+    config_fields = {"head_dropout": 0.1}
+    card_text = "a linear layer (after dropout)"
 
     def __init__(self, config, input_dim: int, num_labels: int) -> None:
         super().__init__()
         self.dropout = nn.Dropout(config.head_dropout)
         self.out_proj = nn.Linear(input_dim, num_labels)
-
-    @staticmethod
-    def build_unit_encoder(config, dim: int) -> nn.Module | None:
-        """No unit-level refinement for plain heads."""
-        return None
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.dropout(states))
@@ -38,6 +39,9 @@ class LinearHead(nn.Module):
 @HEADS.register("mlp")
 class MLPHead(LinearHead):
     """Linear -> GELU -> dropout -> linear; hidden size `head_hidden_size` (defaults to the input size)."""
+
+    config_fields = {**LinearHead.config_fields, "head_hidden_size": None}
+    card_text = "Linear - GELU - dropout - Linear"
 
     def __init__(self, config, input_dim: int, num_labels: int) -> None:
         hidden = config.head_hidden_size or input_dim
@@ -49,159 +53,6 @@ class MLPHead(LinearHead):
         return self.out_proj(self.dropout(self.activation(self.dense(states))))
 
 
-class ConvBertUnitEncoder(nn.Module):
-    """One ConvBERT layer (Jiang et al., 2020) over unit states, with padding masked everywhere.
-
-    Half of the `convbert_num_heads` heads are self-attention heads, the other half span-based dynamic convolution
-    heads: at each unit a kernel of `convbert_kernel_size` weights is computed from the query and a depthwise-separable
-    convolution of the input, softmax-normalised, and applied to the window of values around the unit. The two halves
-    are concatenated (back to `dim`), then output projection, residual and LayerNorm, a GELU feed-forward of
-    intermediate size `dim // 2`, residual and LayerNorm.
-
-    Padding never reaches a real unit: padded keys are masked in the attention, and the input of the convolution and
-    the values its windows read are zeroed at padded units (so a unit near the end of a chain sees zeros, exactly as
-    at the edge of an unpadded sequence). Padded units come out as zeros.
-
-    `forward(unit_states (segments, units, dim), unit_mask (segments, units)) -> (segments, units, dim)`. Segments
-    never interact, so `forward` runs them in groups of similar length, each group cut to its own longest segment:
-    the attention's cost, quadratic in length, is not spent on padding (chains of 50-300 residues in one batch).
-    """
-
-    # a segment joins the current group while its length is at least this share of the group's longest; groups whose
-    # longest segment has at most `group_min_length` units take every shorter segment (padding is cheap there, and
-    # every extra group costs a few kernel launches)
-    group_length_ratio = 0.75
-    group_min_length = 64
-
-    def __init__(self, config, dim: int) -> None:
-        super().__init__()
-        heads, kernel = config.convbert_num_heads, config.convbert_kernel_size
-        if heads < 2 or heads % 2 or dim % heads:
-            choices = [h for h in range(2, min(dim, 32) + 1, 2) if dim % h == 0]
-            raise ValueError(
-                f"convbert_num_heads={heads} must be even (half the heads attend, half convolve) and divide the unit "
-                f"size {dim}; choose one of: {', '.join(map(str, choices)) or 'none (make the fusion size even)'}"
-            )
-        if kernel < 1 or kernel % 2 == 0:
-            raise ValueError(
-                f"convbert_kernel_size must be a positive odd number (a span centred on a unit), got {kernel}"
-            )
-        self.head_size = dim // heads
-        self.mixed_heads = heads // 2  # heads of each kind
-        self.kernel_size = kernel
-        half = self.mixed_heads * self.head_size  # dim // 2
-        self.query = nn.Linear(dim, half)
-        self.key = nn.Linear(dim, half)
-        self.value = nn.Linear(dim, half)
-        # depthwise-separable convolution of the input that, times the query, predicts each unit's kernel
-        self.key_depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim, bias=False)
-        self.key_pointwise = nn.Conv1d(dim, half, 1)
-        self.conv_kernel = nn.Linear(half, self.mixed_heads * kernel)
-        self.conv_value = nn.Linear(dim, half)
-        self.attention_dropout = nn.Dropout(config.convbert_attention_dropout)
-        self.attention_output = nn.Linear(dim, dim)
-        self.attention_norm = nn.LayerNorm(dim)
-        intermediate = max(dim // 2, 1)
-        self.intermediate = nn.Linear(dim, intermediate)
-        self.activation = nn.GELU()
-        self.output = nn.Linear(intermediate, dim)
-        self.output_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(config.convbert_dropout)
-
-    def _split(self, states: torch.Tensor) -> torch.Tensor:
-        # (segments, units, heads * head_size) -> (segments, heads, units, head_size)
-        segments, units, _ = states.shape
-        return states.view(segments, units, self.mixed_heads, self.head_size).transpose(1, 2)
-
-    def forward(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-        segments, units, _ = unit_states.shape
-        positions = torch.arange(1, units + 1, device=unit_mask.device)
-        lengths = (unit_mask.bool() * positions).amax(dim=1).tolist() if units else [0] * segments  # last real + 1
-        groups = length_groups(lengths, self.group_length_ratio, self.group_min_length)
-        if len(groups) == 1:
-            length = max(max(lengths, default=0), 1)
-            encoded = self.encode(unit_states[:, :length], unit_mask[:, :length])
-            return nn.functional.pad(encoded, (0, 0, 0, units - length))
-        order, pieces = [], []
-        for rows in groups:
-            length = max(lengths[rows[0]], 1)  # rows[0] is the group's longest
-            index = torch.tensor(rows, device=unit_states.device)
-            encoded = self.encode(unit_states[index, :length], unit_mask[index, :length])
-            pieces.append(nn.functional.pad(encoded, (0, 0, 0, units - length)))
-            order += rows
-        inverse = torch.empty(segments, dtype=torch.long, device=unit_states.device)
-        inverse[torch.tensor(order, device=unit_states.device)] = torch.arange(segments, device=unit_states.device)
-        return torch.cat(pieces).index_select(0, inverse)
-
-    def encode(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-        """The ConvBERT layer over one padded batch of segments (no grouping)."""
-        real = unit_mask.bool()
-        keep = real.unsqueeze(-1).to(unit_states.dtype)
-        states = unit_states * keep
-        segments, units, _ = states.shape
-        query = self.query(states)  # (segments, units, dim // 2)
-
-        # self-attention heads; padded keys get a large negative (finite, so an all-padding row cannot give NaN) score
-        key_bias = torch.zeros(segments, 1, 1, units, dtype=states.dtype, device=states.device)
-        key_bias = key_bias.masked_fill(~real[:, None, None, :], torch.finfo(states.dtype).min)
-        attended = nn.functional.scaled_dot_product_attention(
-            self._split(query),
-            self._split(self.key(states)),
-            self._split(self.value(states)),
-            attn_mask=key_bias,
-            dropout_p=self.attention_dropout.p if self.training else 0.0,
-        )
-        attended = attended.transpose(1, 2).reshape(segments, units, -1)
-
-        # span-based dynamic convolution heads; `states` is zero at padding, so is the convolution's input
-        key_conv = self.key_pointwise(self.key_depthwise(states.transpose(1, 2))).transpose(1, 2)
-        kernels = self.conv_kernel(key_conv * query).view(segments, units, self.mixed_heads, self.kernel_size)
-        kernels = torch.softmax(kernels, dim=-1)
-        values = self.conv_value(states) * keep  # zeroed again: the linear's bias would otherwise fill padding
-        reach = self.kernel_size // 2
-        windows = nn.functional.pad(values.transpose(1, 2), (reach, reach)).unfold(2, self.kernel_size, 1)
-        # (segments, dim // 2, units, kernel) -> (segments, units, heads, head_size, kernel)
-        windows = windows.permute(0, 2, 1, 3).reshape(segments, units, self.mixed_heads, self.head_size, -1)
-        convolved = torch.einsum("suhk,suhdk->suhd", kernels, windows).reshape(segments, units, -1)
-
-        mixed = torch.cat([attended, convolved], dim=-1)  # (segments, units, dim)
-        states = self.attention_norm(states + self.dropout(self.attention_output(mixed)))
-        feed_forward = self.output(self.activation(self.intermediate(states)))
-        states = self.output_norm(states + self.dropout(feed_forward))
-        return states * keep
-
-
-def length_groups(lengths: list[int], ratio: float, min_length: int = 0) -> list[list[int]]:
-    """Segment indices grouped by length, longest first: a group takes segments while they are at least `ratio`
-    times as long as its first (longest) one, so no segment of a group is padded by more than `1 - ratio`; a group
-    whose longest segment has at most `min_length` units takes every shorter segment."""
-    groups: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        longest = lengths[groups[-1][0]] if groups else 0
-        if groups and (lengths[index] >= ratio * longest or longest <= min_length):
-            groups[-1].append(index)
-        else:
-            groups.append([index])
-    return groups
-
-
-@HEADS.register("convbert")
-class ConvBertHead(LinearHead):
-    """The ConvBERT head used over frozen protein features: one `ConvBertUnitEncoder` layer refines the fused unit
-    states before pooling (8 heads, kernel 7, intermediate size d/2, dropout 0.2, attention dropout 0.1 by default);
-    the pooled vector then goes through dropout and a linear layer."""
-
-    @staticmethod
-    def build_unit_encoder(config, dim: int) -> nn.Module:
-        """The ConvBERT layer over unit states of size `dim`."""
-        return ConvBertUnitEncoder(config, dim)
-
-
 def build_head(config, input_dim: int, num_labels: int) -> nn.Module:
     """Instantiate the head named by `config.head`."""
     return HEADS.get_class(config.head)(config, input_dim, num_labels)
-
-
-def build_unit_encoder(config, dim: int) -> nn.Module | None:
-    """The unit-level encoder of the configured head, or None if it has none."""
-    return HEADS.get_class(config.head).build_unit_encoder(config, dim)

@@ -19,10 +19,12 @@ from transformers.utils import ModelOutput, cached_file, logging
 from .backbones import ScalarMix, align_to_units, build_backbone, load_backbone, select_layer
 from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers, check_setting_names
 from .fusion import build_fusion
-from .heads import build_head, build_unit_encoder
+from .heads import build_head
+from .losses import regression_loss
 from .pairing import build_pairing
 from .pooling import build_pooler
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save
+from .unit_encoders import build_unit_encoder
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
 
 logger = logging.get_logger(__name__)
@@ -122,7 +124,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
     config_class = MetaEmbedConfig
     base_model_prefix = "metaembed"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    # backbones that support it checkpoint their layers (`gradient_checkpointing_enable()`), for fine-tuning
+    supports_gradient_checkpointing = True
     _no_split_modules = []
 
     @torch.no_grad()
@@ -137,7 +140,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, nn.MultiheadAttention):
             init.xavier_uniform_(module.in_proj_weight)
-            init.zeros_(module.in_proj_bias)
+            if module.in_proj_bias is not None:
+                init.zeros_(module.in_proj_bias)
         elif isinstance(module, nn.LSTM):
             bound = module.hidden_size**-0.5
             for weight in module.parameters(recurse=False):
@@ -146,9 +150,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, ScalarMix):
-            init.zeros_(module.layer_scores)
-            init.ones_(module.scale)
+        elif hasattr(module, "init_block_weights"):  # a block's own parameters (e.g. ScalarMix's layer scores)
+            module.init_block_weights()
 
     @classmethod
     def from_backbones(
@@ -358,9 +361,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         if config.level == "sequence":
             self.token_poolers = nn.ModuleList(build_pooler(config.pooling, d) for d in dims)
         self.fusion = build_fusion(config, dims)
-        unit_encoder = build_unit_encoder(config, self.fusion.output_dim)
-        if unit_encoder is not None:
-            self.unit_encoder = unit_encoder
+        self.unit_encoder = build_unit_encoder(config, self.fusion.output_dim)
         self.pairing = build_pairing(config, self.fusion.output_dim)
         # device_map places every backbone whole on one device (post_init adds the backbones' own no-split blocks)
         self._no_split_modules = sorted({type(backbone).__name__ for backbone in backbones})
@@ -509,9 +510,10 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             for i, states in enumerate(backbone_states)
         ]
         fused, fusion_weights = self.fusion(unit_states, unit_mask)  # (segments, units, dim), (.., backbones)
-        if hasattr(self, "unit_encoder"):
-            fused = self.unit_encoder(fused, unit_mask)
-        pooled = self.pairing(fused, unit_mask, segment_sample_index, segment_side_index)
+        # the architecture runs the unit encoder where the study's module does (per segment, or over joined sides)
+        pooled, fused = self.pairing(
+            fused, unit_mask, segment_sample_index, segment_side_index, unit_encoder=self.unit_encoder
+        )
         if self.config.level == "sequence":
             fusion_weights = fusion_weights.squeeze(1)
         return MetaEmbedModelOutput(
@@ -572,7 +574,8 @@ def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels: torch.T
     if config.problem_type == "single_label_classification":
         _check_classes(labels, config.num_labels)
     if config.problem_type == "regression":
-        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).reshape(logits.squeeze(-1).shape))
+        predictions = logits.squeeze(-1)
+        return regression_loss(config, predictions, labels.to(logits.dtype).reshape(predictions.shape))
     if config.problem_type == "single_label_classification":
         return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
     return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

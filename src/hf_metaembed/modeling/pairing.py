@@ -1,24 +1,35 @@
 """Pair architectures: how the fused unit states of the segments of a sample become one pooled vector.
 
-A batch is a flat list of segments (what each backbone read): one per sample for `single` and `sc`, one per side for
-`ec` and `pad`, one per chain for `hp`. `segment_sample_index (segments,)` and `segment_side_index (segments,)` say
-which sample and side (0 ligand, 1 receptor) each segment belongs to.
+A batch is a flat list of segments (what each backbone read), laid out per sample as the architecture's `layout`
+says: `single` one segment, `joined` one segment holding every chain of both sides (`sc`), `sides` one segment per
+side with its chains joined (`ec`, `pad`), `chains` one segment per chain (`hp`). `segment_sample_index (segments,)`
+and `segment_side_index (segments,)` say which sample and side (0 ligand, 1 receptor) each segment belongs to.
 
-Every architecture maps `unit_states (segments, units, dim)`, `unit_mask (segments, units)` and those indices to
-`pooled (samples, output_dim)`, and sets `output_dim`. Nothing loops over samples or chains in Python: segments are
-placed into padded per-sample tensors with index arithmetic.
+Every architecture maps `unit_states (segments, units, dim)`, `unit_mask (segments, units)`, those indices and the
+model's unit encoder to `(pooled (samples, output_dim), refined unit states (segments, units, dim))`. It decides
+where the unit encoder runs (per segment, or over the two sides joined for `ec`). Nothing loops over samples or
+chains in Python: segments are placed into padded per-sample tensors with index arithmetic.
 
-Adding an architecture: one `Pairing` subclass decorated with `@PAIRINGS.register("name")`, taking `(config, dim)`.
+The defaults reproduce the study's reference modules (Proteinea/ppiseq, `ppiseq/models/convbert/` with
+`training/config/train_config.yaml`); each class says which settings, and docs/PAPER.md lists every deliberate
+difference. Release 0.1's variants stay reachable by name (`legacy_config`, and the `v0.1` preset).
+
+Adding an architecture: one `Pairing` subclass decorated with `@PAIRINGS.register("name")`, taking `(config, dim)`,
+with its `layout`, settings, validation and card text (registry.py).
 """
+
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .pooling import build_pooler
-from .registry import Registry
+from .pooling import POOLERS, build_pooler
+from .registry import Block, check_choice, check_heads, new_registry
+from .unit_encoders import unit_size
 
-PAIRINGS = Registry("architecture")
+PAIRINGS = new_registry("architecture", "architecture")
 SIDE_NAMES = ("ligand", "receptor")
+LAYOUTS = ("single", "joined", "sides", "chains")
 
 
 def list_architectures() -> list[str]:
@@ -26,29 +37,75 @@ def list_architectures() -> list[str]:
     return PAIRINGS.names()
 
 
-class Pairing(nn.Module):
-    """Base class. `is_pair` says whether inputs come as ligand/receptor sides."""
+def layout_segments(ligand: list, receptor: list, architecture: str) -> list[tuple[int, list]]:
+    """One complex's segments as `(side, chains)` (side 0 ligand, 1 receptor), as the architecture's `layout` says:
+    `joined` one segment of all chains, `sides` one per side, `chains` one per chain."""
+    layout = PAIRINGS.get_class(architecture).layout
+    if layout == "joined":
+        return [(0, ligand + receptor)]
+    if layout == "sides":
+        return [(0, ligand), (1, receptor)]
+    if layout == "chains":
+        return [(0, [chain]) for chain in ligand] + [(1, [chain]) for chain in receptor]
+    raise ValueError(f"architecture {architecture!r} reads plain sequences, not ligand/receptor complexes")
 
-    is_pair = True
-    name = "single"
+
+def silu_feed_forward(dim: int, hidden: int, bias: bool) -> nn.Sequential:
+    """The reference's feed-forward block after the sides meet: Linear - SiLU - Linear."""
+    return nn.Sequential(nn.Linear(dim, hidden, bias=bias), nn.SiLU(), nn.Linear(hidden, dim, bias=bias))
+
+
+class Pairing(Block, nn.Module):
+    """Base class. Subclasses set `layout` and define `pool(unit_states, unit_mask, samples, group) -> pooled`
+    (`group` as `check_segments` returns it).
+
+    `unit_encoder_scope` is `"segments"` (the unit encoder reads every segment alone) unless a subclass overrides
+    `forward` to run it elsewhere.
+    """
+
+    layout: ClassVar[str] = "sides"
+    is_pair: ClassVar[bool] = True
+    default_pooling: ClassVar[str] = "attention"
+    unit_encoder_scope: ClassVar[str] = "segments"
 
     def __init__(self, config, dim: int) -> None:
         super().__init__()
         self.output_dim = dim
 
-    def segment_layout(
-        self,
-        unit_mask: torch.Tensor,
-        segment_sample_index: torch.Tensor | None,
-        segment_side_index: torch.Tensor | None,
-        per_side: str,
-    ) -> tuple[int, torch.Tensor]:
-        """Check that the segments describe complete samples and return `(samples, group)`.
+    @property
+    def name(self) -> str:
+        return type(self).registered_name
 
-        `group (segments,)` is `2 * sample + side`, the (sample, side) slot of each segment. `per_side` is `"one"`
-        (exactly one segment per side: `ec`, `pad`), `"some"` (at least one: `hp`) or `"joined"` (exactly one segment
-        per sample holding both sides: `sc`). Raises a `ValueError` naming the sample and what is wrong.
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        if cls.layout not in LAYOUTS:
+            name = cls.registered_name
+            raise ValueError(f"architecture {name!r} has layout {cls.layout!r}; choose one of {LAYOUTS}")
+
+    def forward(
+        self,
+        unit_states: torch.Tensor,
+        unit_mask: torch.Tensor,
+        segment_sample_index: torch.Tensor | None = None,
+        segment_side_index: torch.Tensor | None = None,
+        unit_encoder: nn.Module | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        samples_and_groups = self.check_segments(unit_mask, segment_sample_index, segment_side_index)
+        if unit_encoder is not None:
+            unit_states = unit_encoder(unit_states, unit_mask)
+        pooled = self.pool(unit_states, unit_mask, *samples_and_groups)
+        return pooled, unit_states
+
+    def check_segments(
+        self, unit_mask: torch.Tensor, segment_sample_index: torch.Tensor | None, segment_side_index
+    ) -> tuple[int, torch.Tensor | None]:
+        """Check that the segments describe complete samples laid out as `layout` says; return `(samples, group)`.
+
+        `group (segments,)` is `2 * sample + side`, the (sample, side) slot of each segment. Raises a `ValueError`
+        naming the sample and what is wrong.
         """
+        if not self.is_pair:
+            return unit_mask.shape[0], None
         name = self.name
         if segment_sample_index is None or segment_side_index is None:
             raise ValueError(
@@ -92,12 +149,12 @@ class Pairing(nn.Module):
             )
         group = 2 * sample + side
         per_group = torch.bincount(group, minlength=2 * samples).view(samples, 2)
-        if per_side == "joined":
+        if self.layout == "joined":
             if (per_sample != 1).any():
                 first = int((per_sample != 1).nonzero()[0])
                 raise ValueError(
                     f"sample {first} has {int(per_sample[first])} segments; architecture {name!r} joins both sides "
-                    "into one input per sample: build the batch with MetaEmbedProcessor(architecture='sc')"
+                    f"into one input per sample: build the batch with MetaEmbedProcessor(architecture={name!r})"
                 )
             return samples, group
         if (per_group == 0).any():
@@ -106,7 +163,7 @@ class Pairing(nn.Module):
                 f"sample {first_sample} has no {SIDE_NAMES[first_side]} segment; architecture {name!r} needs both "
                 "sides of every complex"
             )
-        if per_side == "one" and (per_group > 1).any():
+        if self.layout == "sides" and (per_group > 1).any():
             first_sample, first_side = (int(v) for v in (per_group > 1).nonzero()[0])
             raise ValueError(
                 f"sample {first_sample} has {int(per_group[first_sample, first_side])} {SIDE_NAMES[first_side]} "
@@ -116,7 +173,7 @@ class Pairing(nn.Module):
         return samples, group
 
 
-def _side_tensors(
+def side_tensors(
     unit_states: torch.Tensor, unit_mask: torch.Tensor, group: torch.Tensor, samples: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Place the one segment of each (sample, side) into `(samples, 2, units, dim)`, its mask `(samples, 2, units)`."""
@@ -131,24 +188,24 @@ def _side_tensors(
 class SinglePairing(Pairing):
     """One segment per sample: pool its units."""
 
+    layout = "single"
     is_pair = False
+    default_pooling = "mean"
+    card_text = "Each input is one sequence; its units are pooled into one vector."
 
     def __init__(self, config, dim: int) -> None:
         super().__init__(config, dim)
         self.pooler = build_pooler(config.pooling, dim)
 
-    def forward(
-        self,
-        unit_states: torch.Tensor,
-        unit_mask: torch.Tensor,
-        segment_sample_index: torch.Tensor | None = None,
-        segment_side_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def check_segments(self, unit_mask, segment_sample_index, segment_side_index):
         if segment_side_index is not None and bool((segment_side_index != 0).any()):
             raise ValueError(
                 "architecture 'single' got receptor segments (segment_side_index has 1s): this batch holds "
                 "ligand/receptor complexes; build the model with a pair architecture (sc, ec, hp, pad)"
             )
+        return super().check_segments(unit_mask, segment_sample_index, segment_side_index)
+
+    def pool(self, unit_states, unit_mask, samples, group):
         pooled, _ = self.pooler(unit_states, unit_mask)
         return pooled
 
@@ -156,88 +213,179 @@ class SinglePairing(Pairing):
 @PAIRINGS.register("sc")
 class SequenceConcatenation(Pairing):
     """`sc`: every chain of both sides was joined into one input (the processor puts each backbone's separator between
-    chains), so the backbones and any unit encoder read the whole complex at once; pool its units."""
+    chains), so the backbones and the unit encoder read the whole complex at once; its units are pooled.
 
-    name = "sc"
+    Reference: `SequenceConcatConvBERTModel` (ConvBERT over the joined complex, pooler, output layer).
+    """
+
+    layout = "joined"
+    card_text = (
+        "Sequences concatenation (sc): all chains of both sides are joined into one input and read together; its "
+        "units are pooled."
+    )
 
     def __init__(self, config, dim: int) -> None:
         super().__init__(config, dim)
         self.pooler = build_pooler(config.pooling, dim)
 
-    def forward(
-        self,
-        unit_states: torch.Tensor,
-        unit_mask: torch.Tensor,
-        segment_sample_index: torch.Tensor | None = None,
-        segment_side_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        samples, _ = self.segment_layout(unit_mask, segment_sample_index, segment_side_index, "joined")
-        pooled, _ = self.pooler(unit_states, unit_mask)  # (segments, dim)
-        sample = segment_sample_index.to(pooled.device).long()
+    def pool(self, unit_states, unit_mask, samples, group):
+        pooled, _ = self.pooler(unit_states, unit_mask)  # (segments, dim): one segment per sample
+        sample = torch.div(group, 2, rounding_mode="floor")
         return pooled.new_zeros(samples, pooled.shape[1]).index_copy(0, sample, pooled)
 
 
 @PAIRINGS.register("ec")
 class EmbeddingConcatenation(Pairing):
-    """`ec`: each side (chains joined) was read separately; per sample, concatenate the two sides.
+    """`ec`: each side (chains joined) was read separately; per sample the two sides' unit sequences are concatenated.
 
-    `ec_mode="token"` joins the two unit sequences and pools them together (output `dim`); `"pooled"` pools each side
-    and concatenates the two vectors (output `2 * dim`, ligand first).
+    `ec_mode="token"` (the reference's `concat_first: true`) joins the two unit sequences (ligand units, then receptor
+    units, no gap), runs the unit encoder over the joined sequence so the sides attend to each other, and pools it;
+    `"pooled"` encodes and pools each side and concatenates the two vectors (output `2 * dim`, ligand first). Then the
+    reference's head block Linear - SiLU (`ec_ffn="silu"`, with bias) before the output layer.
+
+    Reference: `EmbedConcatConvBERTModel` (output `Linear - SiLU - Linear`). Release 0.1 ran the unit encoder per side
+    and had no feed-forward block (`ec_encode_joined=False`, `ec_ffn="none"`).
     """
 
-    name = "ec"
+    layout = "sides"
+    config_fields = {"ec_mode": "token", "ec_encode_joined": True, "ec_ffn": "silu"}
+    legacy_config = {"ec_encode_joined": False, "ec_ffn": "none"}
+    card_text = (
+        "Embeddings concatenation (ec): each side is read separately, the two sides' residue states are "
+        "concatenated and read together, pooled, then a Linear-SiLU block."
+    )
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        check_choice(config.ec_mode, ("token", "pooled"), "ec_mode")
+        check_choice(config.ec_ffn, ("silu", "none"), "ec_ffn")
 
     def __init__(self, config, dim: int) -> None:
         super().__init__(config, dim)
         self.mode = config.ec_mode
+        self.encode_joined = config.ec_encode_joined and self.mode == "token"
         self.pooler = build_pooler(config.pooling, dim)
         self.output_dim = 2 * dim if self.mode == "pooled" else dim
+        if config.ec_ffn == "silu":
+            self.feed_forward = nn.Sequential(nn.Linear(self.output_dim, self.output_dim), nn.SiLU())
 
-    def forward(
-        self,
-        unit_states: torch.Tensor,
-        unit_mask: torch.Tensor,
-        segment_sample_index: torch.Tensor | None = None,
-        segment_side_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        samples, group = self.segment_layout(unit_mask, segment_sample_index, segment_side_index, "one")
-        states, mask = _side_tensors(unit_states, unit_mask, group, samples)  # (samples, 2, units, dim)
+    @property
+    def unit_encoder_scope(self) -> str:
+        return "joined sides" if self.encode_joined else "segments"
+
+    def forward(self, unit_states, unit_mask, segment_sample_index=None, segment_side_index=None, unit_encoder=None):
+        samples, group = self.check_segments(unit_mask, segment_sample_index, segment_side_index)
+        if not self.encode_joined:
+            if unit_encoder is not None:
+                unit_states = unit_encoder(unit_states, unit_mask)
+            return self.finish(self.pool(unit_states, unit_mask, samples, group)), unit_states
+        joined, joined_mask, slots = join_sides(unit_states, unit_mask, group, samples)
+        if unit_encoder is not None:
+            joined = unit_encoder(joined, joined_mask)
+        pooled, _ = self.pooler(joined, joined_mask)
+        # the refined states of each segment, read back from the joined rows
+        refined = unit_states.new_zeros(unit_states.shape)
+        refined[slots[0], slots[1]] = joined[slots[2], slots[3]]
+        return self.finish(pooled), refined
+
+    def pool(self, unit_states, unit_mask, samples, group):
+        states, mask = side_tensors(unit_states, unit_mask, group, samples)  # (samples, 2, units, dim)
         if self.mode == "pooled":
             pooled, _ = self.pooler(states.flatten(0, 1), mask.flatten(0, 1))  # (samples * 2, dim)
             return pooled.view(samples, -1)
-        # (samples, 2 * units, dim): ligand units then receptor units; the padding between them is masked, and every
-        # pooler is blind to position, so this equals pooling the gap-free concatenation
+        # ligand units then receptor units; the padding between them is masked and every pooler is blind to position
         pooled, _ = self.pooler(states.flatten(1, 2), mask.flatten(1, 2))
         return pooled
+
+    def finish(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.feed_forward(pooled) if hasattr(self, "feed_forward") else pooled
+
+
+def join_sides(
+    unit_states: torch.Tensor, unit_mask: torch.Tensor, group: torch.Tensor, samples: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Per sample, the ligand's real units followed directly by the receptor's: `(samples, units, dim)` and its mask.
+
+    Also returns the index `slots = (segment, unit, sample, joined position)` of every real unit, to map the joined
+    rows back onto segments.
+    """
+    real = unit_mask.bool()
+    lengths = real.sum(dim=1)  # (segments,)
+    sample = torch.div(group, 2, rounding_mode="floor")
+    side = group % 2
+    side_lengths = torch.zeros(samples, 2, dtype=lengths.dtype, device=lengths.device)
+    side_lengths[sample, side] = lengths
+    offset = torch.where(side == 1, side_lengths[sample, 0], torch.zeros_like(lengths))  # receptors follow ligands
+    segment_of, unit_of = real.nonzero(as_tuple=True)
+    # a real unit's position among its segment's real units (units are packed from the left, so this is its index)
+    position = (real.cumsum(dim=1) - 1)[segment_of, unit_of]
+    joined_position = offset[segment_of] + position
+    joined_sample = sample[segment_of]
+    width = max(int(side_lengths.sum(dim=1).max()), 1)
+    joined = unit_states.new_zeros(samples, width, unit_states.shape[-1])
+    joined[joined_sample, joined_position] = unit_states[segment_of, unit_of]
+    joined_mask = torch.zeros(samples, width, dtype=unit_mask.dtype, device=unit_mask.device)
+    joined_mask[joined_sample, joined_position] = 1
+    return joined, joined_mask, (segment_of, unit_of, joined_sample, joined_position)
 
 
 @PAIRINGS.register("hp")
 class HierarchicalPooling(Pairing):
-    """`hp`: every chain was read separately. Pool residues within each chain (`pooling`), then the chains of each side
-    (`chain_pooling`: attention or mean), then combine the two sides (`side_combine`: concat, add or mean).
+    """`hp`: every chain was read (and unit-encoded) separately. Pool residues within each chain (`pooling`), then the
+    chains of each side (`chain_pooling`), combine the two sides (`side_combine`), then the feed-forward block
+    Linear - SiLU - Linear (`hp_ffn="silu"`, no bias) so ligand and receptor meet non-additively.
+
+    Reference: `HierarchicalPoolingConvBERTModel` with `multichain_config` (`chains_pooler: attention`, `use_ffn:
+    true`, `bias: false`, `aggregation_method: concat`, separate ligand and receptor poolers). Release 0.1 shared the
+    poolers between sides and had no feed-forward block (`hp_separate_side_poolers=False`, `hp_ffn="none"`).
 
     Chains are placed into a padded `(samples * 2, max_chains, dim)` tensor by index arithmetic, so sides with
     different chain counts share one batch and nothing loops over chains.
     """
 
-    name = "hp"
+    layout = "chains"
+    config_fields = {
+        "chain_pooling": "attention",
+        "side_combine": "concat",
+        "hp_ffn": "silu",
+        "hp_ffn_bias": False,
+        "hp_separate_side_poolers": True,
+    }
+    legacy_config = {"hp_ffn": "none", "hp_separate_side_poolers": False}
+    card_text = (
+        "Hierarchical pooling (hp): every chain is read separately, residues are pooled per chain, chains per side, "
+        "the two sides combined and passed through a Linear-SiLU-Linear block."
+    )
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        POOLERS.check(config.chain_pooling, "chain_pooling")
+        check_choice(config.side_combine, ("concat", "add", "mean"), "side_combine")
+        check_choice(config.hp_ffn, ("silu", "none"), "hp_ffn")
 
     def __init__(self, config, dim: int) -> None:
         super().__init__(config, dim)
+        # `pooler` and `chain_pooler` serve the ligand (and the receptor too when the sides share poolers)
         self.pooler = build_pooler(config.pooling, dim)
         self.chain_pooler = build_pooler(config.chain_pooling, dim)
+        if config.hp_separate_side_poolers:
+            self.receptor_pooler = build_pooler(config.pooling, dim)
+            self.receptor_chain_pooler = build_pooler(config.chain_pooling, dim)
         self.side_combine = config.side_combine
         self.output_dim = 2 * dim if self.side_combine == "concat" else dim
+        if config.hp_ffn == "silu":
+            self.feed_forward = silu_feed_forward(self.output_dim, self.output_dim, config.hp_ffn_bias)
 
-    def forward(
-        self,
-        unit_states: torch.Tensor,
-        unit_mask: torch.Tensor,
-        segment_sample_index: torch.Tensor | None = None,
-        segment_side_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        samples, group = self.segment_layout(unit_mask, segment_sample_index, segment_side_index, "some")
-        chain_vectors, _ = self.pooler(unit_states, unit_mask)  # (segments, dim)
+    def by_side(self, kind: str, states, mask, side: torch.Tensor) -> torch.Tensor:
+        """Pool every row with its side's `kind` pooler (`"pooler"` or `"chain_pooler"`)."""
+        ligand = getattr(self, kind)(states, mask)[0]
+        receptor_pooler = getattr(self, f"receptor_{kind}", None)
+        if receptor_pooler is None:
+            return ligand
+        return torch.where(side.unsqueeze(-1) == 0, ligand, receptor_pooler(states, mask)[0])
+
+    def pool(self, unit_states, unit_mask, samples, group):
+        chain_vectors = self.by_side("pooler", unit_states, unit_mask, group % 2)  # (segments, dim)
         # rank of each chain within its (sample, side): position in a stable sort by group minus the group's start
         counts = torch.bincount(group, minlength=2 * samples)
         starts = torch.cumsum(counts, dim=0) - counts
@@ -249,43 +397,65 @@ class HierarchicalPooling(Pairing):
         chains[group, rank] = chain_vectors
         chain_mask = torch.zeros(2 * samples, max_chains, dtype=torch.bool, device=group.device)
         chain_mask[group, rank] = True
-        sides, _ = self.chain_pooler(chains, chain_mask)
-        sides = sides.view(samples, 2, -1)  # (samples, 2, dim)
+        slot_side = torch.arange(2 * samples, device=group.device) % 2
+        sides = self.by_side("chain_pooler", chains, chain_mask, slot_side).view(samples, 2, -1)
         if self.side_combine == "concat":
-            return sides.flatten(1)
-        if self.side_combine == "add":
-            return sides.sum(dim=1)
-        return sides.mean(dim=1)
+            combined = sides.flatten(1)
+        elif self.side_combine == "add":
+            combined = sides.sum(dim=1)
+        else:
+            combined = sides.mean(dim=1)
+        return self.feed_forward(combined) if hasattr(self, "feed_forward") else combined
 
 
 @PAIRINGS.register("pad")
 class PooledAttentionAddition(Pairing):
-    """`pad`: each side (chains joined) was read separately. The ligand's units attend to the receptor's and the
-    receptor's to the ligand's (one shared `nn.MultiheadAttention`, or one per direction with
-    `pad_shared_attention=False`), with a residual; each side is pooled over its real units, the two vectors added,
-    and a residual feed-forward block applied.
+    """`pad`: each side (chains joined) was read and unit-encoded separately. The ligand's units attend to the
+    receptor's and the receptor's to the ligand's (`pad_num_heads` heads, no bias, one attention shared by both
+    directions unless `pad_shared_attention=False`) with a residual; each side is pooled over its real units, the two
+    vectors added, and the feed-forward block Linear - SiLU - Linear applied (`pad_ffn="silu"`, hidden size
+    `pad_ffn_multiplier * dim`).
 
-    Padded keys are masked in the attention and padded queries are zeroed after it, so padding never reaches a real
-    unit or the pooled vector. With shared attention the output is symmetric in ligand and receptor.
+    Reference: `AttnPoolAddConvBERTModel` with `attn_pool_add_config` (8 heads, `bias=False`, shared attention and
+    ConvBERT, `use_ffn: true`, `ffn_multiplier: 1`). Padded keys are masked as in the reference; padded queries are
+    zeroed after the attention (the reference leaves them, harmless there since its pooler masks them too). Release
+    0.1 used 4 heads with bias and a GELU residual block with LayerNorm (`pad_ffn="residual"`).
     """
 
-    name = "pad"
+    layout = "sides"
+    config_fields = {
+        "pad_num_heads": 8,
+        "pad_shared_attention": True,
+        "pad_attention_bias": False,
+        "pad_ffn": "silu",
+        "pad_ffn_multiplier": 1,
+    }
+    legacy_config = {"pad_num_heads": 4, "pad_attention_bias": True, "pad_ffn": "residual"}
+    card_text = (
+        "Pooled attention addition (pad): each side is read separately, the sides' residues cross-attend with a "
+        "residual, each side is pooled, the two vectors added and passed through a Linear-SiLU-Linear block."
+    )
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        if config.level != "unit":
+            raise ValueError("architecture 'pad' attends between residues and needs level='unit'")
+        check_heads("pad_num_heads", config.pad_num_heads, unit_size(config, dims), "unit size")
+        check_choice(config.pad_ffn, ("silu", "residual", "none"), "pad_ffn")
 
     def __init__(self, config, dim: int) -> None:
         super().__init__(config, dim)
-        heads = config.pad_num_heads
-        if heads < 1 or dim % heads:
-            divisors = [h for h in range(1, min(dim, 16) + 1) if dim % h == 0]
-            raise ValueError(
-                f"pad_num_heads={heads} must divide the unit size {dim}; choose one of: "
-                f"{', '.join(map(str, divisors))}"
-            )
-        self.ligand_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        heads, bias = config.pad_num_heads, config.pad_attention_bias
+        self.ligand_attention = nn.MultiheadAttention(dim, heads, bias=bias, batch_first=True)
         if not config.pad_shared_attention:
-            self.receptor_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+            self.receptor_attention = nn.MultiheadAttention(dim, heads, bias=bias, batch_first=True)
         self.pooler = build_pooler(config.pooling, dim)
-        self.feed_forward = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.norm = nn.LayerNorm(dim)
+        self.ffn = config.pad_ffn
+        if self.ffn == "silu":
+            self.feed_forward = silu_feed_forward(dim, dim * config.pad_ffn_multiplier, bias=True)
+        elif self.ffn == "residual":
+            self.feed_forward = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+            self.norm = nn.LayerNorm(dim)
 
     def attend(
         self, attention: nn.MultiheadAttention, queries: torch.Tensor, query_mask: torch.Tensor, keys, key_mask
@@ -294,15 +464,8 @@ class PooledAttentionAddition(Pairing):
         attended, _ = attention(queries, keys, keys, key_padding_mask=~key_mask, need_weights=False)
         return (queries + attended) * query_mask.unsqueeze(-1).to(queries.dtype)
 
-    def forward(
-        self,
-        unit_states: torch.Tensor,
-        unit_mask: torch.Tensor,
-        segment_sample_index: torch.Tensor | None = None,
-        segment_side_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        samples, group = self.segment_layout(unit_mask, segment_sample_index, segment_side_index, "one")
-        states, mask = _side_tensors(unit_states, unit_mask.bool(), group, samples)
+    def pool(self, unit_states, unit_mask, samples, group):
+        states, mask = side_tensors(unit_states, unit_mask.bool(), group, samples)
         ligand, receptor = states[:, 0], states[:, 1]  # (samples, units, dim)
         ligand_mask, receptor_mask = mask[:, 0], mask[:, 1]
         receptor_attention = getattr(self, "receptor_attention", self.ligand_attention)
@@ -310,7 +473,11 @@ class PooledAttentionAddition(Pairing):
         receptor = self.attend(receptor_attention, receptor, receptor_mask, states[:, 0], ligand_mask)
         pooled, _ = self.pooler(torch.cat([ligand, receptor]), torch.cat([ligand_mask, receptor_mask]))
         combined = pooled[:samples] + pooled[samples:]  # (samples, dim)
-        return self.norm(combined + self.feed_forward(combined))
+        if self.ffn == "silu":
+            return self.feed_forward(combined)
+        if self.ffn == "residual":
+            return self.norm(combined + self.feed_forward(combined))
+        return combined
 
 
 def build_pairing(config, dim: int) -> Pairing:

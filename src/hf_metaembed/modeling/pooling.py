@@ -7,9 +7,9 @@ Every pooler maps `states (batch, length, dim)` and `mask (batch, length)` (True
 import torch
 from torch import nn
 
-from .registry import Registry
+from .registry import Block, new_registry
 
-POOLERS = Registry("pooling")
+POOLERS = new_registry("pooling", "pooling")
 
 
 def list_poolings() -> list[str]:
@@ -17,7 +17,7 @@ def list_poolings() -> list[str]:
     return POOLERS.names()
 
 
-class Pooler(nn.Module):
+class Pooler(Block, nn.Module):
     """Base class: `forward(states, mask) -> (pooled, weights)` with weights `(batch, length)` or None."""
 
     def __init__(self, dim: int) -> None:
@@ -29,6 +29,8 @@ class Pooler(nn.Module):
 class MeanPooler(Pooler):
     """Average of the real positions."""
 
+    card_text = "mean over the real positions"
+
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights = mask.to(states.dtype)
         weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
@@ -38,6 +40,8 @@ class MeanPooler(Pooler):
 @POOLERS.register("max")
 class MaxPooler(Pooler):
     """Element-wise maximum over the real positions."""
+
+    card_text = "element-wise maximum over the real positions"
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, None]:
         real = mask.bool()
@@ -49,7 +53,13 @@ class MaxPooler(Pooler):
 
 @POOLERS.register("attention")
 class AttentionPooler(Pooler):
-    """Softmax-weighted average with a learned score per position (masked before the softmax)."""
+    """Softmax-weighted average with a learned score per position (masked before the softmax).
+
+    The study's `AttentionPooling1D` (Proteinea/ppiseq `layers/poolers.py`) scores with a bias-free linear layer; the
+    bias here adds the same constant to every score, which the softmax cancels, so the two compute the same function.
+    """
+
+    card_text = "softmax-weighted average with a learned score per position"
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)

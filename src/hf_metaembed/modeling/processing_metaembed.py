@@ -17,7 +17,8 @@ from transformers import AutoTokenizer, BatchEncoding
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
-from .backbones import infer_unit_type, load_backbone_config
+from .backbones import GENERIC_FAMILY, BackboneFamily, backbone_family, infer_unit_type, load_backbone_config
+from .pairing import PAIRINGS, layout_segments
 from .safe_files import staged_save
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
@@ -27,20 +28,8 @@ EXTRA_RESIDUES = "XUOBZ"
 PROTEIN_LETTERS = frozenset(STANDARD_RESIDUES + EXTRA_RESIDUES)
 # "window": inputs longer than a backbone accepts pass through, for a model with a window policy to read in windows
 LONG_SEQUENCE_POLICIES = ("error", "window")
-PAIR_LAYOUTS = {"sc": "joined", "ec": "sides", "pad": "sides", "hp": "chains"}
 _UNBOUNDED = 10**8
 _TOKENIZER_FOLDER = re.compile(r"tokenizer_\d+")
-
-
-def layout_segments(ligand: list, receptor: list, architecture: str) -> list[tuple[int, list]]:
-    """One complex's segments as `(side, chains)` (side 0 ligand, 1 receptor), laid out as `PAIR_LAYOUTS` says:
-    `joined` one segment of all chains, `sides` one per side, `chains` one per chain."""
-    layout = PAIR_LAYOUTS[architecture]
-    if layout == "joined":
-        return [(0, ligand + receptor)]
-    if layout == "sides":
-        return [(0, ligand), (1, receptor)]
-    return [(0, [chain]) for chain in ligand] + [(1, [chain]) for chain in receptor]
 
 
 def _special_token_frame(tokenizer, probe: str) -> tuple[list[int], list[int]]:
@@ -56,14 +45,20 @@ def _special_token_frame(tokenizer, probe: str) -> tuple[list[int], list[int]]:
 class BackboneTokenization:
     """How one backbone turns a segment (a list of chains) into token ids and a token -> unit map."""
 
-    def __init__(self, tokenizer, unit_type: str, max_length: int | None, name: str) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        unit_type: str,
+        max_length: int | None,
+        name: str,
+        family: BackboneFamily = GENERIC_FAMILY,
+    ) -> None:
         self.tokenizer = tokenizer
         self.unit_type = unit_type
         self.max_length = max_length
         self.name = name
         self.prefix, self.suffix = _special_token_frame(tokenizer, "A" if unit_type == "residue" else "a")
-        separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-        self.separator = [] if separator is None else [separator]
+        self.separator = family.separator_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if unit_type == "residue":
             self.residue_ids = {letter: self._residue_ids(letter) for letter in PROTEIN_LETTERS}
@@ -144,6 +139,7 @@ class MetaEmbedProcessor:
         unknown_residues: str = "error",
         per_unit_labels: bool = False,
         long_sequences: str = "error",
+        model_types: list[str | None] | None = None,
     ) -> None:
         if unknown_residues not in ("error", "x"):
             raise ValueError(f"unknown_residues must be 'error' or 'x', got {unknown_residues!r}")
@@ -161,9 +157,13 @@ class MetaEmbedProcessor:
         self.unknown_residues = unknown_residues
         self.per_unit_labels = per_unit_labels
         self.long_sequences = long_sequences
+        # each backbone's config.model_type picks its family record (chain separator); None: the generic record
+        self.model_types = list(model_types or [None] * count)
         self.backbones = [
-            BackboneTokenization(tok, kind, limit, name)
-            for tok, kind, limit, name in zip(self.tokenizers, self.unit_types, self.max_lengths, self.backbone_names)
+            BackboneTokenization(tok, kind, limit, name, backbone_family(model_type))
+            for tok, kind, limit, name, model_type in zip(
+                self.tokenizers, self.unit_types, self.max_lengths, self.backbone_names, self.model_types
+            )
         ]
 
     # ---------------------------------------------------------------- construction, saving, loading
@@ -179,7 +179,7 @@ class MetaEmbedProcessor:
     ) -> "MetaEmbedProcessor":
         """Load each backbone's tokenizer (and config, for its length limit) from a Hub id or local folder."""
         revisions = list(revisions or [None] * len(backbones))
-        tokenizers, kinds, limits = [], [], []
+        tokenizers, kinds, limits, model_types = [], [], [], []
         for index, (name, revision) in enumerate(zip(backbones, revisions)):
             config = load_backbone_config(str(name), revision, index)
             tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision)
@@ -189,7 +189,8 @@ class MetaEmbedProcessor:
             tokenizers.append(tokenizer)
             kinds.append(unit_types[index] if unit_types else infer_unit_type(tokenizer, config))
             limits.append(_token_limit(tokenizer, config))
-        return cls(tokenizers, kinds, limits, [str(b) for b in backbones], **kwargs)
+            model_types.append(config.model_type)
+        return cls(tokenizers, kinds, limits, [str(b) for b in backbones], model_types=model_types, **kwargs)
 
     def to_dict(self) -> dict:
         return {
@@ -202,6 +203,7 @@ class MetaEmbedProcessor:
             "unknown_residues": self.unknown_residues,
             "per_unit_labels": self.per_unit_labels,
             "long_sequences": self.long_sequences,
+            "model_types": self.model_types,
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
@@ -355,14 +357,14 @@ class MetaEmbedProcessor:
         return kept
 
     def _segments(self, sequences, ligand, receptor, architecture: str) -> list[list[tuple[int, list]]]:
-        """Per sample, its segments as (side, chains), laid out as `PAIR_LAYOUTS[architecture]` says."""
+        """Per sample, its segments as (side, chains), laid out as the architecture's `layout` says."""
         if sequences is not None:
             if ligand is not None or receptor is not None:
                 raise ValueError("pass either `sequences` or `ligand`/`receptor`, not both")
             if isinstance(sequences, str):
                 sequences = [sequences]
             sequences = _as_list(sequences, "sequences")
-            if architecture != "single":
+            if PAIRINGS.get_class(architecture).is_pair:
                 example = f" ({str(sequences[0])!r:.30})" if len(sequences) else ""
                 raise ValueError(
                     f"sample 0 is a plain sequence{example} but architecture {architecture!r} "
@@ -372,7 +374,7 @@ class MetaEmbedProcessor:
             return [[(0, [sequence])] for sequence in sequences]
         if ligand is None or receptor is None:
             raise ValueError("pass `sequences`, or both `ligand` and `receptor`")
-        if architecture == "single":
+        if not PAIRINGS.get_class(architecture).is_pair:
             raise ValueError(
                 "sample 0 is a ligand/receptor complex but architecture 'single' reads plain sequences: call the "
                 "processor with a list of sequences, or use a pair architecture (sc, ec, hp, pad) for complexes"
@@ -438,9 +440,10 @@ class MetaEmbedProcessor:
     @staticmethod
     def segment_label(architecture: str, side: int) -> str:
         """How error messages name a segment: its side, or both sides for a joined (`sc`) complex."""
-        if architecture == "single":
+        layout = PAIRINGS.get_class(architecture).layout
+        if layout == "single":
             return ""
-        if PAIR_LAYOUTS.get(architecture) == "joined":
+        if layout == "joined":
             return " (ligand and receptor joined)"
         return f" ({('ligand', 'receptor')[side]})"
 
@@ -565,12 +568,14 @@ def _pad_unit_labels(labels: list[list[int]], units: int) -> torch.Tensor:
 
 
 def _token_limit(tokenizer, config) -> int | None:
-    """Longest token sequence a backbone accepts: the tokenizer's limit, capped by absolute positions if any."""
+    """Longest token sequence a backbone accepts: the tokenizer's limit, capped by absolute positions where the
+    backbone's family has them (`BackboneFamily.absolute_positions`; relative T5 does not)."""
     limits = []
     if tokenizer.model_max_length and tokenizer.model_max_length < _UNBOUNDED:
         limits.append(int(tokenizer.model_max_length))
     positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and config.model_type not in ("t5", "mt5", "umt5") and not math.isinf(positions):
+    absolute = backbone_family(config.model_type).absolute_positions
+    if isinstance(positions, int) and absolute and not math.isinf(positions):
         limits.append(positions)
     return min(limits) if limits else None
 

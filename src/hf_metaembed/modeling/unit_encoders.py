@@ -1,0 +1,195 @@
+"""Unit encoders: the stage that refines fused unit states (residues or words) before the pair architecture pools
+them, e.g. one ConvBERT layer over frozen protein features.
+
+Every unit encoder maps `unit_states (segments, units, dim)` and `unit_mask (segments, units)` to refined states of
+the same shape, with padded units zero. Where it runs is the pair architecture's call (`Pairing.unit_encoder_scope`):
+per segment (a chain for `hp`, a side for `pad`, the joined complex for `sc`) or over the two sides joined (`ec`).
+
+Adding one: a `UnitEncoder` subclass decorated with `@UNIT_ENCODERS.register("name")`, taking `(config, dim)`.
+"""
+
+import torch
+from torch import nn
+
+from .fusion import FUSIONS
+from .registry import Block, check_heads, new_registry
+
+UNIT_ENCODERS = new_registry("unit encoder", "unit_encoder")
+
+
+def list_unit_encoders() -> list[str]:
+    """Names accepted by `MetaEmbedConfig(unit_encoder=...)`."""
+    return UNIT_ENCODERS.names()
+
+
+def unit_size(config, dims: list[int]) -> int:
+    """Size of the fused unit states the unit encoder and pair architecture read."""
+    return FUSIONS.get_class(config.fusion).output_size(config, dims)
+
+
+class UnitEncoder(Block, nn.Module):
+    """Base class: `forward(unit_states, unit_mask) -> unit_states`."""
+
+    def __init__(self, config, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+
+@UNIT_ENCODERS.register("none")
+class NoUnitEncoder(UnitEncoder):
+    """Fused unit states go to the pair architecture unchanged."""
+
+    def forward(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        return unit_states
+
+
+@UNIT_ENCODERS.register("convbert")
+class ConvBertUnitEncoder(UnitEncoder):
+    """One ConvBERT layer (Jiang et al., 2020) over unit states, with padding masked everywhere.
+
+    Half of the `convbert_num_heads` heads are self-attention heads, the other half span-based dynamic convolution
+    heads: at each unit a kernel of `convbert_kernel_size` weights is computed from the query and a depthwise-separable
+    convolution of the input, softmax-normalised, and applied to the window of values around the unit. The two halves
+    are concatenated (back to `dim`), then output projection, residual and LayerNorm, a GELU feed-forward of
+    intermediate size `dim // 2`, residual and LayerNorm.
+
+    Padding never reaches a real unit: padded keys are masked in the attention, and the input of the convolution and
+    the values its windows read are zeroed at padded units (so a unit near the end of a chain sees zeros, exactly as
+    at the edge of an unpadded sequence). Padded units come out as zeros.
+
+    `forward(unit_states (segments, units, dim), unit_mask (segments, units)) -> (segments, units, dim)`. Segments
+    never interact, so `forward` runs them in groups of similar length, each group cut to its own longest segment:
+    the attention's cost, quadratic in length, is not spent on padding (chains of 50-300 residues in one batch).
+    """
+
+    # a segment joins the current group while its length is at least this share of the group's longest; groups whose
+    # longest segment has at most `group_min_length` units take every shorter segment (padding is cheap there, and
+    # every extra group costs a few kernel launches)
+    group_length_ratio = 0.75
+    group_min_length = 64
+
+    config_fields = {
+        "convbert_num_heads": 8,
+        "convbert_kernel_size": 7,
+        "convbert_dropout": 0.2,
+        "convbert_attention_dropout": 0.1,
+    }
+    card_text = (
+        "One ConvBERT layer (Jiang et al., 2020; half self-attention heads, half span-based dynamic convolution "
+        "heads) refines the fused unit states before pooling, with padding masked before its convolution."
+    )
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        check_heads("convbert_num_heads", config.convbert_num_heads, unit_size(config, dims), "unit size", even=True)
+        kernel = config.convbert_kernel_size
+        if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+            raise ValueError(
+                f"convbert_kernel_size must be a positive odd number (a span centred on a unit), got {kernel}"
+            )
+
+    def __init__(self, config, dim: int) -> None:
+        super().__init__(config, dim)
+        heads, kernel = config.convbert_num_heads, config.convbert_kernel_size
+        self.head_size = dim // heads
+        self.mixed_heads = heads // 2  # heads of each kind
+        self.kernel_size = kernel
+        half = self.mixed_heads * self.head_size  # dim // 2
+        self.query = nn.Linear(dim, half)
+        self.key = nn.Linear(dim, half)
+        self.value = nn.Linear(dim, half)
+        # depthwise-separable convolution of the input that, times the query, predicts each unit's kernel
+        self.key_depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim, bias=False)
+        self.key_pointwise = nn.Conv1d(dim, half, 1)
+        self.conv_kernel = nn.Linear(half, self.mixed_heads * kernel)
+        self.conv_value = nn.Linear(dim, half)
+        self.attention_dropout = nn.Dropout(config.convbert_attention_dropout)
+        self.attention_output = nn.Linear(dim, dim)
+        self.attention_norm = nn.LayerNorm(dim)
+        intermediate = max(dim // 2, 1)
+        self.intermediate = nn.Linear(dim, intermediate)
+        self.activation = nn.GELU()
+        self.output = nn.Linear(intermediate, dim)
+        self.output_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(config.convbert_dropout)
+
+    def _split(self, states: torch.Tensor) -> torch.Tensor:
+        # (segments, units, heads * head_size) -> (segments, heads, units, head_size)
+        segments, units, _ = states.shape
+        return states.view(segments, units, self.mixed_heads, self.head_size).transpose(1, 2)
+
+    def forward(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        segments, units, _ = unit_states.shape
+        positions = torch.arange(1, units + 1, device=unit_mask.device)
+        lengths = (unit_mask.bool() * positions).amax(dim=1).tolist() if units else [0] * segments  # last real + 1
+        groups = length_groups(lengths, self.group_length_ratio, self.group_min_length)
+        if len(groups) == 1:
+            length = max(max(lengths, default=0), 1)
+            encoded = self.encode(unit_states[:, :length], unit_mask[:, :length])
+            return nn.functional.pad(encoded, (0, 0, 0, units - length))
+        order, pieces = [], []
+        for rows in groups:
+            length = max(lengths[rows[0]], 1)  # rows[0] is the group's longest
+            index = torch.tensor(rows, device=unit_states.device)
+            encoded = self.encode(unit_states[index, :length], unit_mask[index, :length])
+            pieces.append(nn.functional.pad(encoded, (0, 0, 0, units - length)))
+            order += rows
+        inverse = torch.empty(segments, dtype=torch.long, device=unit_states.device)
+        inverse[torch.tensor(order, device=unit_states.device)] = torch.arange(segments, device=unit_states.device)
+        return torch.cat(pieces).index_select(0, inverse)
+
+    def encode(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        """The ConvBERT layer over one padded batch of segments (no grouping)."""
+        real = unit_mask.bool()
+        keep = real.unsqueeze(-1).to(unit_states.dtype)
+        states = unit_states * keep
+        segments, units, _ = states.shape
+        query = self.query(states)  # (segments, units, dim // 2)
+
+        # self-attention heads; padded keys get a large negative (finite, so an all-padding row cannot give NaN) score
+        key_bias = torch.zeros(segments, 1, 1, units, dtype=states.dtype, device=states.device)
+        key_bias = key_bias.masked_fill(~real[:, None, None, :], torch.finfo(states.dtype).min)
+        attended = nn.functional.scaled_dot_product_attention(
+            self._split(query),
+            self._split(self.key(states)),
+            self._split(self.value(states)),
+            attn_mask=key_bias,
+            dropout_p=self.attention_dropout.p if self.training else 0.0,
+        )
+        attended = attended.transpose(1, 2).reshape(segments, units, -1)
+
+        # span-based dynamic convolution heads; `states` is zero at padding, so is the convolution's input
+        key_conv = self.key_pointwise(self.key_depthwise(states.transpose(1, 2))).transpose(1, 2)
+        kernels = self.conv_kernel(key_conv * query).view(segments, units, self.mixed_heads, self.kernel_size)
+        kernels = torch.softmax(kernels, dim=-1)
+        values = self.conv_value(states) * keep  # zeroed again: the linear's bias would otherwise fill padding
+        reach = self.kernel_size // 2
+        windows = nn.functional.pad(values.transpose(1, 2), (reach, reach)).unfold(2, self.kernel_size, 1)
+        # (segments, dim // 2, units, kernel) -> (segments, units, heads, head_size, kernel)
+        windows = windows.permute(0, 2, 1, 3).reshape(segments, units, self.mixed_heads, self.head_size, -1)
+        convolved = torch.einsum("suhk,suhdk->suhd", kernels, windows).reshape(segments, units, -1)
+
+        mixed = torch.cat([attended, convolved], dim=-1)  # (segments, units, dim)
+        states = self.attention_norm(states + self.dropout(self.attention_output(mixed)))
+        feed_forward = self.output(self.activation(self.intermediate(states)))
+        states = self.output_norm(states + self.dropout(feed_forward))
+        return states * keep
+
+
+def length_groups(lengths: list[int], ratio: float, min_length: int = 0) -> list[list[int]]:
+    """Segment indices grouped by length, longest first: a group takes segments while they are at least `ratio`
+    times as long as its first (longest) one, so no segment of a group is padded by more than `1 - ratio`; a group
+    whose longest segment has at most `min_length` units takes every shorter segment."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        longest = lengths[groups[-1][0]] if groups else 0
+        if groups and (lengths[index] >= ratio * longest or longest <= min_length):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def build_unit_encoder(config, dim: int) -> UnitEncoder:
+    """Instantiate the unit encoder named by `config.unit_encoder` over unit states of size `dim`."""
+    return UNIT_ENCODERS.get_class(config.unit_encoder)(config, dim)
