@@ -23,6 +23,7 @@ from .modeling.modeling_metaembed import (
 from .modeling.pairing import list_architectures
 from .modeling.pooling import list_poolings
 from .modeling.processing_metaembed import MetaEmbedProcessor
+from .modeling.unit_encoders import list_unit_encoders
 
 AutoConfig.register(MetaEmbedConfig.model_type, MetaEmbedConfig, exist_ok=True)
 AutoModel.register(MetaEmbedConfig, MetaEmbedModel, exist_ok=True)
@@ -46,4 +47,5 @@ __all__ = [
     "list_fusions",
     "list_heads",
     "list_poolings",
+    "list_unit_encoders",
 ]
