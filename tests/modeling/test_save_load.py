@@ -171,7 +171,8 @@ def test_remote_code_load_without_the_library(trained_like, processor, tmp_path,
     processor.save_pretrained(folder)
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    # one thread, as conftest sets for this process: the same summation order, so outputs agree bit for bit
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, str(script), str(folder), str(tmp_path / "out.pt")],
         env=env,
