@@ -629,12 +629,18 @@ def _edit_config(folder: Path, edit) -> None:
         (lambda c: c.update(pooling="median"), r"unknown pooling 'median'"),
         (
             lambda c: c.update(fusion="attention", fusion_num_heads=3),
-            r"fusion_num_heads=3 must divide the fusion size",
+            r"fusion_num_heads=3 must divide the fusion size \(fusion_dim\) 16; choose one of: 1, 2, 4, 8, 16",
         ),
-        (lambda c: c.update(head="convbert", convbert_num_heads=6), r"convbert_num_heads=6 must divide the unit size"),
+        (
+            lambda c: c.update(unit_encoder="convbert", convbert_num_heads=6),
+            r"convbert_num_heads=6 must be even .* divide the unit size 16; choose one of: 2, 4, 8, 16",
+        ),
         (lambda c: c.update(window_size=4, window_overlap=4), r"window_overlap must be a whole number"),
         (lambda c: c.update(backbone_unit_types=["residue"]), r"backbone_unit_types has 1 entries for 2 backbone"),
-        (lambda c: c["backbone_configs"][0].update(hidden_size=32), r"config.json does not describe these weights"),
+        (
+            lambda c: c["backbones"][0]["config"].update(hidden_size=32),
+            r"config.json does not describe these weights",
+        ),
         (
             lambda c: c.update(fusion_dim=8),
             r"config.json does not describe these weights \(\d+ tensors differ, e\.g\.",
@@ -675,14 +681,14 @@ def test_remote_code_files_import_only_torch_transformers_and_each_other(saved_v
 
 
 def _dropout_heavy_model(short_backbones) -> MetaEmbedForSequenceClassification:
-    """ConvBERT head, attention fusion and a BERT backbone, each with dropout configured."""
+    """ConvBERT unit encoder, attention fusion and a BERT backbone, each with dropout configured."""
     backbone = tiny_backbones.build_tiny_bert(max_length=MAX_RESIDUES)[0]
     backbone.config.hidden_dropout_prob = backbone.config.attention_probs_dropout_prob = 0.5
     for module in backbone.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.5
     return MetaEmbedForSequenceClassification.from_backbones(
-        [backbone], unit_types=["word"], fusion="attention", head="convbert", num_labels=2, fusion_dropout=0.5,
+        [backbone], unit_types=["word"], fusion="attention", unit_encoder="convbert", num_labels=2, fusion_dropout=0.5,
         head_dropout=0.5, convbert_num_heads=2,
     )  # fmt: skip
 
