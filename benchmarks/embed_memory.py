@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.io.records import EMBEDDING_INDEX_NAME
+from hf_metaembed.io.embeddings import EMBEDDING_INDEX_NAME
 from hf_metaembed.testing import make_tiny_ankh, make_tiny_esm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

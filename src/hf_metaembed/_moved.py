@@ -29,7 +29,7 @@ MOVED_MODULES = {
     },
     "hf_metaembed.cards": "hf_metaembed.integrations.cards",
     "hf_metaembed.demo": "hf_metaembed.cli.demo",
-    "hf_metaembed.io_utils": "hf_metaembed.io.records",
+    "hf_metaembed.io_utils": "hf_metaembed.io",
     "hf_metaembed.metrics": "hf_metaembed.integrations.metrics",
     "hf_metaembed.peft_utils": "hf_metaembed.integrations.peft",
     "hf_metaembed.pipelines": "hf_metaembed.integrations.pipelines",

@@ -1,4 +1,5 @@
-"""Regression metrics for binding-affinity models, and the conversion of dissociation constants to pKd.
+"""`Trainer` metrics (regression metrics for binding-affinity models; accuracy and macro F1 for classifiers), and the
+conversion of dissociation constants to pKd.
 
 Not model code (never copied next to a saved model); uses numpy only, not scipy.
 """
@@ -197,6 +198,29 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return results
 
 
+def classification_metrics(eval_pred) -> dict[str, float]:
+    """`compute_metrics` for a classification `Trainer`: accuracy and macro F1 of the arg-max predictions.
+
+    Args:
+        eval_pred: an `EvalPrediction` (or a `(logits, labels)` pair) with logits `(samples, num_labels)` (a tuple of
+            model outputs is read from its first element) and labels `(samples,)`.
+
+    Returns:
+        `{"accuracy", "f1_macro"}`; the macro F1 averages over every label that occurs in the labels or predictions.
+    """
+    logits, labels = eval_pred[0], eval_pred[1]
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    predictions = np.asarray(logits).argmax(axis=-1)
+    labels = np.asarray(labels)
+    f1_scores = []
+    for label in np.unique(np.concatenate([labels, predictions])):
+        true_positive = np.sum((predictions == label) & (labels == label))
+        denominator = np.sum(predictions == label) + np.sum(labels == label)
+        f1_scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return {"accuracy": float(np.mean(predictions == labels)), "f1_macro": float(np.mean(f1_scores))}
+
+
 def kd_to_pkd(kd: float | Sequence[float] | np.ndarray, unit: str = "M") -> float | np.ndarray:
     """pKd = -log10(KD in molar), with no capping (1 fM gives 15, 1 mM gives 3).
 
@@ -284,6 +308,7 @@ def get_label_transform(name: str):
 __all__ = [
     "LABEL_TRANSFORMS",
     "REFERENCE_KD_EPSILON",
+    "classification_metrics",
     "compute_metrics",
     "get_label_transform",
     "kd_to_pkd",

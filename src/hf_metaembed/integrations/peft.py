@@ -7,7 +7,7 @@ MetaEmbed blocks outside the backbones (fusion, layer mixes, token poolers, unit
 
 ```python
 from peft import get_peft_model
-from hf_metaembed.peft_utils import lora_config
+from hf_metaembed.integrations.peft import lora_config
 
 peft_model = get_peft_model(model, lora_config(model, r=8, backbones=[0]))
 ```
@@ -24,7 +24,8 @@ from peft import LoraConfig
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 
-from ..modeling.modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
+from .._utils import metaembed_of
+from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
 
 # families this project uses that peft's table lacks (ESM-2 names its projections as BERT does)
 _EXTRA_TARGETS = {"esm": ["query", "value"], "umt5": ["q", "v"]}
@@ -56,18 +57,6 @@ def backbone_lora_names(model_type: str) -> list[str]:
     return list(names)
 
 
-def _metaembed_of(model: nn.Module) -> tuple[MetaEmbedModel, str]:
-    """The `MetaEmbedModel` inside `model` and its name prefix (`""` or `"metaembed."`)."""
-    if isinstance(model, MetaEmbedModel):
-        return model, ""
-    if isinstance(model, MetaEmbedPreTrainedModel) and isinstance(getattr(model, "metaembed", None), MetaEmbedModel):
-        return model.metaembed, "metaembed."
-    raise TypeError(
-        f"expected a MetaEmbed model (MetaEmbedModel or MetaEmbedFor*), got {type(model).__name__}; pass the model "
-        "before wrapping it with peft"
-    )
-
-
 def _has_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
@@ -86,7 +75,7 @@ def lora_target_modules(model: MetaEmbedPreTrainedModel, backbones: Sequence[int
         `modules_to_save` lists the full names of the fusion, layer mixes, token poolers, unit encoder, pair
         architecture and `classifier` (those holding parameters).
     """
-    metaembed, _ = _metaembed_of(model)
+    metaembed = metaembed_of(model, unwrap_peft=False)
     count = metaembed.config.num_backbones
     if backbones is None:
         chosen = [i for i in range(count) if metaembed.config.get_backbone_config(i).model_type not in _NO_TARGETS]
@@ -122,7 +111,8 @@ def lora_target_modules(model: MetaEmbedPreTrainedModel, backbones: Sequence[int
 
 def lora_modules_to_save(model: MetaEmbedPreTrainedModel) -> list[str]:
     """Full names of the non-backbone modules with parameters, which train in full (and are saved) beside LoRA."""
-    metaembed, prefix = _metaembed_of(model)
+    metaembed = metaembed_of(model, unwrap_peft=False)
+    prefix = "" if metaembed is model else "metaembed."
     names = []
     for block in _METAEMBED_BLOCKS:
         module = getattr(metaembed, block, None)

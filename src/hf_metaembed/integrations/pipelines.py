@@ -2,7 +2,7 @@
 
 ```python
 from transformers import pipeline
-import hf_metaembed.pipelines  # registers the "metaembed-feature-extraction" task
+import hf_metaembed.integrations.pipelines  # registers the "metaembed-feature-extraction" task
 
 extractor = pipeline("metaembed-feature-extraction", model="path/or/hub-id")
 result = extractor("MKTAYIAKQRQISFVKSHFSRQ")

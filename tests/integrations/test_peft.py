@@ -7,6 +7,7 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
+from hf_metaembed._utils import metaembed_of
 from hf_metaembed.integrations.peft import lora_config, lora_modules_to_save, lora_target_modules
 from hf_metaembed.modeling.backbones import load_backbone
 from hf_metaembed.modeling.static_vectors import StaticVectorsConfig, StaticVectorsModel
@@ -78,6 +79,17 @@ def test_targets_for_chosen_backbones_and_base_model(folders):
     assert lora_target_modules(head).modules_to_save == ["metaembed.fusion", "classifier"]
     with pytest.raises(ValueError, match="out of range"):
         lora_target_modules(base, backbones=[2])
+
+
+def test_targets_are_read_off_the_unwrapped_model_only(folders):
+    head = MetaEmbedForSequenceClassification.from_backbones([folders["esm"]], num_labels=1)
+    wrapped = get_peft_model(head, lora_config(head, r=2))
+    with pytest.raises(TypeError, match="pass the model before wrapping it with peft"):
+        lora_target_modules(wrapped)
+    with pytest.raises(TypeError, match="expected a MetaEmbed model .* got Linear"):
+        lora_modules_to_save(torch.nn.Linear(2, 2))
+    # the cache and the command line look through the wrapper to the same inner model
+    assert metaembed_of(wrapped) is metaembed_of(head) is head.metaembed
 
 
 def test_modules_to_save_lists_every_trained_block(folders):

@@ -1,24 +1,18 @@
 """Tests of the frozen-feature cache: cached equals online for every registered architecture and fusion, dedup,
 resume after an interruption, refusal of a foreign fingerprint or a corrupted shard, Trainer and CLI entry."""
 
-import argparse
 import copy
 import csv
 import json
 import os
 import pickle
-import sys
-from pathlib import Path
 
 import pytest
+import tiny_backbones as tb
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import tiny_backbones as tb  # noqa: E402
-
-import hf_metaembed.cache as cache_module  # noqa: E402
-from hf_metaembed import (  # noqa: E402
+import hf_metaembed.cache.build as cache_build
+from hf_metaembed import (
     MetaEmbedForSequenceClassification,
     MetaEmbedForTokenClassification,
     MetaEmbedProcessor,
@@ -26,7 +20,7 @@ from hf_metaembed import (  # noqa: E402
     list_fusions,
     list_heads,
 )
-from hf_metaembed.cache import (  # noqa: E402
+from hf_metaembed.cache import (
     CachedFeatureCollator,
     CachedFeatureDataset,
     CacheFingerprintError,
@@ -34,12 +28,12 @@ from hf_metaembed.cache import (  # noqa: E402
     FeatureCache,
     MissingSegmentError,
     UncacheableModelError,
-    add_cache_arguments,
     build_feature_cache,
     load_feature_cache,
-    run_cache_command,
+    segment_key,
 )
-from hf_metaembed.modeling.backbones import load_backbone  # noqa: E402
+from hf_metaembed.cli import EXIT_OK, EXIT_USAGE, main
+from hf_metaembed.modeling.backbones import load_backbone
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -232,7 +226,7 @@ def test_resume_after_interruption_gives_the_same_cache(backbones, processor, tm
     reference = build_feature_cache(model, processor, tmp_path / "whole", **tiny_shards)
     assert len(reference.shards) == 10
 
-    real_write = cache_module._write_shard
+    real_write = cache_build.write_shard
     written = []
 
     def write_then_fail(*args, **kwargs):
@@ -241,10 +235,10 @@ def test_resume_after_interruption_gives_the_same_cache(backbones, processor, tm
         written.append(args[1])
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "_write_shard", write_then_fail)
+    monkeypatch.setattr(cache_build, "write_shard", write_then_fail)
     with pytest.raises(KeyboardInterrupt):
         build_feature_cache(model, processor, tmp_path / "resumed", **tiny_shards)
-    monkeypatch.setattr(cache_module, "_write_shard", real_write)
+    monkeypatch.setattr(cache_build, "write_shard", real_write)
     (tmp_path / "resumed" / ".shard-00004.safetensors.tmp").write_bytes(b"half a shard")
     assert len(FeatureCache(tmp_path / "resumed").shards) == 4
 
@@ -314,7 +308,7 @@ def test_corrupted_or_truncated_shard_is_refused_and_rebuilt(backbones, processo
     key = next(k for k in cache.keys() if cache._locations[k][0] == name)
     with pytest.raises(CorruptShardError, match=rf"shard {name} .* corrupted: sha256"):
         cache[key]
-    sample = next(i for i, s in enumerate(SEQUENCES) if cache_module.segment_key([s], cache.unit_types) == key)
+    sample = next(i for i, s in enumerate(SEQUENCES) if segment_key([s], cache.unit_types) == key)
     with pytest.raises(CorruptShardError, match=name):
         CachedFeatureDataset(cache, sequences=SEQUENCES)[sample]
 
@@ -366,20 +360,19 @@ def test_trainer_trains_from_the_cache(backbones, processor, shared_cache, tmp_p
     assert all(torch.equal(p, q) for p, q in zip(backbones[0].parameters(), model.metaembed.backbone_0.parameters()))
 
 
-def test_command_line_builds_a_cache_from_jsonl_and_csv(backbone_dirs, backbones, processor, tmp_path):
-    parser = add_cache_arguments(argparse.ArgumentParser())
+def test_command_line_builds_a_cache_from_jsonl_and_csv(backbone_dirs, backbones, processor, tmp_path, capsys):
     lines = tmp_path / "sequences.jsonl"
     lines.write_text("\n".join(json.dumps({"sequence": s}) for s in SEQUENCES) + "\n")
-    args = parser.parse_args([str(lines), str(tmp_path / "jsonl"), "--backbones", *backbone_dirs, "--no-progress"])
-    assert run_cache_command(args) == 0
+    command = ["cache", str(lines), str(tmp_path / "jsonl"), "--backbones", *backbone_dirs, "--no-progress"]
+    assert main(command) == EXIT_OK
+    assert "cached 3 new segments (0 reused; 3 unique of 5 read)" in capsys.readouterr().out
     cache = load_feature_cache(tmp_path / "jsonl", make_model(backbones), processor)
     assert len(cache) == 3  # two sequences come twice, once in lower case
     CachedFeatureDataset(cache, sequences=SEQUENCES)
 
-    args = parser.parse_args(
-        [str(lines), str(tmp_path / "bad"), "--backbones", *backbone_dirs, "--sequence-column", "x"]
-    )
-    assert run_cache_command(args) == 2  # an input error, as in every hf-metaembed subcommand
+    command = ["cache", str(lines), str(tmp_path / "bad"), "--backbones", *backbone_dirs, "--sequence-column", "x"]
+    assert main(command) == EXIT_USAGE  # an input error, as in every hf-metaembed subcommand
+    assert "hf-metaembed cache: error: row 0: no column 'x'" in capsys.readouterr().err
 
     assert PAIR_ARCHITECTURES
     table = tmp_path / "complexes.csv"
@@ -388,11 +381,9 @@ def test_command_line_builds_a_cache_from_jsonl_and_csv(backbone_dirs, backbones
         writer.writerow(["ligand_a", "ligand_b", "receptor", "affinity"])
         for lig, rec, label in zip(LIGAND, RECEPTOR, LABELS.tolist()):
             writer.writerow([lig[0], lig[1] if len(lig) > 1 else "", ",".join(rec), label])
-    args = parser.parse_args(
-        [str(table), str(tmp_path / "csv"), "--backbones", *backbone_dirs, "--architecture", *PAIR_ARCHITECTURES]
-        + ["--ligand-columns", "ligand_a", "ligand_b", "--receptor-columns", "receptor", "--no-progress"]
-    )
-    assert run_cache_command(args) == 0
+    command = ["cache", str(table), str(tmp_path / "csv"), "--backbones", *backbone_dirs]
+    command += ["--architecture", *PAIR_ARCHITECTURES, "--ligand-columns", "ligand_a", "ligand_b"]
+    assert main(command + ["--receptor-columns", "receptor", "--no-progress"]) == EXIT_OK
     cache = load_feature_cache(tmp_path / "csv", make_model(backbones), processor)
     for architecture in PAIR_ARCHITECTURES:
         CachedFeatureDataset(cache, ligand=LIGAND, receptor=RECEPTOR, architecture=architecture)

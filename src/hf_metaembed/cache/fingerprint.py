@@ -1,0 +1,167 @@
+"""The fingerprint of a cache: everything that decides the backbone states it stores, and how two fingerprints differ.
+
+Per backbone its name, revision, weights hash, dtype, layer and tokenizer hash; the alignment settings; the processor
+settings; and `ALIGNMENT_VERSION`. A cache is used only with a model and processor of the same fingerprint.
+"""
+
+import hashlib
+import json
+import weakref
+
+import torch
+
+from .._utils import metaembed_of
+from ..modeling.modeling_metaembed import MetaEmbedModel
+from ..modeling.processing_metaembed import MetaEmbedProcessor
+from .errors import FeatureCacheError, UncacheableModelError
+
+# bump whenever token-to-unit alignment or layer selection changes what `compute_backbone_states` returns
+ALIGNMENT_VERSION = 1
+
+# config fields deciding how backbones read long segments (sliding windows), hence their states
+_WINDOW_FIELDS = ("window_size", "window_overlap", "window_combine")
+# `model_types` picks each backbone's family record, already fingerprinted per backbone as its `model_type`
+_PROCESSOR_FIELDS_WITHOUT_EFFECT = {
+    "processor_class",
+    "backbone_names",
+    "architecture",
+    "per_unit_labels",
+    "auto_map",
+    "model_types",
+}
+_WEIGHT_HASHES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 over every tensor of `module.state_dict()` (names, dtypes, shapes and bytes), memoised per module until
+    one of its tensors is replaced or modified in place."""
+    state = module.state_dict()
+    signature = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in state.items())
+    memo = _WEIGHT_HASHES.get(module)
+    if memo is not None and memo[0] == signature:
+        return memo[1]
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        if tensor.is_meta:
+            raise FeatureCacheError(f"weight {name!r} is on the meta device (not loaded): load the model fully first")
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    _WEIGHT_HASHES[module] = (signature, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    """sha256 of what decides a tokenizer's ids: its vocabulary, special tokens and case/prefix-space handling."""
+    payload = {
+        "vocab": sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0])),
+        "special_tokens": sorted(tokenizer.all_special_tokens),
+        "do_lower_case": getattr(tokenizer, "do_lower_case", None),
+        "add_prefix_space": getattr(tokenizer, "add_prefix_space", None),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def cacheable_base_model(model) -> MetaEmbedModel:
+    """The `MetaEmbedModel` of `model`, after checking its backbone states can be cached exactly.
+
+    Raises `UncacheableModelError` when a backbone is trainable, or at `level="sequence"` when a learned part (an
+    attention pooling of tokens or a `"mix"` of layers) sits before fusion.
+    """
+    base = metaembed_of(model)
+    config = base.config
+    for index, backbone in enumerate(base.backbones):
+        if any(parameter.requires_grad for parameter in backbone.parameters()):
+            raise UncacheableModelError(
+                f"backbone {index} ({config.backbone_names[index]}) is trainable (unfrozen or with adapters): its "
+                "states change while training and cannot be cached; call model.freeze_backbones() or train online"
+            )
+    if config.level == "sequence":
+        if config.pooling == "attention":
+            raise UncacheableModelError(
+                "level='sequence' with pooling='attention' pools each backbone's tokens with learned weights before "
+                "fusion, so the cached vectors would go stale; use pooling='mean' or 'max', or level='unit'"
+            )
+        mixed = [i for i, layer in enumerate(config.backbone_layers) if layer == "mix"]
+        if mixed:
+            raise UncacheableModelError(
+                f"level='sequence' with a 'mix' layer (backbones {mixed}) mixes layers with learned weights before "
+                "pooling, so the cached vectors would go stale; pick one layer per backbone, or use level='unit'"
+            )
+    return base
+
+
+def model_fingerprint(model, processor: MetaEmbedProcessor) -> dict:
+    """Everything that decides the cached states: per backbone its name, revision, weights hash, dtype, layer and
+    tokenizer; the alignment settings; the processor settings; and `ALIGNMENT_VERSION`."""
+    base = cacheable_base_model(model)
+    config = base.config
+    if len(processor.tokenizers) != config.num_backbones:
+        raise FeatureCacheError(
+            f"the processor has {len(processor.tokenizers)} tokenizers for {config.num_backbones} backbones; use the "
+            "processor built for this model"
+        )
+    backbones = []
+    for index, backbone in enumerate(base.backbones):
+        parameter = next(backbone.parameters(), None)
+        backbones.append(
+            {
+                "name": config.backbone_names[index],
+                "revision": config.backbone_revisions[index],
+                "model_type": backbone.config.model_type,
+                "weights_sha256": weights_sha256(backbone),
+                "dtype": str(parameter.dtype).removeprefix("torch.") if parameter is not None else None,
+                "layer": config.backbone_layers[index],
+                "tokenizer_sha256": tokenizer_sha256(processor.tokenizers[index]),
+            }
+        )
+    alignment = {
+        "alignment_version": ALIGNMENT_VERSION,
+        "level": config.level,
+        "subword_pooling": config.subword_pooling,
+    }
+    alignment.update({field: getattr(config, field, None) for field in _WINDOW_FIELDS})
+    if config.level == "sequence":
+        alignment.update(pooling=config.pooling, pool_special_tokens=config.pool_special_tokens)
+    # every processor setting but those that cannot change a segment's tokens (a new setting counts by default)
+    settings = {k: v for k, v in processor.to_dict().items() if k not in _PROCESSOR_FIELDS_WITHOUT_EFFECT}
+    return {"backbones": backbones, "alignment": alignment, "processor": settings}
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else key))
+        return flat
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        flat = {f"{prefix}.count": len(value)}
+        for index, item in enumerate(value):
+            flat.update(_flatten(item, f"{prefix}[{index}]"))
+        return flat
+    return {prefix: value}
+
+
+def fingerprint_differences(cached: dict, current: dict) -> list[str]:
+    """Human-readable lines `field: cache has X, this model has Y` for every field that differs."""
+    old, new = _flatten(cached), _flatten(current)
+    lines = []
+    for field in sorted(set(old) | set(new)):
+        if old.get(field, "<absent>") != new.get(field, "<absent>"):
+            lines.append(
+                f"{field}: cache has {old.get(field, '<absent>')!r}, this model has {new.get(field, '<absent>')!r}"
+            )
+        if len(lines) == 12:
+            lines.append("...")
+            break
+    return lines
+
+
+__all__ = [
+    "ALIGNMENT_VERSION",
+    "cacheable_base_model",
+    "fingerprint_differences",
+    "model_fingerprint",
+    "tokenizer_sha256",
+    "weights_sha256",
+]

@@ -1,0 +1,91 @@
+"""The error policy of `hf-metaembed`: exit codes, the errors commands raise, and the one mapping from an exception to
+its exit code and one-line message. A leaf: every command module (the demo too) imports it, it imports none of them."""
+
+import importlib
+
+from ..io.records import InputError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = """exit codes:
+  0    success
+  1    runtime failure (a model or library error, a failed write); rerunning `embed` resumes where it stopped
+  2    usage or input error: bad arguments, missing or unreadable input, unknown column or format, output not
+       writable, invalid sequence, missing optional dependency
+  130  interrupted (Ctrl-C); `embed` keeps every finished record and resumes when rerun
+
+add --debug to any subcommand to see the full traceback of an error."""
+
+DEMO_EXTRA_HINT = "pip install 'hf_metaembed[demo]'"
+
+# errors the user fixes by changing the input or the arguments (exit code 2); any other exception is a failure (1)
+USAGE_ERRORS = (InputError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+class CLIError(Exception):
+    """An error reported as one line with a given exit code."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(CLIError):
+    """Bad arguments or input the user must fix (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (the form of every `hf-metaembed` error), or its type if it has none."""
+    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return text or type(error).__name__
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code `hf-metaembed` reports `error` with (see `EXIT_CODES`)."""
+    if isinstance(error, CLIError):
+        return error.exit_code
+    return EXIT_USAGE if isinstance(error, USAGE_ERRORS) else EXIT_FAILURE
+
+
+def error_message(command: str, error: BaseException) -> str:
+    """`hf-metaembed COMMAND: error: ...` on one line; an unexpected failure also names its exception type."""
+    detail = one_line(error)
+    if exit_code(error) == EXIT_FAILURE and not isinstance(error, CLIError):
+        detail = f"{type(error).__name__}: {detail}"
+    return f"hf-metaembed {command}: error: {detail}"
+
+
+def require(module: str, extra_hint: str = DEMO_EXTRA_HINT):
+    """Import an optional dependency, or raise a `UsageError` that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        if error.name is not None and module.split(".")[0] != error.name.split(".")[0]:
+            raise
+        raise UsageError(f"this command needs the optional package {module.split('.')[0]!r}: {extra_hint}") from None
+
+
+def check_positive(value: int | None, name: str) -> None:
+    """Raise a `UsageError` unless `value` (an optional count given as option `name`) is at least 1."""
+    if value is not None and value < 1:
+        raise UsageError(f"{name} must be a positive integer, got {value}")
+
+
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "USAGE_ERRORS",
+    "CLIError",
+    "UsageError",
+    "check_positive",
+    "error_message",
+    "exit_code",
+    "one_line",
+    "require",
+]

@@ -1,0 +1,134 @@
+"""What the commands load, and how they feed it: saved MetaEmbed folders (model and processor), devices, and
+records encoded batch by batch with errors that name the record. One home for every command (`embed`, `train`,
+`evaluate`, `cache`); heavy libraries are imported inside the functions."""
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..io.records import InputError
+from .errors import UsageError, one_line
+
+PROCESSOR_FILE = "processor_config.json"
+
+
+def saved_model_type(folder: str | os.PathLike) -> str | None:
+    """The `model_type` in `folder/config.json`, or None when `folder` holds no config.json (e.g. a Hub id)."""
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {str(config_path)!r}: {error}") from None
+
+
+def check_model_folder(folder: str | os.PathLike, require_processor: bool = True) -> Path:
+    """`folder` as a path, after checking it holds a saved MetaEmbed model (and, if required, its processor)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise UsageError(f"model folder {str(folder)!r} does not exist; pass a folder written by save_pretrained")
+    if not (path / "config.json").is_file():
+        raise UsageError(f"{str(folder)!r} has no config.json; pass a folder written by model.save_pretrained")
+    model_type = saved_model_type(path)
+    if model_type != "metaembed":
+        raise UsageError(
+            f"{str(folder)!r} holds a {model_type!r} model, not a MetaEmbed model; build one with "
+            "`hf-metaembed train --backbones ...` or MetaEmbedModel.from_backbones(...).save_pretrained(folder)"
+        )
+    if require_processor and not (path / PROCESSOR_FILE).is_file():
+        raise UsageError(f"{str(folder)!r} has no {PROCESSOR_FILE}; save it with processor.save_pretrained(folder)")
+    return path
+
+
+def processor_for(config):
+    """A fresh `MetaEmbedProcessor` for the backbones (names and revisions) of a MetaEmbed `config`."""
+    from ..modeling.processing_metaembed import MetaEmbedProcessor
+
+    return MetaEmbedProcessor.from_backbones(config.backbone_names, revisions=config.backbone_revisions)
+
+
+def load_processor(folder: Path, config=None):
+    """The processor saved in `folder`; without one, a fresh one for the backbones of `config` (when given)."""
+    from ..modeling.processing_metaembed import MetaEmbedProcessor
+
+    if (folder / PROCESSOR_FILE).is_file() or config is None:
+        return MetaEmbedProcessor.from_pretrained(str(folder))
+    return processor_for(config)
+
+
+def load_saved_model(folder: str | os.PathLike, model_class=None, require_processor: bool = True, **kwargs):
+    """`(model, processor)` of a saved MetaEmbed folder, checked first (`check_model_folder`).
+
+    Args:
+        folder: the folder written by `save_pretrained`.
+        model_class: the class to load (default `MetaEmbedModel`), e.g. `MetaEmbedForSequenceClassification`.
+        require_processor: refuse a folder without a saved processor; otherwise build one for the model's backbones.
+        kwargs: passed to `from_pretrained`.
+    """
+    from ..modeling.modeling_metaembed import MetaEmbedModel
+
+    path = check_model_folder(folder, require_processor)
+    model = (model_class or MetaEmbedModel).from_pretrained(str(path), **kwargs)
+    return model, load_processor(path, model.config)
+
+
+def torch_device(name: str):
+    """The torch device named by `--device` (`auto`: cuda when available, else cpu)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+
+
+def encode(processor, records: list, **kwargs):
+    """Encode a batch of `Record`s; on bad input, name the record (file position and id), not the batch position."""
+    texts = [record.text for record in records]
+    try:
+        return processor(texts, **kwargs)
+    except (ValueError, TypeError) as batch_error:
+        for record in records:
+            try:
+                processor([record.text], **kwargs)
+            except (ValueError, TypeError) as error:
+                message = re.sub(r"^sample 0(?: \([a-z]+\))?: ", "", one_line(error))
+                raise InputError(f"record {record.index} (id {record.id!r}): {message}") from error
+        raise batch_error
+
+
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last one shorter), read lazily from `items`."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def progress(total: int | None, description: str, disable: bool, initial: int = 0):
+    """A tqdm bar counting sequences (hidden with `--no-progress`)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="seq", disable=True if disable else None)
+
+
+__all__ = [
+    "batches",
+    "check_model_folder",
+    "encode",
+    "load_processor",
+    "load_saved_model",
+    "processor_for",
+    "progress",
+    "saved_model_type",
+    "torch_device",
+]
