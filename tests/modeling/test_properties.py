@@ -40,10 +40,10 @@ def protein_processor(folders) -> MetaEmbedProcessor:
 
 @pytest.fixture(scope="module")
 def protein_model(folders) -> MetaEmbedForSequenceClassification:
-    """The padding-sensitive parts together: cdme (packed BiLSTM), ConvBERT head (masked convolution), attention
-    pooling."""
+    """The padding-sensitive parts together: cdme (packed BiLSTM), ConvBERT unit encoder (masked convolution),
+    attention pooling."""
     return MetaEmbedForSequenceClassification.from_backbones(
-        [folders["esm"], folders["prott5"]], fusion="cdme", head="convbert", pooling="attention", num_labels=2,
+        [folders["esm"], folders["prott5"]], fusion="cdme", unit_encoder="convbert", pooling="attention", num_labels=2,
         convbert_num_heads=2,
     ).eval()  # fmt: skip
 
@@ -134,13 +134,34 @@ def test_fusion_weights_are_in_range_and_softmax_weights_sum_to_one(lengths, see
             torch.testing.assert_close(sums, torch.ones_like(sums), msg=f"{fusion} weights do not sum to 1")
 
 
+def _off_initial_values(model: MetaEmbedForSequenceClassification) -> MetaEmbedForSequenceClassification:
+    """Move every trainable weight off its initial value: at initialisation (std 0.02, a bias-free feed-forward block)
+    `hp` logits are about 1e-5, below `ATOL`, so an invariance would hold whatever the model did."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
 @pytest.fixture(scope="module")
-def hp_models(folders) -> dict[str, MetaEmbedForSequenceClassification]:
+def hp_models(folders) -> dict:
+    """`hp` with mean chain pooling, per side combination, with separate ligand and receptor poolers (the default)
+    and with shared ones."""
     models = {
-        combine: MetaEmbedForSequenceClassification.from_backbones(
-            [folders["esm"]], architecture="hp", chain_pooling="mean", side_combine=combine, num_labels=1
+        (combine, separate): _off_initial_values(
+            MetaEmbedForSequenceClassification.from_backbones(
+                [folders["esm"]],
+                architecture="hp",
+                chain_pooling="mean",
+                side_combine=combine,
+                hp_separate_side_poolers=separate,
+                num_labels=1,
+            )
         ).eval()
         for combine in ("concat", "add", "mean")
+        for separate in (True, False)
     }
     return {**models, "processor": MetaEmbedProcessor.from_backbones([folders["esm"]], architecture="hp")}
 
@@ -157,14 +178,16 @@ def test_hp_with_mean_chain_pooling_ignores_chain_order(ligand, receptor, order,
     order.shuffle(shuffled_ligand)
     order.shuffle(shuffled_receptor)
     for combine in ("concat", "add", "mean"):
-        model = hp_models[combine]
-        with torch.no_grad():
-            original = model(**processor(ligand=[ligand], receptor=[receptor])).logits
-            reordered = model(**processor(ligand=[shuffled_ligand], receptor=[shuffled_receptor])).logits
-            torch.testing.assert_close(reordered, original, atol=ATOL, rtol=1e-4)
-            if combine != "concat":  # symmetric side combination: swapping the sides changes nothing either
-                swapped = model(**processor(ligand=[receptor], receptor=[ligand])).logits
-                torch.testing.assert_close(swapped, original, atol=ATOL, rtol=1e-4)
+        for separate in (True, False):
+            model = hp_models[combine, separate]
+            with torch.no_grad():
+                original = model(**processor(ligand=[ligand], receptor=[receptor])).logits
+                reordered = model(**processor(ligand=[shuffled_ligand], receptor=[shuffled_receptor])).logits
+                torch.testing.assert_close(reordered, original, atol=ATOL, rtol=1e-4)
+                if combine != "concat" and not separate:
+                    # symmetric side combination over shared poolers: swapping the sides changes nothing either
+                    swapped = model(**processor(ligand=[receptor], receptor=[ligand])).logits
+                    torch.testing.assert_close(swapped, original, atol=ATOL, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
