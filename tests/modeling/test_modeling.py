@@ -224,17 +224,28 @@ def test_each_backbone_loaded_exactly_once(protein_pair, monkeypatch):
 
 def test_config_round_trips_every_field(protein_models, tmp_path):
     config = protein_models["dme"].config
-    config.fusion_dim = 12
-    config.backbone_layers = ["mix", 1]
-    config.head = "mlp"
-    config.save_pretrained(tmp_path)
-    reloaded = MetaEmbedConfig.from_pretrained(tmp_path)
-    original = config.to_dict()
-    for key, value in original.items():
-        if key != "transformers_version":
-            assert reloaded.to_dict()[key] == value, key
-    assert MetaEmbedConfig.from_dict(original).to_json_string() == config.to_json_string()
-    config.fusion_dim, config.backbone_layers, config.head = None, ["last", "last"], "linear"
+    changes = {
+        "fusion_dim": 12,
+        "backbone_layers": ["mix", 1],
+        "head": "mlp",
+        "unit_encoder": "convbert",
+        "convbert_num_heads": 4,  # a setting a block declares round-trips like a built-in one
+    }
+    before = {name: getattr(config, name) for name in changes}
+    for name, value in changes.items():
+        setattr(config, name, value)
+    try:
+        config.save_pretrained(tmp_path)
+        reloaded = MetaEmbedConfig.from_pretrained(tmp_path)
+        original = config.to_dict()
+        for key, value in original.items():
+            if key != "transformers_version":
+                assert reloaded.to_dict()[key] == value, key
+        assert MetaEmbedConfig.from_dict(original).to_json_string() == config.to_json_string()
+        assert {name: getattr(reloaded, name) for name in changes} == changes
+    finally:
+        for name, value in before.items():
+            setattr(config, name, value)
 
 
 @pytest.mark.parametrize(
@@ -245,6 +256,11 @@ def test_config_round_trips_every_field(protein_models, tmp_path):
         ({"backbone_layers": ["top", "last"]}, "unknown layer 'top' for backbone 0"),
         ({"level": "token"}, "unknown level 'token'"),
         ({"architecture": "siamese"}, "unknown architecture 'siamese'"),
+        (
+            {"unit_encoder": "lstm"},
+            r"unknown unit encoder 'lstm' \(config field `unit_encoder`\); choose one of: none, convbert",
+        ),
+        ({"head": "convbrt"}, r"unknown head 'convbrt' \(config field `head`\); choose one of: linear, mlp"),
     ],
 )
 def test_bad_settings_name_the_choices(settings, message, protein_models):
