@@ -158,14 +158,7 @@ def classifier_for(model, backbone_indices: list[int], seed: int):
     from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
 
     settings = model.config.to_dict()
-    for field in (
-        "backbone_configs",
-        "backbone_names",
-        "backbone_revisions",
-        "backbone_unit_types",
-        "backbone_layers",
-    ):
-        settings[field] = [settings[field][i] for i in backbone_indices]
+    settings["backbones"] = [settings["backbones"][i] for i in backbone_indices]
     # every variant projects to the same size, so "alone" and "fused" differ only in the backbones they see
     settings["fusion_dim"] = model.metaembed.fusion.dim
     for key in ("auto_map", "architectures", "transformers_version", "model_type"):

@@ -25,12 +25,9 @@ from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPP
 from torch import nn
 
 from .._utils import metaembed_of
+from ..modeling.backbones import backbone_family
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
 
-# families this project uses that peft's table lacks (ESM-2 names its projections as BERT does)
-_EXTRA_TARGETS = {"esm": ["query", "value"], "umt5": ["q", "v"]}
-# families that hold nothing for LoRA to adapt (a static vector table is one embedding)
-_NO_TARGETS = {"static_vectors"}
 # MetaEmbedModel children that hold trainable MetaEmbed layers (everything but the backbones)
 _METAEMBED_BLOCKS = ("layer_mixes", "token_poolers", "fusion", "unit_encoder", "pairing")
 # ModuleDict/ModuleList containers are indexed by the model; peft's wrapper cannot be, so their entries are listed
@@ -45,10 +42,11 @@ class LoraTargets(NamedTuple):
 
 
 def backbone_lora_names(model_type: str) -> list[str]:
-    """Leaf names of the layers LoRA adapts in one backbone family (e.g. `["query", "value"]` for `"bert"`)."""
-    if model_type in _NO_TARGETS:
-        return []
-    names = _EXTRA_TARGETS.get(model_type) or TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    """Leaf names of the layers LoRA adapts in one backbone family (e.g. `["query", "value"]` for `"bert"`): its
+    family record's `lora_targets`, else peft's table for the model type."""
+    names = backbone_family(model_type).lora_targets
+    if names is None:
+        names = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
     if names is None:
         raise ValueError(
             f"no default LoRA targets are known for {model_type!r} backbones; pass `target_modules` to "
@@ -78,7 +76,8 @@ def lora_target_modules(model: MetaEmbedPreTrainedModel, backbones: Sequence[int
     metaembed = metaembed_of(model, unwrap_peft=False)
     count = metaembed.config.num_backbones
     if backbones is None:
-        chosen = [i for i in range(count) if metaembed.config.get_backbone_config(i).model_type not in _NO_TARGETS]
+        model_types = [metaembed.config.get_backbone_config(i).model_type for i in range(count)]
+        chosen = [i for i, model_type in enumerate(model_types) if backbone_family(model_type).lora_targets != ()]
     else:
         chosen = sorted(set(backbones))
         for index in chosen:

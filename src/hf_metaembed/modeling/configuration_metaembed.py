@@ -97,7 +97,7 @@ LEGACY_BACKBONE_LISTS = {
 
 
 def _backbone_record(entry: dict, index: int) -> dict:
-    """One backbone's record with every field present (`unit_type` from its family when not given)."""
+    """One backbone's record with every field present (release 0.1's defaults for those not given)."""
     if not isinstance(entry, dict) or entry.get("config") is None:
         raise ValueError(
             f"backbones[{index}] must be a dict with a 'config' (the backbone's config dict with its model_type), got "
@@ -113,7 +113,7 @@ def _backbone_record(entry: dict, index: int) -> dict:
     return {
         "name": entry.get("name"),
         "revision": entry.get("revision"),
-        "unit_type": entry.get("unit_type") or backbone_family(config.get("model_type")).unit_type or "word",
+        "unit_type": entry.get("unit_type") or "word",
         "layer": "last" if entry.get("layer") is None else entry["layer"],
         "window_size": entry.get("window_size"),
         "config": config,
@@ -165,8 +165,8 @@ class MetaEmbedConfig(PreTrainedConfig):
             - `name` (`str`, *optional*): Hub id or local path, used to fetch the backbone's weights when the model
               was saved without them (`save_backbone_weights=False`);
             - `revision` (`str`, *optional*): its revision on the Hub;
-            - `unit_type` (`str`): `"residue"` (protein) or `"word"` (text); defaults to the unit type of the
-              backbone's family (`backbone_family`), else `"word"`;
+            - `unit_type` (`str`, defaults to `"word"`): `"residue"` (protein) or `"word"` (text); `from_backbones`
+              takes it from the backbone's family record (`backbone_family`) or guesses it from the tokenizer;
             - `layer` (`str | int`, defaults to `"last"`): the hidden layer that feeds fusion: `"last"`, an index into
               the backbone's hidden states (0 = embeddings, negative counts from the end), or `"mix"`, a learned
               softmax-weighted scalar mix of all layers;

@@ -7,13 +7,16 @@ tokens (the prefix and suffix the processor put around the whole segment: <cls>/
 of the batch run through the backbone as one batch, and the states of each original token are combined over the
 windows that contain it. A segment that fits in one window is read exactly as without windows.
 
-Model code (copied next to a saved model for `trust_remote_code`): imports torch and the standard library only.
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, the standard library and its sibling
+files only.
 """
 
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from .backbones import backbone_family
 
 WINDOW_COMBINES = ("center", "mean", "first")
 
@@ -62,13 +65,17 @@ def backbone_window(config, index: int) -> tuple[int, int] | None:
 def position_limit(backbone: nn.Module) -> int | None:
     """Most tokens a backbone reads: the rows of a learned absolute position table (RoBERTa and ESM-1b tables start
     after the padding index, as their position ids do), else the config's `max_position_embeddings` (rotary ESM-2
-    runs past it, but was trained within it); None when the backbone states no limit (relative T5)."""
+    runs past it, but was trained within it) where its family record says that bounds it (`absolute_positions`);
+    None when the backbone states no limit (relative T5)."""
     embeddings = getattr(backbone, "embeddings", None)
     table = getattr(embeddings, "position_embeddings", None)
     if isinstance(table, nn.Embedding):
         padding_idx = getattr(embeddings, "padding_idx", None)
         return table.num_embeddings - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
-    limit = getattr(getattr(backbone, "config", None), "max_position_embeddings", None)
+    config = getattr(backbone, "config", None)
+    if not backbone_family(getattr(config, "model_type", None)).absolute_positions:
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
     return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
