@@ -18,7 +18,15 @@ import tiny_backbones as tb  # noqa: E402
 
 FAMILIES = list(tb.TINY_BUILDERS)
 T5_FAMILIES = {"prott5", "ankh"}
-MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "esm": "esm", "prott5": "t5", "ankh": "t5"}
+TEXT_FAMILIES = {"bert", "roberta", "static_vectors"}
+MODEL_TYPES = {
+    "bert": "bert",
+    "roberta": "roberta",
+    "esm": "esm",
+    "prott5": "t5",
+    "ankh": "t5",
+    "static_vectors": "static_vectors",
+}
 MAX_LENGTH = 24
 
 # Inputs in each family's own calling convention (a batch of two of unequal length, to exercise padding).
@@ -29,7 +37,7 @@ PROTEINS = ["MKTAYIAKQR", "GSHMLE"]
 def encode(family: str, tokenizer, proteins: list[str] = PROTEINS, texts: list[str] = TEXT_INPUTS, **kwargs):
     """Tokenize a padded batch the way a user of that real backbone would."""
     kwargs = {"padding": True, "return_tensors": "pt", **kwargs}
-    if family in ("bert", "roberta"):
+    if family in TEXT_FAMILIES:
         return tokenizer(texts, **kwargs)
     if family == "esm":
         return tokenizer(proteins, **kwargs)

@@ -1,11 +1,16 @@
 """Tiny random-weight backbones with their own tiny tokenizers, for tests, examples and benchmarks.
 
-Every ``build_tiny_*(seed, max_length)`` returns ``(model, tokenizer)`` in memory for one family
-(BERT, RoBERTa, ESM-2, ProtT5, Ankh): random but seeded weights (eval mode), and a tokenizer that
-behaves like the real one of that family. Every ``make_tiny_*(folder, seed, max_length)`` builds the
-same and writes both with ``save_pretrained`` into ``folder``, returning it as ``str``.
+Every ``build_tiny_*(seed, max_length)`` returns ``(model, tokenizer)`` in memory for one kind of
+backbone (BERT, RoBERTa, ESM-2, ProtT5, Ankh, static word vectors): random but seeded weights (eval
+mode), and a tokenizer that behaves like the real one. Every ``make_tiny_*(folder, seed, max_length)``
+builds the same and writes both with ``save_pretrained`` into ``folder``, returning it as ``str``.
 Tests load them through the ordinary ``from_pretrained`` paths (``AutoConfig``, ``AutoTokenizer``,
 ``AutoModel`` or ``T5EncoderModel``) with ``HF_HUB_OFFLINE=1``. Nothing here downloads anything.
+
+Which builders exist is read off the backbone family records (``BackboneFamily.tiny_builders`` in
+``hf_metaembed.modeling.backbones``): ``tiny_builders_for(family)`` resolves one family's builders,
+``tiny_backbone_builders()`` every registered family's, so a family registered with a tiny builder
+is built by ``make_all_tiny_backbones`` (and tested) the day it is registered.
 
 Calling conventions of the saved tokenizers (mirroring the real checkpoints):
 
@@ -21,10 +26,13 @@ Calling conventions of the saved tokenizers (mirroring the real checkpoints):
 - Ankh: a plain ``tokenizers`` WordLevel tokenizer (reloads as ``TokenizersBackend``), one token per
   character; ``tok(list("MKTA"), is_split_into_words=True)`` (or ``tok("MKTA")``) gives
   ``M K T A </s>``.
+- Static word vectors: a ``StaticVectorsModel`` table and the whitespace word-level tokenizer
+  ``convert_static_vectors`` writes (lowercasing; no special tokens; unknown words are ``[UNK]``).
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +58,10 @@ from transformers import (
     T5Tokenizer,
 )
 
+from .io.static_vectors import build_static_vectors_tokenizer
+from .modeling.backbones import BackboneFamily, backbone_families, backbone_family
+from .modeling.static_vectors import StaticVectorsConfig, StaticVectorsModel
+
 __all__ = [
     "ANKH_RESIDUES",
     "BERT_WORDS",
@@ -61,12 +73,16 @@ __all__ = [
     "build_tiny_esm",
     "build_tiny_prott5",
     "build_tiny_roberta",
+    "build_tiny_static_vectors",
     "make_all_tiny_backbones",
     "make_tiny_ankh",
     "make_tiny_bert",
     "make_tiny_esm",
     "make_tiny_prott5",
     "make_tiny_roberta",
+    "make_tiny_static_vectors",
+    "tiny_backbone_builders",
+    "tiny_builders_for",
 ]
 
 # Shared tiny sizes: hidden 16, 2 layers, 2 heads of 8, feed-forward 32.
@@ -345,20 +361,77 @@ def make_tiny_ankh(folder: str | Path, seed: int = 0, max_length: int = 64) -> s
     return _save(folder, *build_tiny_ankh(seed, max_length))
 
 
+# ------------------------------------------------------------------------------------ static vectors
+
+
+def build_tiny_static_vectors(
+    seed: int = 0, max_length: int = 64
+) -> tuple[StaticVectorsModel, PreTrainedTokenizerFast]:
+    """A tiny static word-vector table (``StaticVectorsModel``, eval mode) and its word-level tokenizer.
+
+    One row per word of ``BERT_WORDS``, letter, digit and punctuation mark, after ``[PAD]`` (row 0, zero) and
+    ``[UNK]`` (row 1); ``tokenizer.model_max_length = max_length`` (a table itself has no length limit).
+    """
+    words = list(dict.fromkeys(BERT_WORDS + list(LETTERS) + list(DIGITS) + PUNCTUATION))
+    tokenizer = build_static_vectors_tokenizer(words, lowercase=True, max_length=max_length)
+    config = StaticVectorsConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN)
+    with _seeded(seed):
+        model = StaticVectorsModel(config).eval()
+    return model, tokenizer
+
+
+def make_tiny_static_vectors(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_static_vectors` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_static_vectors(seed, max_length))
+
+
 # ----------------------------------------------------------------------------------------------- all
 
-# family -> (in-memory builder, on-disk maker)
-TINY_BUILDERS: dict[str, tuple[Callable[..., tuple[PreTrainedModel, PreTrainedTokenizerBase]], Callable[..., str]]] = {
-    "bert": (build_tiny_bert, make_tiny_bert),
-    "roberta": (build_tiny_roberta, make_tiny_roberta),
-    "esm": (build_tiny_esm, make_tiny_esm),
-    "prott5": (build_tiny_prott5, make_tiny_prott5),
-    "ankh": (build_tiny_ankh, make_tiny_ankh),
-}
+Builder = Callable[..., tuple[PreTrainedModel, PreTrainedTokenizerBase]]
+Maker = Callable[..., str]
+
+
+def _make_with(build: Builder, folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    return _save(folder, *build(seed, max_length))
+
+
+def tiny_builders_for(family: BackboneFamily | str) -> dict[str, Builder]:
+    """The tiny builders of one backbone family (its record, or a model type such as ``"t5"``), by short name:
+    ``{"prott5": build_tiny_prott5, "ankh": build_tiny_ankh}`` for the T5 family.
+
+    A record names its builders (functions of this module) or holds the functions themselves.
+    """
+    record = family if isinstance(family, BackboneFamily) else backbone_family(family)
+    builders = {}
+    for builder in record.tiny_builders:
+        function = globals().get(builder) if isinstance(builder, str) else builder
+        if not callable(function):
+            raise ValueError(
+                f"backbone family {record.name!r} names the tiny builder {builder!r}, which hf_metaembed.testing does "
+                "not define; define it there, or put the function itself in the record's tiny_builders"
+            )
+        builders[function.__name__.removeprefix("build_tiny_")] = function
+    return builders
+
+
+def tiny_backbone_builders() -> dict[str, tuple[Builder, Maker]]:
+    """Every registered family's tiny builders: short name -> (in-memory builder, on-disk maker)."""
+    table = {}
+    for record in backbone_families():
+        for name, build in tiny_builders_for(record).items():
+            if name in table:
+                raise ValueError(f"two backbone families have a tiny builder named {name!r}; rename one")
+            table[name] = (build, globals().get(f"make_tiny_{name}") or functools.partial(_make_with, build))
+    return table
+
+
+# short name -> (in-memory builder, on-disk maker) for the families registered when this module was imported
+TINY_BUILDERS: dict[str, tuple[Builder, Maker]] = tiny_backbone_builders()
 
 
 def make_all_tiny_backbones(root: str | Path, seed: int = 0, max_length: int = 64) -> dict[str, str]:
-    """Build every family into ``root/<family>`` and return ``{family: folder}``."""
+    """Build every registered family's tiny backbones into ``root/<name>`` and return ``{name: folder}``."""
     return {
-        name: make(Path(root) / name, seed=seed, max_length=max_length) for name, (_, make) in TINY_BUILDERS.items()
+        name: make(Path(root) / name, seed=seed, max_length=max_length)
+        for name, (_, make) in tiny_backbone_builders().items()
     }
