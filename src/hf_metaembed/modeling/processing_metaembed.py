@@ -124,6 +124,10 @@ class MetaEmbedProcessor:
     `long_sequences`: `"error"` (default) rejects an input longer than a backbone accepts, naming the sample, the
     backbone and its limit; `"window"` lets it through for a model whose config sets a window policy
     (`window_size`), which reads it in sliding windows.
+
+    `model_types`: each backbone's `config.model_type` (filled by `from_backbones`, saved with the processor); it
+    picks the backbone's family record (`BackboneFamily`), which says e.g. which token separates joined chains. None
+    (processors saved by release 0.1): the generic record, whose separator rule every shipped family shares.
     """
 
     _auto_class = None
