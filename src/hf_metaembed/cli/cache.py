@@ -5,19 +5,20 @@ import argparse
 import os
 from collections.abc import Sequence
 
+import torch
+
 from .._utils import metaembed_of
+from ..cache import FeatureCache, build_feature_cache
+from ..cache.segments import pair_architectures
 from ..io.records import read_rows, records_to_inputs
+from ..modeling.modeling_metaembed import MetaEmbedModel
+from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import EXIT_OK, UsageError, one_line
 from .loading import load_saved_model, processor_for, saved_model_type
 
 
 def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbone_kwargs: dict):
     """A MetaEmbed model and its processor from a model object, a saved model folder, or backbone names."""
-    import torch
-
-    from ..modeling.modeling_metaembed import MetaEmbedModel
-    from ..modeling.processing_metaembed import MetaEmbedProcessor
-
     if isinstance(model_or_folder, torch.nn.Module):
         return model_or_folder, processor or processor_for(metaembed_of(model_or_folder).config)
     names = [model_or_folder] if isinstance(model_or_folder, str | os.PathLike) else list(model_or_folder)
@@ -34,7 +35,7 @@ def build_cache_from_file(
     model_or_folder,
     output_dir: str | os.PathLike,
     *,
-    processor=None,
+    processor: MetaEmbedProcessor | None = None,
     sequence_column: str | None = None,
     ligand_columns: Sequence[str] | None = None,
     receptor_columns: Sequence[str] | None = None,
@@ -50,7 +51,7 @@ def build_cache_from_file(
     shard_size_mb: float = 256.0,
     overwrite: bool = False,
     progress: bool = True,
-):
+) -> FeatureCache:
     """Build a feature cache for the sequences or complexes of a CSV/TSV/JSONL file; returns the `FeatureCache`.
 
     Args:
@@ -65,11 +66,6 @@ def build_cache_from_file(
         device: where to run the backbones (e.g. `"cuda"`).
         Other arguments as `hf_metaembed.cache.build_feature_cache` and `records_to_inputs`.
     """
-    import torch
-
-    from ..cache import build_feature_cache
-    from ..cache.segments import pair_architectures
-
     inputs = records_to_inputs(
         [row for _, row in read_rows(path)],
         sequence_column=sequence_column,

@@ -1,6 +1,6 @@
 """What the commands load, and how they feed it: saved MetaEmbed folders (model and processor), devices, and
 records encoded batch by batch with errors that name the record. One home for every command (`embed`, `train`,
-`evaluate`, `cache`); heavy libraries are imported inside the functions."""
+`evaluate`, `cache`)."""
 
 import json
 import os
@@ -8,7 +8,12 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..io.records import InputError
+import torch
+
+from ..io.records import InputError, Record
+from ..modeling.configuration_metaembed import MetaEmbedConfig
+from ..modeling.modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
+from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import UsageError, one_line
 
 PROCESSOR_FILE = "processor_config.json"
@@ -43,23 +48,24 @@ def check_model_folder(folder: str | os.PathLike, require_processor: bool = True
     return path
 
 
-def processor_for(config):
+def processor_for(config: MetaEmbedConfig) -> MetaEmbedProcessor:
     """A fresh `MetaEmbedProcessor` for the backbones (names and revisions) of a MetaEmbed `config`."""
-    from ..modeling.processing_metaembed import MetaEmbedProcessor
-
     return MetaEmbedProcessor.from_backbones(config.backbone_names, revisions=config.backbone_revisions)
 
 
-def load_processor(folder: Path, config=None):
+def load_processor(folder: Path, config: MetaEmbedConfig | None = None) -> MetaEmbedProcessor:
     """The processor saved in `folder`; without one, a fresh one for the backbones of `config` (when given)."""
-    from ..modeling.processing_metaembed import MetaEmbedProcessor
-
     if (folder / PROCESSOR_FILE).is_file() or config is None:
         return MetaEmbedProcessor.from_pretrained(str(folder))
     return processor_for(config)
 
 
-def load_saved_model(folder: str | os.PathLike, model_class=None, require_processor: bool = True, **kwargs):
+def load_saved_model(
+    folder: str | os.PathLike,
+    model_class: type[MetaEmbedPreTrainedModel] = MetaEmbedModel,
+    require_processor: bool = True,
+    **kwargs,
+) -> tuple[MetaEmbedPreTrainedModel, MetaEmbedProcessor]:
     """`(model, processor)` of a saved MetaEmbed folder, checked first (`check_model_folder`).
 
     Args:
@@ -68,17 +74,13 @@ def load_saved_model(folder: str | os.PathLike, model_class=None, require_proces
         require_processor: refuse a folder without a saved processor; otherwise build one for the model's backbones.
         kwargs: passed to `from_pretrained`.
     """
-    from ..modeling.modeling_metaembed import MetaEmbedModel
-
     path = check_model_folder(folder, require_processor)
-    model = (model_class or MetaEmbedModel).from_pretrained(str(path), **kwargs)
+    model = model_class.from_pretrained(str(path), **kwargs)
     return model, load_processor(path, model.config)
 
 
-def torch_device(name: str):
+def torch_device(name: str) -> torch.device:
     """The torch device named by `--device` (`auto`: cuda when available, else cpu)."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -87,7 +89,7 @@ def torch_device(name: str):
         raise UsageError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
 
 
-def encode(processor, records: list, **kwargs):
+def encode(processor: MetaEmbedProcessor, records: list[Record], **kwargs):
     """Encode a batch of `Record`s; on bad input, name the record (file position and id), not the batch position."""
     texts = [record.text for record in records]
     try:

@@ -2,7 +2,7 @@
 
 This module holds the parser and the dispatch; each subcommand lives in its own module (`embed`, `train`, `cache`,
 `demo`). Every subcommand prints one-line errors (a traceback only with `--debug`) and exits with a code scripts can
-rely on (`errors.EXIT_CODES`). Heavy libraries are imported inside the subcommands so `--help` answers at once.
+rely on (`errors.EXIT_CODES`). `Trainer`, tqdm and the demo's plotting are imported only by the commands using them.
 """
 
 import argparse
