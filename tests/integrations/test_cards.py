@@ -7,9 +7,15 @@ from unittest import mock
 import pytest
 import torch
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, RepoUrl
-from transformers import AutoModelForSequenceClassification, AutoProcessor
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoProcessor
 
-from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
+from hf_metaembed import (
+    MetaEmbedConfig,
+    MetaEmbedForSequenceClassification,
+    MetaEmbedForTokenClassification,
+    MetaEmbedModel,
+    MetaEmbedProcessor,
+)
 from hf_metaembed.integrations.cards import (
     eval_results_from_metrics,
     hub_base_models,
@@ -17,6 +23,7 @@ from hf_metaembed.integrations.cards import (
     render_model_card,
     save_for_hub,
 )
+from hf_metaembed.modeling.registry import REGISTRIES
 
 ESM_ID = "facebook/esm2_t6_8M_UR50D"
 
@@ -88,7 +95,7 @@ def test_card_metadata_validates_and_reloads(protein, tmp_path):
     assert 'AutoModelForSequenceClassification.from_pretrained("me/esm-prott5-dme", trust_remote_code=True)' in text
     assert 'AutoProcessor.from_pretrained("me/esm-prott5-dme", trust_remote_code=True)' in text
     assert "| PPB-Affinity |  | spearman | 0.71 |" in text
-    assert "Dynamic meta-embeddings" in text
+    assert "### fusion: `dme`" in text and "Dynamic meta-embeddings" in text
     # rendering is deterministic: the same inputs give the same card
     again = render_model_card(
         model,
@@ -125,6 +132,47 @@ def test_card_follows_model_kind(tiny_bert, tiny_esm, tiny_prott5):
     assert "processor(ligand=[" in card.text
     with pytest.raises(ValueError, match="eval_dataset"):
         render_model_card(pair, eval_results={"eval_spearman": 0.3})
+
+
+# one card per registered block: that block selected, every other stage at its default
+EVERY_BLOCK = [(registry.field, name) for registry in REGISTRIES for name in registry]
+
+
+def _block_is_described(text: str, config: MetaEmbedConfig, stage: str) -> bool:
+    """Whether the card names the block `config` selects for `stage`, says what it does and lists its settings."""
+    block = config.blocks()[stage]
+    description = block.card_text or block.__doc__.strip().splitlines()[0]
+    heading = f"### {stage}: `{getattr(config, stage)}`"
+    rows = [f"| `{field}` | `{value}` |" for field, value in block.settings(config).items()]
+    return heading in text and description[1:].rstrip(".") in text and all(row in text for row in rows)
+
+
+@pytest.mark.parametrize(("field", "name"), EVERY_BLOCK)
+def test_card_describes_every_block_the_model_runs(field, name, tiny_esm):
+    esm = AutoConfig.from_pretrained(tiny_esm).to_dict()
+    config = MetaEmbedConfig(backbone_configs=[esm], num_labels=1, problem_type="regression", **{field: name})
+    model = MetaEmbedForSequenceClassification(config)
+    text = render_model_card(model).text
+    assert list(config.blocks()) == ["fusion", "unit_encoder", "pooling", "architecture", "head", "loss"]
+    for stage in config.blocks():
+        assert _block_is_described(text, config, stage), f"{stage} ({getattr(config, stage)}) is not on the card"
+    assert text.count("\n### ") == len(config.blocks())  # one section per block, nothing else
+
+
+def test_card_lists_the_blocks_a_model_kind_runs_with_their_settings(tiny_esm):
+    esm = AutoConfig.from_pretrained(tiny_esm).to_dict()
+    settings = dict(architecture="pad", unit_encoder="convbert", convbert_num_heads=4, pad_ffn="residual")
+    config = MetaEmbedConfig(backbone_configs=[esm], backbone_unit_types=["residue"], num_labels=3, **settings)
+    text = render_model_card(MetaEmbedForSequenceClassification(config)).text
+    assert "| `convbert_num_heads` | `4` |" in text and "| `pad_ffn` | `residual` |" in text
+    assert "refined per residue by a **convbert** unit encoder" in text
+    assert "### head: `linear`" in text and "### loss:" not in text  # classification: the loss follows problem_type
+    headless = render_model_card(MetaEmbedModel(config)).text
+    assert "### architecture: `pad`" in headless and "### head:" not in headless and "### loss:" not in headless
+    none = MetaEmbedConfig(backbone_configs=[esm], num_labels=2)
+    per_unit = render_model_card(MetaEmbedForTokenClassification(none)).text
+    assert "### unit_encoder: `none`" in per_unit and "### loss:" not in per_unit
+    assert _block_is_described(per_unit, none, "unit_encoder")  # no card text: its docstring's first line
 
 
 def test_save_for_hub_writes_a_loadable_repo(protein, tmp_path):
@@ -243,7 +291,7 @@ def test_repo_model_cards_folder_holds_the_shipped_template():
 
     from hf_metaembed.integrations.cards import TEMPLATE_PATH
 
-    repo_template = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
+    repo_template = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
     assert repo_template.read_text(encoding="utf-8") == TEMPLATE_PATH.read_text(encoding="utf-8")
     assert "{{ card_data }}" in repo_template.read_text(encoding="utf-8")
 

@@ -1,8 +1,10 @@
 """Model cards and Hub uploads for MetaEmbed models.
 
-`render_model_card` fills `model_cards/template.md` with the model's backbones, fusion and architecture settings, how
-to load it with `trust_remote_code`, and evaluation results; its metadata (base models = the backbones, library,
-tags, pipeline tag, metrics, `model-index`) is a `huggingface_hub.ModelCardData`, so the Hub reads it as usual.
+`render_model_card` fills `model_cards/template.md` with the model's backbones, every block it runs (fusion, unit
+encoder, pooling, pair architecture, head, loss: each described by its own card text and settings, so a block
+registered from outside the package is described too), how to load it with `trust_remote_code`, and evaluation
+results; its metadata (base models = the backbones, library, tags, pipeline tag, metrics, `model-index`) is a
+`huggingface_hub.ModelCardData`, so the Hub reads it as usual.
 `save_for_hub` writes everything a Hub repo needs into one folder (weights, config, model code, processor with its
 tokenizers and code, `README.md`) and `push_to_hub` uploads that folder in one commit:
 
@@ -39,26 +41,6 @@ AUTO_CLASSES = {
     "MetaEmbedModel": "AutoModel",
     "MetaEmbedForSequenceClassification": "AutoModelForSequenceClassification",
     "MetaEmbedForTokenClassification": "AutoModelForTokenClassification",
-}
-FUSION_DESCRIPTIONS = {
-    "concat": "Fusion concatenates the backbones' states (the baseline meta-embedding).",
-    "mean": (
-        "Fusion projects each backbone's state to a common size and averages them (averaged meta-embeddings, "
-        "Coates and Bollegala, NAACL 2018)."
-    ),
-    "dme": (
-        "Dynamic meta-embeddings project each backbone's state to a common size and mix them with learned, "
-        "per-unit weights (Kiela, Wang and Cho, *Dynamic Meta-Embeddings for Improved Sentence Representations*, "
-        "EMNLP 2018)."
-    ),
-    "cdme": (
-        "Contextualized dynamic meta-embeddings project each backbone's state to a common size and mix them with "
-        "weights read from a small BiLSTM over the sequence (Kiela, Wang and Cho, EMNLP 2018)."
-    ),
-    "attention": (
-        "At each unit the projected backbone states attend to each other in one small multi-head layer and are "
-        "pooled with reported weights."
-    ),
 }
 # Trainer's evaluate() keys that are bookkeeping, not metrics
 _NOT_METRICS = re.compile(
@@ -124,34 +106,55 @@ def _config_of(model) -> MetaEmbedConfig:
     return config
 
 
-def _settings(config: MetaEmbedConfig) -> dict[str, Any]:
-    """The fusion, architecture and head settings worth reading on a card (all taken from the config)."""
+def _model_settings(config: MetaEmbedConfig) -> dict[str, Any]:
+    """The settings no single block owns: how backbone states are read and fused, and the task."""
     settings: dict[str, Any] = {
-        "fusion": config.fusion,
+        "level": config.level,
+        "subword_pooling": config.subword_pooling,
         "fusion_dim": config.fusion_dim or min(config.backbone_hidden_sizes),
+        "freeze_backbones": config.freeze_backbones,
     }
-    if config.fusion in ("dme", "cdme"):
-        settings["gating"] = config.gating
-    if config.fusion == "cdme":
-        settings["cdme_hidden_size"] = config.cdme_hidden_size
-    if config.fusion == "attention":
-        settings["fusion_num_heads"] = config.fusion_num_heads
-    settings.update(
-        level=config.level,
-        subword_pooling=config.subword_pooling,
-        pooling=config.pooling,
-        architecture=config.architecture,
-    )
-    if config.architecture == "hp":
-        settings.update(chain_pooling=config.chain_pooling, side_combine=config.side_combine)
-    elif config.architecture == "ec":
-        settings["ec_mode"] = config.ec_mode
-    elif config.architecture == "pad":
-        settings.update(pad_num_heads=config.pad_num_heads, pad_shared_attention=config.pad_shared_attention)
-    settings.update(head=config.head, freeze_backbones=config.freeze_backbones)
     if config.problem_type is not None:
         settings["problem_type"] = config.problem_type
     return settings
+
+
+def _problem_type(config: MetaEmbedConfig) -> str | None:
+    """`problem_type`, or what the first forward with labels will infer for one label (regression, as transformers)."""
+    return config.problem_type or ("regression" if config.num_labels == 1 else None)
+
+
+def _sentence(text: str) -> str:
+    """A block's card text as a sentence (pooler and head texts are phrases: "mean over the real positions")."""
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def _stages(config: MetaEmbedConfig, model_class: str) -> list[dict[str, Any]]:
+    """Every block the model runs (`config.blocks()`, in pipeline order) with its card text and its settings.
+
+    A headless `MetaEmbedModel` runs no head and no loss; the regression loss is listed only for sequence regression
+    (classification losses follow `problem_type`, as in `transformers`).
+    """
+    regression = model_class == "MetaEmbedForSequenceClassification" and _problem_type(config) == "regression"
+    skipped = {"MetaEmbedModel": {"head", "loss"}}.get(model_class, set() if regression else {"loss"})
+    stages = []
+    for stage, block in config.blocks().items():
+        if stage in skipped:
+            continue
+        # a block registered without card text is described by the first line of its own docstring
+        text = block.card_text or (block.__dict__.get("__doc__") or "").strip().split("\n")[0]
+        stages.append(
+            {
+                "stage": stage,
+                "name": getattr(config, stage),
+                "text": _sentence(text),
+                "settings": block.settings(config),
+            }
+        )
+    return stages
 
 
 def _backbone_rows(config: MetaEmbedConfig, hub_names: list[str]) -> list[dict[str, Any]]:
@@ -250,7 +253,7 @@ def render_model_card(
         "regression": "regression",
         "single_label_classification": "classification",
         "multi_label_classification": "multi-label classification",
-    }.get(config.problem_type, "classification")
+    }.get(_problem_type(config), "classification")
     if model_class == "MetaEmbedForTokenClassification":
         task = "per-unit classification"
     from .. import __version__
@@ -264,7 +267,12 @@ def render_model_card(
         backbone_weights=config.save_backbone_weights,
         frozen=config.freeze_backbones,
         unit_name="residue" if protein else "word",
-        settings=_settings(config),
+        settings=_model_settings(config),
+        stages=_stages(config, model_class),
+        fusion=config.fusion,
+        unit_encoder=config.unit_encoder,
+        architecture=config.architecture,
+        head=config.head,
         head_class=head_class,
         task=task,
         num_labels=config.num_labels,
@@ -272,7 +280,6 @@ def render_model_card(
         repo_id=repo_id or "path/to/this/model",
         example_input='["MKTAYIAKQRQISFVKSHFSRQ"]' if protein else '["a sentence to embed"]',
         eval_results=data.eval_results or [],
-        fusion_description=FUSION_DESCRIPTIONS.get(config.fusion, f"Fusion: `{config.fusion}`."),
         library_version=__version__,
     )
 
