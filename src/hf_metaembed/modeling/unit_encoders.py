@@ -73,7 +73,10 @@ class ConvBertUnitEncoder(UnitEncoder):
         "convbert_kernel_size": 7,
         "convbert_dropout": 0.2,
         "convbert_attention_dropout": 0.1,
+        "convbert_layer_norm_eps": 1e-12,
     }
+    # release 0.1 used PyTorch's LayerNorm default; the reference (transformers' ConvBERT) uses 1e-12
+    legacy_config = {"convbert_layer_norm_eps": 1e-5}
     card_text = (
         "One ConvBERT layer (Jiang et al., 2020; half self-attention heads, half span-based dynamic convolution "
         "heads) refines the fused unit states before pooling, with padding masked before its convolution."
@@ -105,12 +108,12 @@ class ConvBertUnitEncoder(UnitEncoder):
         self.conv_value = nn.Linear(dim, half)
         self.attention_dropout = nn.Dropout(config.convbert_attention_dropout)
         self.attention_output = nn.Linear(dim, dim)
-        self.attention_norm = nn.LayerNorm(dim)
+        self.attention_norm = nn.LayerNorm(dim, eps=config.convbert_layer_norm_eps)
         intermediate = max(dim // 2, 1)
         self.intermediate = nn.Linear(dim, intermediate)
         self.activation = nn.GELU()
         self.output = nn.Linear(intermediate, dim)
-        self.output_norm = nn.LayerNorm(dim)
+        self.output_norm = nn.LayerNorm(dim, eps=config.convbert_layer_norm_eps)
         self.dropout = nn.Dropout(config.convbert_dropout)
 
     def _split(self, states: torch.Tensor) -> torch.Tensor:
