@@ -226,6 +226,8 @@ def test_sources_that_cannot_be_read(tmp_path, monkeypatch):
         load_ppb_affinity("proteinea/ppb_affinity", hub_config="raw")
     with pytest.raises(TableError, match="no file .*missing.csv"):
         load_ppb_affinity(tmp_path / "missing.csv")
+    with pytest.raises(TableError, match="is a folder; pass the table file inside it"):
+        load_ppb_affinity(tmp_path)
     (tmp_path / "table.xlsx").write_text("x")
     with pytest.raises(TableError, match="unknown table format '.xlsx'"):
         load_ppb_affinity(tmp_path / "table.xlsx")

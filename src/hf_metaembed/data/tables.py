@@ -158,6 +158,8 @@ def read_table(
         else:
             columns, rows = _read_delimited(path, "," if table_format == "csv" else "\t")
         return str(path), columns, rows
+    if path.is_dir():
+        raise TableError(f"{path} is a folder; pass the table file inside it (CSV, TSV, JSONL or parquet)")
     text = os.fspath(source)
     looks_like_hub_id = text.count("/") == 1 and not path.suffix and not text.startswith((".", "/", "~"))
     if not looks_like_hub_id:
