@@ -19,9 +19,13 @@ so most of the variance comes from products of ligand and receptor features (com
 alone. 1000 complexes, split 600 train / 200 validation / 200 test (one fixed data seed).
 
 Models. Frozen tiny random-weight backbones from `hf_metaembed.testing` (hidden size 16): one backbone (ESM-2-style),
-and two (ESM-2-style + ProtT5-style) fused per residue with `dme`. Every architecture uses the ConvBERT head
-(config defaults: 8 heads, kernel 7, intermediate d/2, dropout 0.2, attention dropout 0.1), mean pooling, `hp` with
-attention chain pooling and concatenated sides, `pad` with shared attention, `ec` in both modes. The frozen backbone
+and two (ESM-2-style + ProtT5-style) fused per residue with `dme`. Every architecture is the study's module
+(`preset="paper"`: one ConvBERT layer with 8 heads, kernel 7, intermediate d/2, dropout 0.2, attention dropout 0.1;
+mean residue pooling; `hp` with attention chain pooling, concatenated sides and its bias-free Linear-SiLU-Linear
+block; `pad` with shared 8-head bias-free cross-attention and its SiLU block; `ec` in both modes, `token` running
+ConvBERT over the joined sides, with its Linear-SiLU block). Ablation rows rebuild release 0.1's modules
+(`preset="v0.1"`: no feed-forward blocks, ConvBERT per side for `ec`, 4-head attention with bias and a GELU residual
+block for `pad`) with the same ConvBERT unit encoder. The frozen backbone
 states of each input layout (joined for sc, one per side for ec/pad, one per chain for hp) are computed once with
 `MetaEmbedModel.compute_backbone_states` and fed back through `forward(backbone_states=...)`. Each run trains with
 AdamW (lr 5e-3, batch 32, 20 epochs) on standardised labels, keeps the epoch with the best validation Spearman and
@@ -59,12 +63,20 @@ from hf_metaembed.testing import make_tiny_esm, make_tiny_prott5  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CLASSES = {"positive": "KR", "negative": "DE", "hydrophobic": "AVILMFWY", "polar": "STNQGPHC"}
 # (label in the table, architecture, extra config)
+# the study's modules (`preset="paper"`: ConvBERT unit encoder, mean residue pooling, HP/EC/PAD feed-forward blocks,
+# EC's ConvBERT over the joined sides, PAD's 8-head bias-free attention), then release 0.1's modules as ablation rows
+# (`preset="v0.1"` with the same ConvBERT unit encoder)
+PAPER = {"preset": "paper"}
+RELEASE_0_1 = {"preset": "v0.1", "unit_encoder": "convbert"}
 VARIANTS = [
-    ("sc", "sc", {}),
-    ("ec (token)", "ec", {"ec_mode": "token"}),
-    ("ec (pooled)", "ec", {"ec_mode": "pooled"}),
-    ("hp", "hp", {"chain_pooling": "attention", "side_combine": "concat"}),
-    ("pad", "pad", {"pad_shared_attention": True}),
+    ("sc", "sc", PAPER),
+    ("ec (token)", "ec", {**PAPER, "ec_mode": "token"}),
+    ("ec (pooled)", "ec", {**PAPER, "ec_mode": "pooled"}),
+    ("hp", "hp", PAPER),
+    ("pad", "pad", PAPER),
+    ("ablation: ec (token), 0.1 modules", "ec", {**RELEASE_0_1, "ec_mode": "token"}),
+    ("ablation: hp, 0.1 modules", "hp", RELEASE_0_1),
+    ("ablation: pad, 0.1 modules", "pad", RELEASE_0_1),
 ]
 
 
@@ -190,11 +202,12 @@ def train_one(
     backbones, architecture, settings, store, data, seed, epochs, head="convbert", batch_size=32, lr=5e-3
 ) -> dict:
     torch.manual_seed(seed)
+    if head != "convbert":  # the comparison of heads: the same modules with another head and no unit encoder
+        settings = {**settings, "head": head, "unit_encoder": "none"}
     model = MetaEmbedForSequenceClassification.from_backbones(
         backbones,
         fusion="dme",
         architecture=architecture,
-        head=head,
         num_labels=1,
         problem_type="regression",
         **settings,
@@ -277,7 +290,7 @@ def plot(summary: dict, references: dict, backbone_sets: list[str], path: Path, 
 
     labels = [label for label, _, _ in VARIANTS]
     width = 0.8 / len(backbone_sets)
-    figure, axes = plt.subplots(figsize=(8, 4.8))
+    figure, axes = plt.subplots(figsize=(11, 5.2))
     for index, name in enumerate(backbone_sets):
         means = [summary[(name, label)]["mean"] for label in labels]
         spreads = [summary[(name, label)]["std"] for label in labels]
@@ -285,7 +298,9 @@ def plot(summary: dict, references: dict, backbone_sets: list[str], path: Path, 
         axes.bar(positions, means, width, yerr=spreads, capsize=3, label=name)
     axes.axhline(references["additive"], color="grey", linestyle=":", label="least squares, within-side only")
     axes.axhline(references["crossed"], color="black", linestyle="--", label="least squares, true form")
-    axes.set_xticks(range(len(labels)), labels)
+    axes.set_xticks(
+        range(len(labels)), [label.replace(", 0.1 modules", "\n(0.1 modules)") for label in labels], fontsize=7
+    )
     axes.set_ylabel("test Spearman (mean ± sd over seeds)")
     axes.set_title(f"Synthetic complementarity affinity, {head} head, frozen tiny backbones")
     axes.set_ylim(0, 1)
@@ -355,7 +370,7 @@ def main() -> None:
         # slowest variants first, so the workers finish together
         jobs = [
             (set_name, label, seed, args.epochs, args.head)
-            for label in ("pad", "sc", "hp", "ec (token)", "ec (pooled)")
+            for label in sorted((v[0] for v in VARIANTS), key=lambda name: "pad" not in name)
             for set_name in backbone_sets
             for seed in range(args.seeds)
         ]
