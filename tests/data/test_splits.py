@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import hf_metaembed.data.clustering as clustering
 import hf_metaembed.data.splits as splits
 from hf_metaembed.data import identity_split, load_ppb_affinity, mmseqs_binary
 
@@ -67,15 +68,14 @@ def test_fallback_joins_near_identical_complexes_and_separates_unrelated_ones(no
 def test_fallback_estimates_identity_against_the_threshold():
     rng = np.random.default_rng(1)
     parent = random_protein(rng, 400)
-    codes = [
-        splits._kmer_codes(sequence, 3) for sequence in (parent, mutate(rng, parent, 0.6), random_protein(rng, 400))
-    ]
-    frequency = np.bincount(np.concatenate(codes), minlength=21**3)
-    chance = float(np.sum((frequency / frequency.sum()) ** 2))
-    homolog_identity, *homolog_coverage = splits._band_identity(codes[0], codes[1], 3, splits.DIAGONAL_BAND, chance)
+    sequences = (parent, mutate(rng, parent, 0.6), random_protein(rng, 400))
+    codes = [clustering.kmer_codes(sequence, 3) for sequence in sequences]
+    chance = clustering.CHANCE_MARGIN * clustering.chance_of_equal_kmers(list(sequences), 3)
+    band = clustering.DIAGONAL_BAND
+    homolog_identity, *homolog_coverage = clustering.band_identity(codes[0], codes[1], 3, band, chance)
     # mutate keeps 60% and redraws the rest, a twentieth of which lands on the same letter: 62% identity
     assert abs(homolog_identity - 0.62) < 0.08 and min(homolog_coverage) > 0.9, homolog_identity
-    assert splits._band_identity(codes[0], codes[2], 3, splits.DIAGONAL_BAND, chance)[0] == 0.0
+    assert clustering.band_identity(codes[0], codes[2], 3, band, chance)[0] == 0.0
     # the pair at about 62% identity is one cluster at a 30% or 50% threshold, two at 80%
     pair = [parent, mutate(np.random.default_rng(2), parent, 0.6)]
     assert len(set(identity_split(pair, identity=0.5, method="kmer").cluster)) == 1

@@ -3,6 +3,7 @@
 Not model code: nothing in `hf_metaembed.modeling` imports it.
 """
 
+from .clustering import mmseqs_binary
 from .ppb_affinity import (
     AMINO_ACIDS,
     DUPLICATE_RULES,
@@ -14,7 +15,7 @@ from .ppb_affinity import (
     CurationReport,
     load_ppb_affinity,
 )
-from .splits import SPLIT_METHODS, IdentitySplit, identity_split, mmseqs_binary
+from .splits import SPLIT_METHODS, IdentitySplit, identity_split
 from .tables import TableError, read_table
 
 __all__ = [
