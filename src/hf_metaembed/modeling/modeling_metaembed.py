@@ -452,8 +452,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
                     )
             unit_index = unit_index.to(token_states.device)
             if self.config.level == "sequence":
-                if layer == "mix":
-                    token_states = self.layer_mixes[str(index)](token_states)
+                token_states = self.mix_layers(index, token_states)
                 keep = mask.to(token_states.device).bool()
                 if not self.config.pool_special_tokens:
                     keep = keep & (unit_index >= 0)
@@ -503,12 +502,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             raise ValueError(
                 f"backbone_states holds {len(backbone_states)} tensors; this model has {self.config.num_backbones}"
             )
-        if self.config.level == "sequence":
-            unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)
-        unit_states = [
-            self.layer_mixes[str(i)](states) if str(i) in self.layer_mixes and states.dim() == 4 else states
-            for i, states in enumerate(backbone_states)
-        ]
+        unit_states, unit_mask = self.finish_reading(backbone_states, unit_mask)
         fused, fusion_weights = self.fusion(unit_states, unit_mask)  # (segments, units, dim), (.., backbones)
         # the architecture runs the unit encoder where the study's module does (per segment, or over joined sides)
         pooled, fused = self.pairing(
@@ -523,6 +517,25 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             unit_mask=unit_mask,
             backbone_states=tuple(backbone_states) if output_backbone_states else None,
         )
+
+    def mix_layers(self, index: int, states: torch.Tensor) -> torch.Tensor:
+        """Backbone `index`'s learned scalar mix over its layers axis `(..., layers, d)` -> `(..., d)`; states of a
+        backbone that reads one layer are returned as they are. The one place the layer mix is applied."""
+        if str(index) not in self.layer_mixes or states.dim() < 4:
+            return states
+        return self.layer_mixes[str(index)](states)
+
+    def finish_reading(
+        self, backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...], unit_mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The end of the reading stage, for states computed here or read from a feature cache: each backbone's
+        `(segments, units, d_i)` unit states (layer mix applied) and their unit mask. At `level="sequence"` every
+        segment is one pooled unit, so the mask becomes `(segments, 1)` ones and nothing downstream branches on
+        the level."""
+        states = [self.mix_layers(index, backbone) for index, backbone in enumerate(backbone_states)]
+        if self.config.level == "sequence":
+            unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)
+        return states, unit_mask
 
     def _check_token_inputs(self, input_ids, attention_mask, token_unit_index) -> None:
         count = self.config.num_backbones
