@@ -597,8 +597,6 @@ def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels: torch.T
 class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
     """MetaEmbed model with a head on the pooled vector: regression, single- or multi-label classification."""
 
-    _keys_to_ignore_at_inference = ["fusion_weights", "pooler_output", "unit_mask"]
-
     def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -641,8 +639,6 @@ class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
 
 class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
     """MetaEmbed model with a head on every unit (residue or word)."""
-
-    _keys_to_ignore_at_inference = ["fusion_weights", "unit_mask"]
 
     def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
         super().__init__(config)
