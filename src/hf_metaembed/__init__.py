@@ -10,9 +10,11 @@ from transformers import (
 
 from . import _moved
 from .integrations import cards as _cards  # noqa: F401  (plugs the card-writing upload into push_to_hub)
+from .modeling.backbones import BackboneFamily, list_backbone_families, register_backbone_family
 from .modeling.configuration_metaembed import MetaEmbedConfig
 from .modeling.fusion import list_fusions
 from .modeling.heads import list_heads
+from .modeling.losses import list_losses
 from .modeling.modeling_metaembed import (
     MetaEmbedForSequenceClassification,
     MetaEmbedForTokenClassification,
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 _moved.install()
 
 __all__ = [
+    "BackboneFamily",
     "MetaEmbedConfig",
     "MetaEmbedForSequenceClassification",
     "MetaEmbedForTokenClassification",
@@ -44,8 +47,11 @@ __all__ = [
     "MetaEmbedPreTrainedModel",
     "MetaEmbedProcessor",
     "list_architectures",
+    "list_backbone_families",
     "list_fusions",
     "list_heads",
+    "list_losses",
     "list_poolings",
     "list_unit_encoders",
+    "register_backbone_family",
 ]
