@@ -76,6 +76,12 @@ def cacheable_base_model(model) -> MetaEmbedModel:
                 f"backbone {index} ({config.backbone_names[index]}) is trainable (unfrozen or with adapters): its "
                 "states change while training and cannot be cached; call model.freeze_backbones() or train online"
             )
+    if config.level == "unit" and config.pool_special_tokens:
+        raise UncacheableModelError(
+            "pool_special_tokens=True at level='unit' turns special tokens into units, which the cache does not "
+            "store; "
+            "train online, or use pool_special_tokens=False"
+        )
     if config.level == "sequence":
         if config.pooling == "attention":
             raise UncacheableModelError(

@@ -85,7 +85,7 @@ def _storable(config: PreTrainedConfig | dict) -> dict:
 
 
 # the fields of one backbone's record in `MetaEmbedConfig.backbones`
-BACKBONE_RECORD_KEYS = ("name", "revision", "unit_type", "layer", "window_size", "config")
+BACKBONE_RECORD_KEYS = ("name", "revision", "unit_type", "layer", "window_size", "config", "fingerprint")
 # release 0.1's parallel lists (keyword arguments, stored config keys, attributes) and the record field each one holds
 LEGACY_BACKBONE_LISTS = {
     "backbone_configs": "config",
@@ -117,6 +117,7 @@ def _backbone_record(entry: dict, index: int) -> dict:
         "layer": "last" if entry.get("layer") is None else entry["layer"],
         "window_size": entry.get("window_size"),
         "config": config,
+        "fingerprint": entry.get("fingerprint"),
     }
 
 
@@ -173,14 +174,20 @@ class MetaEmbedConfig(PreTrainedConfig):
             - `window_size` (`int`, *optional*): the window this backbone reads long segments in; it mirrors the
               top-level `window_size` (see Long sequences), which wins when both are given;
             - `config` (`dict`): the backbone's own config with its `model_type`, rebuilt by its family record
-              (`AutoConfig.for_model` by default).
+              (`AutoConfig.for_model` by default);
+            - `fingerprint` (`dict`, *optional*): written by a save without backbone weights: `{"sha256", "dtype"}` of
+              the backbone's tensors, which `from_pretrained` checks against the weights it finds (None otherwise,
+              and in configs saved before fingerprints existed).
         backbone_configs, backbone_names, backbone_revisions, backbone_unit_types, backbone_layers (`list`): release
             0.1's parallel lists, one field of the records each. Accepted as keyword arguments and in stored configs
             (a list given beside `backbones` overrides that field of every record), readable and assignable as
             attributes; a saved config stores `backbones` only.
         freeze_backbones (`bool`, defaults to `True`): backbones get no gradients and stay in eval mode.
-        save_backbone_weights (`bool`, defaults to `True`): `False` saves only fusion and head weights plus the
-            backbone references (a small checkpoint); loading then fetches the backbones from their names.
+        save_backbone_weights (`bool`, defaults to `True`): how this model saves when `save_pretrained` is not told
+            (`save_pretrained(d, save_backbone_weights=False)` decides for that one call and changes nothing here):
+            `False` saves only fusion and head weights plus the backbone references (a small checkpoint), e.g. every
+            `Trainer` checkpoint. In a saved config it says whether that folder holds the backbone weights; a model
+            loaded from it saves in full again unless told otherwise.
 
     Stages (each a registry: the field names a block, and the block declares its own settings, listed below):
         read backbones -> `fusion` -> `unit_encoder` -> `architecture` (pooling, pairing) -> `head` (`loss`).
@@ -199,8 +206,11 @@ class MetaEmbedConfig(PreTrainedConfig):
         pooling (`str`, *optional*): one of `list_poolings()`: mean, max, attention; how units (residues, words) are
             pooled. Defaults to the architecture's choice: `"mean"` for `single` (as sentence-transformers pools),
             `"attention"` for the pair architectures.
-        pool_special_tokens (`bool`, defaults to `False`): at `level="sequence"`, include special tokens such as
-            [CLS]/[SEP] in each backbone's pooling (as sentence-transformers' mean pooling does).
+        pool_special_tokens (`bool`, defaults to `False`): pool special tokens with the units, as the study's
+            reference and sentence-transformers' mean pooling do: at `level="sequence"` each backbone's pooling
+            includes its [CLS]/[SEP]; at `level="unit"` each segment's special tokens and chain separators become
+            units of their own (before the first residue, between chains, after the last; special_units.py), which
+            then run through fusion, the unit encoder and pooling with the residues.
 
     Unit encoder (refines fused unit states before pooling):
         unit_encoder (`str`, defaults to `"none"`): one of `list_unit_encoders()`: none, convbert.
@@ -305,6 +315,8 @@ class MetaEmbedConfig(PreTrainedConfig):
         0.1's values for the settings added since, so old checkpoints compute exactly what they computed."""
         if "metaembed_config_format" not in config_dict:
             config_dict = {**block_config_fields(legacy=True), **config_dict, "metaembed_config_format": CONFIG_FORMAT}
+            if config_dict.get("level", "unit") == "unit":  # 0.1 read pool_special_tokens at sequence level only
+                config_dict["pool_special_tokens"] = False
         return super().from_dict(config_dict, **kwargs)
 
     def check_settings(self) -> None:
