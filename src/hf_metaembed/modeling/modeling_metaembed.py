@@ -7,6 +7,7 @@ Model code (copied next to a saved model for `trust_remote_code`): imports torch
 import copy
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -16,14 +17,16 @@ from transformers import initialization as init
 from transformers.modeling_utils import load_state_dict
 from transformers.utils import ModelOutput, cached_file, logging
 
-from .backbones import ScalarMix, align_to_units, build_backbone, load_backbone, select_layer
+from .backbones import ScalarMix, align_to_units, build_backbone, select_layer
 from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers, check_setting_names
 from .fusion import build_fusion
 from .heads import build_head
+from .loading_metaembed import fetch_backbones, load_backbone_safely
 from .losses import regression_loss
 from .pairing import build_pairing
 from .pooling import build_pooler
-from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save
+from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
+from .special_units import with_special_units
 from .unit_encoders import build_unit_encoder
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
 
@@ -103,19 +106,20 @@ def _after_load(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def _load_backbone_safely(
-    name: str, revision: str | None, index: int, allow_pickle: bool, **kwargs
-) -> PreTrainedModel:
-    """`load_backbone`, with the way out named when a backbone has no safetensors weights."""
+@contextmanager
+def _config_as_saved(config: MetaEmbedConfig, with_backbones: bool, fingerprints: list[dict | None]):
+    """Give `config` what one save writes (whether the folder holds backbone weights, and each backbone's fingerprint)
+    for the duration of that save only: a save's options never stick to the model."""
+    before = config.save_backbone_weights, [record.get("fingerprint") for record in config.backbones]
+    config.save_backbone_weights = with_backbones
+    for record, fingerprint in zip(config.backbones, fingerprints):
+        record["fingerprint"] = fingerprint
     try:
-        return load_backbone(name, revision, index, **kwargs)
-    except OSError as error:
-        if allow_pickle or not kwargs.get("use_safetensors"):
-            raise
-        raise OSError(
-            f"backbone {index} ({name}) could not be loaded from safetensors weights ({error}); if it has only pickle "
-            "weights (pytorch_model.bin) and you trust it, pass allow_pickle=True"
-        ) from error
+        yield config
+    finally:
+        config.save_backbone_weights = before[0]
+        for record, fingerprint in zip(config.backbones, before[1]):
+            record["fingerprint"] = fingerprint
 
 
 class MetaEmbedPreTrainedModel(PreTrainedModel):
@@ -127,6 +131,13 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
     # backbones that support it checkpoint their layers (`gradient_checkpointing_enable()`), for fine-tuning
     supports_gradient_checkpointing = True
     _no_split_modules = []
+
+    def post_init(self) -> None:
+        super().post_init()
+        # checkpoints leave out a backbone's tied copies (T5's encoder.embed_tokens is its shared embedding), as
+        # transformers does for any tied weight; listing them here lets Trainer's reload re-tie them silently
+        # instead of reporting them as missing keys
+        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -189,7 +200,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             else:
                 extra = dict(backbone_kwargs or {})
                 extra["use_safetensors"] = safetensors_flag(extra.get("use_safetensors"), allow_pickle)
-                loaded.append(_load_backbone_safely(str(spec), revision, index, allow_pickle, **extra))
+                loaded.append(load_backbone_safely(str(spec), revision, index, allow_pickle, **extra))
                 names.append(str(spec))
         if unit_types is None:
             unit_types = [
@@ -209,13 +220,27 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         return cls(config, backbones=loaded)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_pickle: bool = False, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *model_args,
+        allow_pickle: bool = False,
+        backbone_paths: dict[int | str, str | os.PathLike] | None = None,
+        verify_backbones: bool = True,
+        **kwargs,
+    ):
         """`PreTrainedModel.from_pretrained`, plus the backbone-free form: when the checkpoint holds only fusion and
         head weights, every backbone is loaded from its stored name and revision and merged in.
 
         Loading is safe by default (docs/RELIABILITY.md): weights come from safetensors only (`allow_pickle=True`
         opts in to pickle files such as `pytorch_model.bin`, which can run code when loaded), and a truncated or
         damaged weight file, or a config that does not describe the weights, is reported before the model is built.
+
+        Args:
+            backbone_paths: for a checkpoint saved without backbone weights, where to read backbones now (a folder
+                or Hub id per backbone index or stored name) instead of their stored names.
+            verify_backbones: for such a checkpoint, check each backbone's weights against the fingerprint recorded
+                when it was saved and refuse a mismatch (`False`: use whatever weights are found).
         """
         kwargs["use_safetensors"] = safetensors_flag(kwargs.get("use_safetensors"), allow_pickle)
         config = kwargs.get("config")
@@ -228,20 +253,29 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             if shapes is not None and config is not None and not kwargs.get("ignore_mismatched_sizes"):
                 cls._check_checkpoint_shapes(config, shapes)
         if config is None or config.save_backbone_weights or pretrained_model_name_or_path is None:
-            return _after_load(super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs))
-        checkpoint = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
-        own_weights = load_state_dict(checkpoint)
-        prefix = "metaembed." if any(key.startswith("metaembed.") for key in own_weights) else ""
-        merged = dict(own_weights)
-        for index, (name, revision) in enumerate(zip(config.backbone_names, config.backbone_revisions)):
-            if name is None:
-                raise ValueError(f"backbone {index} has no stored name; this checkpoint cannot fetch its weights")
-            backbone = _load_backbone_safely(
-                name, revision, index, allow_pickle, use_safetensors=kwargs["use_safetensors"]
+            if backbone_paths:
+                raise ValueError(
+                    "backbone_paths is for checkpoints saved without backbone weights; "
+                    f"{pretrained_model_name_or_path} holds its backbones' weights already"
+                )
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        else:
+            checkpoint = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
+            own_weights = load_state_dict(checkpoint)
+            prefix = "metaembed." if any(key.startswith("metaembed.") for key in own_weights) else ""
+            merged = dict(own_weights)
+            backbones = fetch_backbones(
+                config, backbone_paths, verify_backbones, allow_pickle, kwargs["use_safetensors"]
             )
-            merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
-        kwargs["config"] = config
-        return _after_load(super().from_pretrained(None, *model_args, state_dict=merged, **kwargs))
+            for index, backbone in enumerate(backbones):
+                merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
+            kwargs["config"] = config
+            loaded = super().from_pretrained(None, *model_args, state_dict=merged, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # the stored value described the folder read; the loaded model saves in full unless a save says otherwise
+        model.config.save_backbone_weights = True
+        _after_load(model)
+        return loaded
 
     @classmethod
     def _check_checkpoint_shapes(cls, config: MetaEmbedConfig, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -296,32 +330,60 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
     def save_pretrained(
         self, save_directory: str | os.PathLike, *args, save_backbone_weights: bool | None = None, **kwargs
     ):
-        """`PreTrainedModel.save_pretrained`; `save_backbone_weights=False` (or the config field) writes only fusion
-        and head weights plus the backbone references.
+        """`PreTrainedModel.save_pretrained`, crash-safe, with the backbone weights optional.
 
-        Crash-safe (docs/RELIABILITY.md): files are written to a staging folder beside `save_directory` and moved in
-        only when all are complete, so a writer killed mid-write leaves the previous save loadable. With
-        `push_to_hub=True` the finished folder is then uploaded.
+        Args:
+            save_backbone_weights: for this call only (never stored on the model): `False` writes only fusion and
+                head weights plus, per backbone, its name, revision and a fingerprint of its weights (a small
+                checkpoint; `from_pretrained` reads the backbones again and checks them against the fingerprints).
+                Defaults to `config.save_backbone_weights` (True unless set on the model: a full checkpoint).
+
+        Backbone weights are stored under the names their classes use today (transformers'
+        `save_original_format=False`; e.g. ESM-2 layer norms as `weight`/`bias`, not the legacy `gamma`/`beta`), so
+        the checkpoint's keys are the model's own and Accelerate's `load_checkpoint_and_dispatch` and `Trainer`'s
+        reloads read it as is. Crash-safe (docs/RELIABILITY.md): files are written to a staging folder beside
+        `save_directory` and moved in only when all are complete, so a writer killed mid-write leaves the previous
+        save loadable. With `push_to_hub=True` the finished folder is then uploaded.
         """
-        if save_backbone_weights is not None:
-            self.config.save_backbone_weights = save_backbone_weights
+        with_backbones = self.config.save_backbone_weights if save_backbone_weights is None else save_backbone_weights
+        kwargs.setdefault("save_original_format", False)
         self.config.auto_map = dict(AUTO_MAP)
-        if not self.config.save_backbone_weights and kwargs.get("state_dict") is None:
-            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if not _BACKBONE_KEY.match(k)}
+        if not with_backbones:
+            state_dict = kwargs.get("state_dict")
+            state_dict = self.state_dict() if state_dict is None else state_dict
+            kwargs["state_dict"] = {k: v for k, v in state_dict.items() if not _BACKBONE_KEY.match(k)}
+        fingerprints = [None] * self.config.num_backbones if with_backbones else self._backbone_fingerprints()
         is_main_process = args[0] if args else kwargs.get("is_main_process", True)
-        if not is_main_process or kwargs.get("distributed_checkpoint"):
-            # other ranks write nothing; distributed checkpoints keep transformers' own layout
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        push_to_hub = kwargs.pop("push_to_hub", False)
-        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "create_pr", "private") if k in kwargs}
-        with staged_save(save_directory, last=("config.json",), stale_files=MODEL_WEIGHT_FILES) as staging:
-            super().save_pretrained(staging, *args, **kwargs)
-            # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
-            self.config.auto_map = dict(AUTO_MAP)
-            self.config.save_pretrained(staging)
+        with _config_as_saved(self.config, bool(with_backbones), fingerprints):
+            if not is_main_process or kwargs.get("distributed_checkpoint"):
+                # other ranks write nothing; distributed checkpoints keep transformers' own layout
+                return super().save_pretrained(save_directory, *args, **kwargs)
+            push_to_hub = kwargs.pop("push_to_hub", False)
+            hub_keys = ("repo_id", "commit_message", "create_pr", "private")
+            hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
+            with staged_save(save_directory, last=("config.json",), stale_files=MODEL_WEIGHT_FILES) as staging:
+                super().save_pretrained(staging, *args, **kwargs)
+                # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
+                self.config.auto_map = dict(AUTO_MAP)
+                self.config.save_pretrained(staging)
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), **hub_kwargs)
+
+    def _backbone_fingerprints(self) -> list[dict | None]:
+        """Per backbone, the fingerprint a save without backbone weights records (None where the weights are not in
+        memory, e.g. offloaded by a device map: that backbone then loads unverified, and a warning says so)."""
+        fingerprints = []
+        for index, backbone in enumerate(self.base_model.backbones):
+            try:
+                fingerprints.append(weights_fingerprint(backbone))
+            except ValueError as error:
+                logger.warning(
+                    f"backbone {index} ({self.config.backbone_names[index]}): no fingerprint recorded ({error}); "
+                    "loading this checkpoint cannot check that it finds the same weights"
+                )
+                fingerprints.append(None)
+        return fingerprints
 
 
 def _try_tokenizer(name: str | None, revision: str | None):
@@ -495,6 +557,8 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             raise ValueError("`unit_mask` is required: pass the full output of MetaEmbedProcessor")
         if input_ids is not None:
             self._check_token_inputs(input_ids, attention_mask, token_unit_index)
+            if self.config.pool_special_tokens and self.config.level == "unit":
+                token_unit_index, unit_mask = with_special_units(token_unit_index, attention_mask, unit_mask)
             backbone_states = self.compute_backbone_states(
                 input_ids, attention_mask, token_unit_index, unit_mask.shape[1]
             )
@@ -642,10 +706,12 @@ class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
 
     def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
         super().__init__(config)
-        if config.level != "unit" or config.architecture != "single":
+        if config.level != "unit" or config.architecture != "single" or config.pool_special_tokens:
             raise ValueError(
-                "token classification labels every unit of one sequence: it needs level='unit' and "
-                f"architecture='single' (got level={config.level!r}, architecture={config.architecture!r})"
+                "token classification labels every unit of one sequence: it needs level='unit', "
+                "architecture='single' and pool_special_tokens=False (got level="
+                f"{config.level!r}, architecture={config.architecture!r}, "
+                f"pool_special_tokens={config.pool_special_tokens})"
             )
         self.num_labels = config.num_labels
         self.metaembed = MetaEmbedModel(config, backbones=backbones)

@@ -7,9 +7,14 @@ names the others last), so a writer killed mid-write leaves the previous save lo
 Loading: weights come from safetensors only unless the caller opts in to pickle files (`allow_pickle=True`), and a
 weight file whose header is damaged or whose data is cut short is reported before any model is built.
 
-Model code (copied next to a saved model for `trust_remote_code`): imports transformers and the standard library only.
+Backbone fingerprints: a checkpoint saved without its backbones' weights records a sha256 of each backbone's tensors,
+so loading can tell when the weights found under the stored name are not the ones the model was trained with.
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and the standard
+library only.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -17,9 +22,11 @@ import shutil
 import socket
 import struct
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import torch
 from transformers.utils import cached_file
 
 SAFE_WEIGHTS = "model.safetensors"
@@ -277,7 +284,51 @@ def safetensors_flag(use_safetensors: bool | None, allow_pickle: bool) -> bool |
     return True
 
 
+# ---------------------------------------------------------------------------------------------- backbone fingerprints
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+class BackboneMismatchError(ValueError):
+    """The backbone found when loading a backbone-free checkpoint is not the one the checkpoint was saved with."""
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 over every tensor of `module.state_dict()` in name order: name, dtype, shape and bytes (the digest the
+    feature cache records as `weights_sha256`). Memoised per module until one of its tensors is replaced or changed
+    in place. Raises `ValueError` when a tensor is not in memory (meta device: offloaded or never loaded)."""
+    state = module.state_dict()
+    signature = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in state.items())
+    memo = _FINGERPRINTS.get(module)
+    if memo is not None and memo[0] == signature:
+        return memo[1]
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        if tensor.is_meta:
+            raise ValueError(f"weight {name!r} is on the meta device (offloaded or not loaded): it cannot be hashed")
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    _FINGERPRINTS[module] = (signature, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def floating_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    """The one floating-point dtype of a module's tensors (None if it has none, or several)."""
+    dtypes = {t.dtype for t in module.state_dict().values() if t.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
+def weights_fingerprint(module: torch.nn.Module) -> dict:
+    """What a backbone-free checkpoint records per backbone: `{"sha256": ..., "dtype": ...}`, the digest of
+    `weights_sha256` and the floating dtype it was taken in (a backbone read in float32 from its folder and run in
+    bfloat16 is hashed in bfloat16, so loading casts before comparing)."""
+    dtype = floating_dtype(module)
+    return {"sha256": weights_sha256(module), "dtype": str(dtype).removeprefix("torch.") if dtype else None}
+
+
 __all__ = [
+    "BackboneMismatchError",
     "CorruptedWeightsError",
     "MODEL_WEIGHT_FILES",
     "checkpoint_shapes",
@@ -285,4 +336,6 @@ __all__ = [
     "safetensors_flag",
     "safetensors_shapes",
     "staged_save",
+    "weights_fingerprint",
+    "weights_sha256",
 ]

@@ -1,0 +1,216 @@
+"""Loading backbones by reference: what `from_backbones` and a checkpoint saved without backbone weights
+(`save_pretrained(d, save_backbone_weights=False)`) read, with errors that say where they looked and how to point
+elsewhere, and a check that the weights found are the ones the checkpoint was saved with (its fingerprints).
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its siblings.
+"""
+
+import os
+
+import torch
+from transformers import PreTrainedModel
+from transformers.utils import cached_file, logging
+
+from .backbones import BackboneNotFoundError, build_backbone, load_backbone
+from .configuration_metaembed import MetaEmbedConfig, backbone_hidden_size, backbone_num_layers
+from .safe_files import PICKLE_WEIGHTS, SAFE_WEIGHTS, BackboneMismatchError, floating_dtype, weights_sha256
+
+logger = logging.get_logger(__name__)
+
+
+def _looks_local(name: str) -> bool:
+    """A Hub id is "name" or "owner/name"; anything else (or an existing folder) is a local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.isdir(os.path.expanduser(name))
+
+
+def _has_only_pickle_weights(name: str, revision: str | None) -> bool:
+    """Whether the backbone at `name` has pickle weights and no safetensors (looked up without downloading)."""
+    if _looks_local(name):
+        folder = os.path.expanduser(name)
+        has = lambda filename: os.path.isfile(os.path.join(folder, filename))  # noqa: E731
+    else:
+
+        def has(filename: str) -> bool:
+            found = cached_file(
+                name,
+                filename,
+                revision=revision,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+            return found is not None
+
+    return not has(SAFE_WEIGHTS) and any(has(filename) for filename in PICKLE_WEIGHTS)
+
+
+def load_backbone_safely(
+    name: str, revision: str | None, index: int, allow_pickle: bool, how_to_point: str = "", **kwargs
+) -> PreTrainedModel:
+    """`load_backbone`, with errors that name the backbone, where it was looked for and the way out.
+
+    A missing folder names the absolute path looked at plus `how_to_point` (the backbone-free loader's
+    `backbone_paths` hint); a backbone with only pickle weights names `allow_pickle=True`, and only then.
+    """
+    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+        where = os.path.abspath(os.path.expanduser(name))
+        raise BackboneNotFoundError(
+            f"backbone {index} ({name}) was not found: there is no folder {where}"
+            + (f"; {how_to_point}" if how_to_point else "; pass an existing local folder")
+        )
+    try:
+        return load_backbone(name, revision, index, **kwargs)
+    except BackboneNotFoundError as error:
+        if not how_to_point:
+            raise
+        where = os.path.abspath(os.path.expanduser(name))
+        raise BackboneNotFoundError(f"{error}; no folder {where} either; {how_to_point}") from error
+    except OSError as error:
+        if not allow_pickle and kwargs.get("use_safetensors") and _has_only_pickle_weights(name, revision):
+            raise OSError(
+                f"backbone {index} ({name}) has only pickle weights ({PICKLE_WEIGHTS[0]}), no safetensors: "
+                "unpickling can run arbitrary code, so it is refused by default; if you trust it, pass "
+                "allow_pickle=True"
+            ) from error
+        if how_to_point:
+            raise OSError(f"backbone {index} ({name}) could not be loaded ({error}); {how_to_point}") from error
+        raise
+
+
+def backbone_locations(config: MetaEmbedConfig, backbone_paths: dict | None) -> list[str]:
+    """Where each backbone of a backbone-free checkpoint is read from: its stored name, unless `backbone_paths` maps
+    its index (or its stored name) to another folder or Hub id."""
+    names = config.backbone_names
+    overrides = {}
+    for key, path in (backbone_paths or {}).items():
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(names):
+            overrides[key] = os.fspath(path)
+        elif isinstance(key, str) and key in names:
+            overrides[names.index(key)] = os.fspath(path)
+        else:
+            choices = ", ".join(f"{i} or {name!r}" if name else str(i) for i, name in enumerate(names))
+            raise ValueError(f"backbone_paths names no backbone of this checkpoint: {key!r}; use one of: {choices}")
+    locations = []
+    for index, name in enumerate(names):
+        location = overrides.get(index, name)
+        if location is None:
+            raise ValueError(
+                f"backbone {index} has no stored name, so this checkpoint (saved without backbone weights) cannot "
+                f"find it; pass from_pretrained(..., backbone_paths={{{index}: 'path/or/hub-id'}})"
+            )
+        locations.append(location)
+    return locations
+
+
+def how_to_point(index: int) -> str:
+    """The fix for a backbone a backbone-free checkpoint cannot find, named for backbone `index`."""
+    return (
+        "this checkpoint was saved without backbone weights and reads each backbone from its stored name; point to "
+        f"where it is now with from_pretrained(folder, backbone_paths={{{index}: 'path/or/hub-id'}}) (keys: backbone "
+        "index or stored name)"
+    )
+
+
+def check_backbone_shapes(config: MetaEmbedConfig, index: int, backbone: PreTrainedModel, location: str) -> None:
+    """One clear error when the backbone found is not shaped like the one the checkpoint was saved with (another
+    family, hidden size or depth), before any weight is merged."""
+    label = f"backbone {index} ({config.backbone_names[index]})"
+    found_at = f" found at {location}" if location != config.backbone_names[index] else ""
+    expected_config = config.get_backbone_config(index)
+    fix = f"point backbone_paths={{{index}: ...}} at the backbone this checkpoint was saved with"
+    found, expected = backbone.config, expected_config
+    if found.model_type != expected.model_type:
+        raise BackboneMismatchError(
+            f"{label}{found_at} is a {found.model_type!r} model, but this checkpoint was saved with a "
+            f"{expected.model_type!r} backbone; {fix}"
+        )
+    for what, read in (("hidden size", backbone_hidden_size), ("number of layers", backbone_num_layers)):
+        if read(found) != read(expected):
+            raise BackboneMismatchError(
+                f"{label}{found_at} has {what} {read(found)}, but this checkpoint's layers were trained on a "
+                f"backbone with {what} {read(expected)}; {fix}"
+            )
+    with torch.device("meta"):
+        skeleton = build_backbone(expected_config)
+    expected_shapes = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    found_shapes = {name: tuple(t.shape) for name, t in backbone.state_dict().items()}
+    shared = expected_shapes.keys() & found_shapes.keys()
+    differ = sorted(name for name in shared if expected_shapes[name] != found_shapes[name])
+    missing = sorted(expected_shapes.keys() - found_shapes.keys())
+    if differ or missing:
+        example = (
+            f"{differ[0]} is {list(found_shapes[differ[0]])}, expected {list(expected_shapes[differ[0]])}"
+            if differ
+            else f"no {missing[0]}"
+        )
+        raise BackboneMismatchError(
+            f"{label}{found_at} is not shaped like the backbone this checkpoint was saved with ({len(differ)} tensors "
+            f"differ, {len(missing)} missing; e.g. {example}); {fix}"
+        )
+
+
+def verify_fingerprint(config: MetaEmbedConfig, index: int, backbone: PreTrainedModel, location: str):
+    """Check backbone `index` against the fingerprint its checkpoint recorded; returns the backbone, cast to the
+    dtype it was fingerprinted (and saved) in. Raises `BackboneMismatchError` naming both fingerprints and the
+    override. A checkpoint saved before fingerprints existed is loaded unverified, with one info line."""
+    name = config.backbone_names[index]
+    record = config.backbones[index].get("fingerprint")
+    if not record:
+        logger.info(
+            f"backbone {index} ({name}): this checkpoint records no fingerprint of its weights (saved before "
+            "release 0.2), so the weights found are used unverified"
+        )
+        return backbone
+    dtype = getattr(torch, record["dtype"]) if record.get("dtype") else None
+    if dtype is not None and floating_dtype(backbone) not in (None, dtype):
+        backbone = backbone.to(dtype)
+    found = weights_sha256(backbone)
+    if found != record["sha256"]:
+        raise BackboneMismatchError(
+            f"backbone {index} ({name}) found at {location} is not the backbone this checkpoint was saved with: its "
+            f"weights have fingerprint sha256:{found}, the checkpoint expects sha256:{record['sha256']} (the folder "
+            "or Hub repo changed since the save). Point to the original weights with "
+            f"from_pretrained(folder, backbone_paths={{{index}: 'path/or/hub-id'}}), or, if these weights are the "
+            "ones you want, load with verify_backbones=False"
+        )
+    return backbone
+
+
+def fetch_backbones(
+    config: MetaEmbedConfig,
+    backbone_paths: dict | None,
+    verify: bool,
+    allow_pickle: bool,
+    use_safetensors: bool | None,
+) -> list[PreTrainedModel]:
+    """Load every backbone of a backbone-free checkpoint, checked against what it was saved with.
+
+    Each backbone is read from its stored name and revision, or from `backbone_paths` (then the config's record
+    takes the new location, so the next save refers to it). Its family, hidden size, depth and tensor shapes must
+    match the stored config, and with `verify` its weights must match the stored fingerprint.
+    """
+    locations = backbone_locations(config, backbone_paths)
+    backbones = []
+    for index, location in enumerate(locations):
+        record = config.backbones[index]
+        moved = location != record["name"]
+        revision = None if moved else record["revision"]
+        backbone = load_backbone_safely(
+            location, revision, index, allow_pickle, how_to_point(index), use_safetensors=use_safetensors
+        )
+        check_backbone_shapes(config, index, backbone, location)
+        if verify:
+            backbone = verify_fingerprint(config, index, backbone, location)
+        if moved:
+            logger.info(f"backbone {index} ({record['name']}) read from {location}")
+            record["name"], record["revision"] = location, None
+        backbones.append(backbone)
+    return backbones
+
+
+__all__ = [
+    "backbone_locations",
+    "check_backbone_shapes",
+    "fetch_backbones",
+    "load_backbone_safely",
+    "verify_fingerprint",
+]
