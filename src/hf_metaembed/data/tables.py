@@ -7,13 +7,12 @@ packages (`pyarrow` for parquet, `datasets` for the Hub) are imported only when 
 Not model code: nothing in `hf_metaembed.modeling` imports it.
 """
 
-import csv
-import gzip
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from ..io.records import InputError, read_rows
 
 TABLE_FORMATS = {
     ".csv": "csv",
@@ -45,37 +44,13 @@ def _table_format(path: Path) -> str:
     return table_format
 
 
-def _open_text(path: Path) -> IO[str]:
-    # utf-8-sig drops the byte-order mark spreadsheet programs put at the start of a CSV export
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, Any]]]:
-    with _open_text(path) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
-
-
-def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    rows, columns = [], {}
-    with _open_text(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TableError(
-                    f"{path} line {line_number}: not valid JSON ({error.msg}); fix or remove it"
-                ) from None
-            if not isinstance(item, dict):
-                raise TableError(f"{path} line {line_number}: expected a JSON object, got {type(item).__name__}")
-            columns.update(dict.fromkeys(item))
-            rows.append(item)
-    return list(columns), rows
+def _read_rows(path: Path, table_format: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """CSV, TSV and JSONL through the library's one reader (`io.records.read_rows`), its errors as `TableError`."""
+    try:
+        rows = [row for _, row in read_rows(path, table_format)]
+    except InputError as error:
+        raise TableError(str(error)) from None
+    return list(dict.fromkeys(column for row in rows for column in row)), rows
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -153,10 +128,8 @@ def read_table(
         table_format = _table_format(path)
         if table_format == "parquet":
             columns, rows = _read_parquet(path)
-        elif table_format == "jsonl":
-            columns, rows = _read_jsonl(path)
         else:
-            columns, rows = _read_delimited(path, "," if table_format == "csv" else "\t")
+            columns, rows = _read_rows(path, table_format)
         return str(path), columns, rows
     if path.is_dir():
         raise TableError(f"{path} is a folder; pass the table file inside it (CSV, TSV, JSONL or parquet)")
