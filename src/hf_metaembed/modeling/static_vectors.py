@@ -3,7 +3,7 @@
 A table is a frozen lookup: one vector per word, no context. Wrapping it as a `PreTrainedModel` lets it sit beside
 transformer encoders in a meta-embedding model (the original Dynamic Meta-Embeddings setting) and save, load and
 share like any other backbone. Build a folder from a vector file with
-`hf_metaembed.static_vectors_io.convert_static_vectors`.
+`hf_metaembed.io.static_vectors.convert_static_vectors`.
 
 This file is model code that may be loaded with `trust_remote_code`: it imports only `torch`, `transformers` and the
 standard library.
