@@ -13,7 +13,7 @@ from transformers.utils import cached_file, logging
 
 from .backbones import BackboneNotFoundError, build_backbone, load_backbone
 from .configuration_metaembed import MetaEmbedConfig, backbone_hidden_size, backbone_num_layers
-from .safe_files import PICKLE_WEIGHTS, SAFE_WEIGHTS, BackboneMismatchError, floating_dtype, weights_sha256
+from .safe_files import PICKLE_WEIGHTS, SAFE_WEIGHTS, BackboneMismatchError, weights_sha256
 
 logger = logging.get_logger(__name__)
 
@@ -120,8 +120,8 @@ def check_backbone_shapes(config: MetaEmbedConfig, index: int, backbone: PreTrai
     found, expected = backbone.config, expected_config
     if found.model_type != expected.model_type:
         raise BackboneMismatchError(
-            f"{label}{found_at} is a {found.model_type!r} model, but this checkpoint was saved with a "
-            f"{expected.model_type!r} backbone; {fix}"
+            f"{label}{found_at} has model type {found.model_type!r}, but this checkpoint was saved with a backbone "
+            f"of model type {expected.model_type!r}; {fix}"
         )
     for what, read in (("hidden size", backbone_hidden_size), ("number of layers", backbone_num_layers)):
         if read(found) != read(expected):
@@ -148,21 +148,13 @@ def check_backbone_shapes(config: MetaEmbedConfig, index: int, backbone: PreTrai
         )
 
 
-def verify_fingerprint(config: MetaEmbedConfig, index: int, backbone: PreTrainedModel, location: str):
-    """Check backbone `index` against the fingerprint its checkpoint recorded; returns the backbone, cast to the
-    dtype it was fingerprinted (and saved) in. Raises `BackboneMismatchError` naming both fingerprints and the
-    override. A checkpoint saved before fingerprints existed is loaded unverified, with one info line."""
+def verify_fingerprint(config: MetaEmbedConfig, index: int, backbone: PreTrainedModel, location: str) -> None:
+    """Check backbone `index` against the fingerprint its checkpoint recorded (nothing to check for a checkpoint
+    saved before fingerprints existed). Raises `BackboneMismatchError` naming both fingerprints and the override."""
     name = config.backbone_names[index]
     record = config.backbones[index].get("fingerprint")
     if not record:
-        logger.info(
-            f"backbone {index} ({name}): this checkpoint records no fingerprint of its weights (saved before "
-            "release 0.2), so the weights found are used unverified"
-        )
-        return backbone
-    dtype = getattr(torch, record["dtype"]) if record.get("dtype") else None
-    if dtype is not None and floating_dtype(backbone) not in (None, dtype):
-        backbone = backbone.to(dtype)
+        return
     found = weights_sha256(backbone)
     if found != record["sha256"]:
         raise BackboneMismatchError(
@@ -172,7 +164,6 @@ def verify_fingerprint(config: MetaEmbedConfig, index: int, backbone: PreTrained
             f"from_pretrained(folder, backbone_paths={{{index}: 'path/or/hub-id'}}), or, if these weights are the "
             "ones you want, load with verify_backbones=False"
         )
-    return backbone
 
 
 def fetch_backbones(
@@ -185,21 +176,31 @@ def fetch_backbones(
     """Load every backbone of a backbone-free checkpoint, checked against what it was saved with.
 
     Each backbone is read from its stored name and revision, or from `backbone_paths` (then the config's record
-    takes the new location, so the next save refers to it). Its family, hidden size, depth and tensor shapes must
-    match the stored config, and with `verify` its weights must match the stored fingerprint.
+    takes the new location, so the next save refers to it), in the dtype the saved model ran it in. Its family,
+    hidden size, depth and tensor shapes must match the stored config, and with `verify` its weights must match the
+    stored fingerprint (a checkpoint that records none, saved before fingerprints existed, loads unverified with one
+    info line).
     """
     locations = backbone_locations(config, backbone_paths)
+    unverified = [index for index, record in enumerate(config.backbones) if not record.get("fingerprint")]
+    if verify and unverified:
+        logger.info(
+            f"this checkpoint records no fingerprint of backbones {unverified} (it was saved before fingerprints "
+            "existed), so their weights are used as found, unverified"
+        )
     backbones = []
     for index, location in enumerate(locations):
         record = config.backbones[index]
         moved = location != record["name"]
         revision = None if moved else record["revision"]
-        backbone = load_backbone_safely(
-            location, revision, index, allow_pickle, how_to_point(index), use_safetensors=use_safetensors
-        )
+        extra = {"use_safetensors": use_safetensors}
+        saved_dtype = (record.get("fingerprint") or {}).get("dtype")
+        if saved_dtype:  # read it in the dtype the saved model ran it in
+            extra["dtype"] = getattr(torch, saved_dtype)
+        backbone = load_backbone_safely(location, revision, index, allow_pickle, how_to_point(index), **extra)
         check_backbone_shapes(config, index, backbone, location)
         if verify:
-            backbone = verify_fingerprint(config, index, backbone, location)
+            verify_fingerprint(config, index, backbone, location)
         if moved:
             logger.info(f"backbone {index} ({record['name']}) read from {location}")
             record["name"], record["revision"] = location, None

@@ -313,17 +313,21 @@ def weights_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def floating_dtype(module: torch.nn.Module) -> torch.dtype | None:
-    """The one floating-point dtype of a module's tensors (None if it has none, or several)."""
-    dtypes = {t.dtype for t in module.state_dict().values() if t.is_floating_point()}
-    return dtypes.pop() if len(dtypes) == 1 else None
+def parameter_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    """The floating-point dtype most of a module's parameters are in (None if it has none): the dtype a backbone was
+    loaded in (buffers such as rotary frequencies may stay in float32)."""
+    counts: dict[torch.dtype, int] = {}
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+    return max(counts, key=counts.get) if counts else None
 
 
 def weights_fingerprint(module: torch.nn.Module) -> dict:
     """What a backbone-free checkpoint records per backbone: `{"sha256": ..., "dtype": ...}`, the digest of
-    `weights_sha256` and the floating dtype it was taken in (a backbone read in float32 from its folder and run in
-    bfloat16 is hashed in bfloat16, so loading casts before comparing)."""
-    dtype = floating_dtype(module)
+    `weights_sha256` and the dtype of its parameters (a backbone read in bfloat16 from a float32 folder is read in
+    bfloat16 again when the checkpoint is loaded, so the same weights give the same digest)."""
+    dtype = parameter_dtype(module)
     return {"sha256": weights_sha256(module), "dtype": str(dtype).removeprefix("torch.") if dtype else None}
 
 
