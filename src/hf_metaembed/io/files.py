@@ -82,7 +82,12 @@ def atomic_save_safetensors(tensors: dict, path: str | os.PathLike, metadata: di
 
 
 def check_writable_output(path: str | os.PathLike) -> Path:
-    """Raise `InputError` unless `path` can be created or replaced (its folder exists and is writable)."""
+    """Raise `InputError` unless `path` can be created or replaced: its folder exists and accepts a new file.
+
+    The folder is tested by creating (and removing) a hidden temporary file in it, which also catches folders that
+    refuse files whatever their permission bits say (`/proc`, read-only mounts). Messages name only `path` as given
+    and its folder, never a file the caller would derive from it (a `.parts` folder, a temporary name).
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -91,6 +96,16 @@ def check_writable_output(path: str | os.PathLike) -> Path:
         raise InputError(f"cannot write {str(path)!r}: folder {str(parent)!r} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"cannot write {str(path)!r}: the file exists and is not writable")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(
+            f"cannot write {str(path)!r}: folder {str(parent)!r} does not accept new files ({reason}); "
+            "choose another output location"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
     return path
 
 

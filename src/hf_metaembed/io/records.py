@@ -2,8 +2,10 @@
 
 One reader per format: `read_rows` streams the rows of a table (CSV, TSV, JSONL) as dicts; `read_records` streams
 `Record`s (an id and the sequence of one column) from any format, its tables through `read_rows`;
+`read_pair_records` streams `PairRecord`s (an id and the chains of ligand and receptor) from a table;
 `records_to_inputs` turns table rows into model inputs (plain sequences, or the chains of ligand and receptor).
 Memory does not grow with the size of the file, and every problem is an `InputError` naming the file and the line.
+Text is read as UTF-8; a byte-order mark at the start (as Excel writes in "CSV UTF-8" exports) is dropped.
 
 Not model code: the CLI, the cache command and the other tools use it; the model files never import it.
 """
@@ -44,6 +46,18 @@ class Record:
     fields: dict[str, Any] | None = None
 
 
+@dataclass
+class PairRecord:
+    """One ligand-receptor complex of a table: its position in the file (0-based), an id, the chains of each side,
+    and optional fields."""
+
+    index: int
+    id: str
+    ligand: list[str]
+    receptor: list[str]
+    fields: dict[str, Any] | None = None
+
+
 def detect_input_format(path: str | os.PathLike, declared: str | None = None) -> str:
     """The reader for `path`: `declared` if given, else from the suffix (a trailing `.gz` is ignored)."""
     if declared is not None:
@@ -68,9 +82,10 @@ def _open_text(path: Path) -> IO[str]:
     if path.is_dir():
         raise InputError(f"input {str(path)!r} is a folder; pass a file")
     try:
+        # utf-8-sig: a byte-order mark would otherwise become part of the first column's name or the first record
         if path.name.lower().endswith(".gz"):
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return open(path, encoding="utf-8", newline="")
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+        return open(path, encoding="utf-8-sig", newline="")
     except PermissionError:
         raise InputError(f"input file {str(path)!r} is not readable (permission denied)") from None
 
@@ -94,7 +109,7 @@ def _reading(path: Path, input_format: str) -> Iterator[IO[str]]:
 
 def _missing_column(name: str, column: str, available: list[str], where: str = "") -> InputError:
     shown = ", ".join(repr(c) for c in available) if available else "none"
-    return InputError(f"{name}{where}: no column {column!r}; available columns: {shown}; pass --column NAME")
+    return InputError(f"{name}{where}: no column {column!r}; available columns: {shown} (names are case-sensitive)")
 
 
 def _csv_rows(handle: IO[str], name: str, delimiter: str, columns: list[str]) -> Iterator[tuple[int, dict]]:
@@ -238,19 +253,63 @@ def read_records(
 # ---------------------------------------------------------------------------------------------- model inputs
 
 
-def _side_chains(record: dict, columns: Sequence[str], separator: str, row: int, side: str) -> list[str]:
+def _side_chains(
+    record: dict, columns: Sequence[str], separator: str, row: int, side: str, where: str | None = None
+) -> list[str]:
+    where = where or f"row {row}"
     chains = []
     for column in columns:
         if column not in record:
-            raise InputError(f"row {row}: no column {column!r} for the {side}; columns are: {', '.join(record)}")
+            raise InputError(f"{where}: no column {column!r} for the {side}; columns are: {', '.join(record)}")
         value = record[column]
         if isinstance(value, list):
             chains += [str(chain).strip() for chain in value if str(chain).strip()]
         elif value not in (None, ""):
             chains += [chain.strip() for chain in str(value).split(separator) if chain.strip()]
     if not chains:
-        raise InputError(f"row {row}: the {side} has no chain (columns {', '.join(columns)} are empty); drop the row")
+        raise InputError(
+            f"{where}: the {side} has no chain (columns {', '.join(columns)} are empty); fill them in or drop the row"
+        )
     return chains
+
+
+def read_pair_records(
+    path: str | os.PathLike,
+    input_format: str | None = None,
+    *,
+    ligand_columns: Sequence[str],
+    receptor_columns: Sequence[str],
+    chain_separator: str = ",",
+    id_column: str | None = None,
+    extra_columns: Sequence[str] | None = None,
+) -> Iterator[PairRecord]:
+    """Stream the ligand-receptor complexes of a table (CSV, TSV or JSONL), one `PairRecord` per row.
+
+    Args:
+        path: the table; `.gz` is read transparently.
+        input_format: `"csv"`, `"tsv"` or `"jsonl"`, or None to tell from the suffix.
+        ligand_columns, receptor_columns: the column(s) holding each side's chains; a cell holds one chain, several
+            joined by `chain_separator` (PPB-Affinity's `"Ligand Sequences"` joins them with `,`), or (JSONL) a list
+            of chains; empty cells are skipped.
+        chain_separator: the string between chains in one cell.
+        id_column: column holding record ids; default: the record number.
+        extra_columns: further columns to return in `PairRecord.fields` (e.g. a label).
+
+    Raises:
+        InputError: a missing or unreadable file, a format without columns, a missing column (listing those
+            available), a side without any chain (naming the record, its line and the columns).
+    """
+    if not chain_separator:
+        raise InputError("the chain separator is empty; pass the string between chains, such as ','")
+    path = Path(path)
+    extra = list(extra_columns or [])
+    wanted = [*ligand_columns, *receptor_columns, *([id_column] if id_column else []), *extra]
+    for index, (number, row) in enumerate(read_rows(path, input_format, wanted)):
+        where = f"{path.name} record {index} (line {number})"
+        ligand = _side_chains(row, ligand_columns, chain_separator, index, "ligand", where)
+        receptor = _side_chains(row, receptor_columns, chain_separator, index, "receptor", where)
+        record_id = str(row[id_column]) if id_column else str(index)
+        yield PairRecord(index, record_id, ligand, receptor, {key: row[key] for key in extra})
 
 
 def records_to_inputs(
@@ -301,8 +360,10 @@ __all__ = [
     "INPUT_FORMATS",
     "TABLE_FORMATS",
     "InputError",
+    "PairRecord",
     "Record",
     "detect_input_format",
+    "read_pair_records",
     "read_records",
     "read_rows",
     "records_to_inputs",
