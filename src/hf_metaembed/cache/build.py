@@ -18,6 +18,7 @@ from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import CacheFingerprintError
 from .fingerprint import cacheable_base_model, fingerprint_differences, model_fingerprint
+from .lock import holds_write_lock
 from .segments import sample_segments, segment_key, segment_length
 from .store import INDEX_NAME, FeatureCache, new_index, read_index, shard_segments, write_shard
 
@@ -101,6 +102,7 @@ def _open_for_build(directory: Path, fingerprint: dict, overwrite: bool, verify_
     return index
 
 
+@holds_write_lock  # one writer per folder; adds lock_timeout= (see cache/lock.py)
 def build_feature_cache(
     model,
     processor: MetaEmbedProcessor,

@@ -4,11 +4,14 @@
     cache_dir/shard-00000.safetensors    tensors "<segment key>/<backbone>": (units, d_i); header lists its keys
 
 A shard is written to a temporary name and renamed, so a shard file is either complete or absent; the index is
-rewritten (atomically) after every shard. Shards are read back memory-mapped, one segment at a time.
+rewritten (atomically) after every shard. Shards are read back memory-mapped, one segment at a time. One build writes
+to a folder at a time (`lock.CacheWriteLock`); on starting it removes the shards no index lists
+(`remove_orphan_shards`).
 """
 
 import json
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,6 +26,8 @@ from .fingerprint import fingerprint_differences, model_fingerprint
 CACHE_FORMAT = "hf_metaembed.feature_cache"
 CACHE_FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
+# the names `build_feature_cache` gives shards
+SHARD_NAME = re.compile(r"shard-\d{5}\.safetensors")
 
 
 def new_index(fingerprint: dict) -> dict:
@@ -69,6 +74,38 @@ def shard_segments(path: Path) -> dict[str, int]:
             f"shard {path.name} of cache {path.parent} has an unreadable header ({error}); run the build again to "
             "recompute it"
         ) from error
+
+
+def remove_orphan_shards(directory: str | os.PathLike) -> list[str]:
+    """Delete the cache shards in `directory` that its index does not list; returns their names.
+
+    Such shards are what a build killed between renaming a shard and rewriting the index left behind, or every shard
+    once `index.json` was deleted; a build would never read them, only write over some of them. Files that are not
+    this cache's shards (another name, or a header without the cache's segment list, such as `hf-metaembed embed`'s
+    shards) are never touched, and nothing is when an index exists but cannot be read (the build reports that).
+    Call it only while holding the folder's write lock (`lock.CacheWriteLock`): another build's newest shard is not
+    listed yet while that build runs.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    listed: set[str] = set()
+    if (directory / INDEX_NAME).exists():
+        try:
+            listed = set(read_index(directory)["shards"])
+        except FeatureCacheError:
+            return []
+    removed = []
+    for path in sorted(directory.glob("shard-*.safetensors")):
+        if path.name in listed or not SHARD_NAME.fullmatch(path.name):
+            continue
+        try:
+            shard_segments(path)
+        except CorruptShardError:  # not a header this cache wrote: leave it alone
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 class FeatureCache:
@@ -212,6 +249,7 @@ __all__ = [
     "load_feature_cache",
     "new_index",
     "read_index",
+    "remove_orphan_shards",
     "shard_segments",
     "write_shard",
 ]
