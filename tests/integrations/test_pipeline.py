@@ -96,7 +96,7 @@ def test_pair_architecture_reports_each_segment(tiny_esm, tiny_prott5):
         )
     for index, result in enumerate(results):
         torch.testing.assert_close(torch.tensor(result["embedding"]), reference.pooler_output[index])
-    with pytest.raises(TypeError, match="embeds complexes"):
+    with pytest.raises(TypeError, match="reads complexes"):
         extractor("MKTA")
 
 
@@ -114,5 +114,5 @@ def test_clear_errors(tiny_esm, tiny_prott5, extractor):
     model.name_or_path = ""
     with pytest.raises(ValueError, match="pass processor="):
         MetaEmbedFeatureExtractionPipeline(model=model)
-    with pytest.raises(TypeError, match="embeds plain sequences"):
+    with pytest.raises(TypeError, match="reads plain sequences"):
         extractor({"ligand": ["MKT"], "receptor": ["GSH"]})

@@ -103,7 +103,9 @@ def test_dataset_items_use_forward_argument_names(processor, datasets):
     assert set(batch) == set(expected)
     for key in expected:
         assert torch.equal(batch[key], expected[key])
-    assert from_trainer_feature(to_trainer_features(native, labels=[1.0, 2.0])[0])["segments"] == native[0]["segments"]
+    legacy = from_trainer_feature(to_trainer_features(native, labels=[1.0, 2.0])[0])
+    assert legacy["labels"] == 1.0 and legacy["segments"][0]["input_ids"] == native["input_ids"][0][0]
+    assert torch.equal(MetaEmbedDataCollator(processor)([legacy])["input_ids"], processor(sequences[:1])["input_ids"])
 
 
 def test_collator_errors_name_the_sample_and_fix(processor):
@@ -211,21 +213,26 @@ def test_unused_columns_either_way(backbones, processor, datasets, tmp_path, rem
     assert torch.isfinite(torch.tensor(trainer.evaluate()["eval_loss"]))
 
 
-def test_processor_native_features_need_remove_unused_columns_off(backbones, processor, datasets, tmp_path):
+def test_processor_rows_train_with_default_column_removal(backbones, processor, tmp_path):
     sequences, labels = _proteins(8, seed=2)
-    native = processor(sequences, return_tensors=None)
-    for feature, label in zip(native, labels):
-        feature["labels"] = label
+    rows = to_trainer_features(processor(sequences, labels=labels, return_tensors=None))
+    args = _args(tmp_path, max_steps=1, save_strategy="no")
+    trainer = Trainer(
+        model=_model(backbones), args=args, train_dataset=rows, data_collator=MetaEmbedDataCollator(processor)
+    )
+    assert trainer.train().global_step == 1
+    # release 0.1's per-sample form keeps everything under "segments", which Trainer drops unless told not to
+    legacy = [from_trainer_feature(row) for row in rows]
     args = _args(tmp_path, max_steps=1, save_strategy="no", remove_unused_columns=False)
     trainer = Trainer(
-        model=_model(backbones), args=args, train_dataset=native, data_collator=MetaEmbedDataCollator(processor)
+        model=_model(backbones), args=args, train_dataset=legacy, data_collator=MetaEmbedDataCollator(processor)
     )
     assert trainer.train().global_step == 1
     args = _args(tmp_path, max_steps=1, save_strategy="no")
     trainer = Trainer(
-        model=_model(backbones), args=args, train_dataset=native, data_collator=MetaEmbedDataCollator(processor)
+        model=_model(backbones), args=args, train_dataset=legacy, data_collator=MetaEmbedDataCollator(processor)
     )
-    with pytest.raises(ValueError, match="MetaEmbedDataset or to_trainer_features"):
+    with pytest.raises(ValueError, match=r"return_tensors=None\), or MetaEmbedDataset"):
         trainer.train()
 
 

@@ -181,10 +181,8 @@ def test_problem_types_follow_num_labels_and_label_dtype(protein_pair, protein_p
 def test_token_classification_labels_every_unit(protein_pair):
     model = MetaEmbedForTokenClassification.from_backbones(protein_pair, num_labels=3, fusion="cdme")
     processor = MetaEmbedProcessor.from_backbones(protein_pair, per_unit_labels=True)
-    features = processor(PROTEINS[:2], return_tensors=None)
-    features[0]["labels"] = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
-    features[1]["labels"] = [2, 2, 1, 1]
-    batch = processor.pad(features)
+    labels = [[0, 1, 2, 0, 1, 2, 0, 1, 2, 0], [2, 2, 1, 1]]
+    batch = processor.pad(processor(PROTEINS[:2], labels=labels, return_tensors=None))
     assert batch["labels"][1].tolist()[4:] == [-100] * 6
     out = model(**batch)
     assert out.logits.shape == (2, 10, 3) and out.loss > 0

@@ -458,7 +458,7 @@ def test_sc_truncation_cuts_every_chain_proportionally_and_keeps_both_sides(back
     processor = MetaEmbedProcessor.from_backbones(backbone_sets["two"], architecture="sc", truncation=True)
     with pytest.warns(UserWarning, match=r"truncation cut \d+ units from 1 inputs"):
         features = processor(ligand=[["M" * 30, "K" * 3]], receptor=[["W" * 60]], return_tensors=None)
-    segment = features[0]["segments"][0]
+    segment = {"input_ids": features["input_ids"][0][0], "num_units": len(features["unit_mask"][0][0])}
     tokens = processor.tokenizers[0].convert_ids_to_tokens(segment["input_ids"][0])
     assert len(tokens) <= 66
     runs = "".join(t if len(t) == 1 else "|" for t in tokens).strip("|").split("|")

@@ -1,20 +1,33 @@
-"""`hf-metaembed cache`: build a feature cache (`hf_metaembed.cache`) for the sequences or complexes of a CSV, TSV or
-JSONL file, with a saved model or with backbones named on the command line."""
+"""`hf-metaembed cache`: build a feature cache (`hf_metaembed.cache`) for the sequences or complexes of a FASTA, text,
+CSV, TSV or JSONL file, with a saved model or with backbones named on the command line (`cache build`, also reached as
+plain `cache INPUT OUTPUT ...`), and describe or verify a built one (`cache inspect`)."""
 
 import argparse
+import json
 import os
+import re
 from collections.abc import Sequence
 
 import torch
 
 from .._utils import metaembed_of
-from ..cache import FeatureCache, build_feature_cache
+from ..cache import CorruptShardError, FeatureCache, build_feature_cache
+from ..cache.lock import CacheLockedError
 from ..cache.segments import pair_architectures
-from ..io.records import read_rows, records_to_inputs
+from ..cache.store import INDEX_NAME
+from ..io.records import INPUT_FORMATS, TABLE_FORMATS, detect_input_format, read_records, read_rows, records_to_inputs
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
-from .errors import EXIT_OK, UsageError, one_line
-from .loading import load_saved_model, processor_for, saved_model_type
+from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, one_line
+from .loading import load_saved_model, processor_for, saved_model_type, torch_device
+
+CACHE_SUBCOMMANDS = ("build", "inspect")
+
+# the cache library's hints name Python arguments; a command-line user gets the flag that does the same
+_PYTHON_TO_CLI = (
+    (re.compile(r"build_feature_cache\([^)]*overwrite=True\)"), "--overwrite"),
+    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
+)
 
 
 def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbone_kwargs: dict):
@@ -30,12 +43,42 @@ def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbo
     return model, processor or MetaEmbedProcessor.from_backbones(names)
 
 
+def _read_inputs(
+    path,
+    input_format: str | None,
+    sequence_column: str | None,
+    ligand_columns: Sequence[str] | None,
+    receptor_columns: Sequence[str] | None,
+    chain_separator: str,
+) -> dict:
+    """`{"sequences": [...]}` or `{"ligand": [...], "receptor": [...]}` from any input format."""
+    input_format = detect_input_format(path, input_format)
+    if input_format in TABLE_FORMATS:
+        return records_to_inputs(
+            [row for _, row in read_rows(path, input_format)],
+            sequence_column=sequence_column,
+            ligand_columns=ligand_columns,
+            receptor_columns=receptor_columns,
+            chain_separator=chain_separator,
+        )
+    if ligand_columns or receptor_columns:
+        raise UsageError(
+            f"a {input_format} file holds plain sequences, not ligand and receptor columns; give complexes as CSV, "
+            "TSV or JSONL"
+        )
+    sequences = [record.text for record in read_records(path, input_format)]
+    if not sequences:
+        raise UsageError(f"{os.fspath(path)!r} holds no sequences")
+    return {"sequences": sequences}
+
+
 def build_cache_from_file(
     path: str | os.PathLike,
     model_or_folder,
     output_dir: str | os.PathLike,
     *,
     processor: MetaEmbedProcessor | None = None,
+    input_format: str | None = None,
     sequence_column: str | None = None,
     ligand_columns: Sequence[str] | None = None,
     receptor_columns: Sequence[str] | None = None,
@@ -50,29 +93,28 @@ def build_cache_from_file(
     batch_size: int = 8,
     shard_size_mb: float = 256.0,
     overwrite: bool = False,
+    lock_timeout: float | None = None,
     progress: bool = True,
 ) -> FeatureCache:
-    """Build a feature cache for the sequences or complexes of a CSV/TSV/JSONL file; returns the `FeatureCache`.
+    """Build a feature cache for the sequences or complexes of a file; returns the `FeatureCache`.
 
     Args:
-        path: the input table (see `hf_metaembed.io.records.records_to_inputs` for how columns become sequences or
-            chains).
+        path: a FASTA or text file (plain sequences), or a CSV/TSV/JSONL table (see
+            `hf_metaembed.io.records.records_to_inputs` for how columns become sequences or chains); `.gz` is read
+            transparently.
         model_or_folder: a MetaEmbed model, a folder saved with `save_pretrained` (its processor is loaded from the
             same folder when saved there), or a list of backbone names/folders (then `layers`, `level`,
             `subword_pooling`, `pooling` and `dtype` describe the model the cache is for).
         output_dir: the cache folder (resumed if it holds a cache with the same fingerprint).
+        input_format: one of `hf_metaembed.io.records.INPUT_FORMATS`, or None to tell from the suffix.
         architecture: architecture(s) whose segments to cache; plain sequences default to `single`, complexes to
             the model's architecture.
         device: where to run the backbones (e.g. `"cuda"`).
+        lock_timeout: seconds to wait while another build writes to `output_dir` (None: until it is free; 0: fail
+            at once with `hf_metaembed.cache.lock.CacheLockedError`).
         Other arguments as `hf_metaembed.cache.build_feature_cache` and `records_to_inputs`.
     """
-    inputs = records_to_inputs(
-        [row for _, row in read_rows(path)],
-        sequence_column=sequence_column,
-        ligand_columns=ligand_columns,
-        receptor_columns=receptor_columns,
-        chain_separator=chain_separator,
-    )
+    inputs = _read_inputs(path, input_format, sequence_column, ligand_columns, receptor_columns, chain_separator)
     config_kwargs = {"level": level, "subword_pooling": subword_pooling, "pooling": pooling}
     if layers is not None:
         config_kwargs["layers"] = [int(layer) if str(layer).lstrip("-").isdigit() else layer for layer in layers]
@@ -96,13 +138,17 @@ def build_cache_from_file(
         batch_size=batch_size,
         shard_size_mb=shard_size_mb,
         overwrite=overwrite,
+        lock_timeout=lock_timeout,
         progress=progress,
     )
 
 
+# ---------------------------------------------------------------------------------------------- arguments
+
+
 def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of `hf-metaembed cache` to `parser` (its subcommand parser); run with `run_cache_command`."""
-    parser.add_argument("input", help="CSV, TSV or JSONL file of sequences or complexes")
+    """Add the arguments of `hf-metaembed cache build` to `parser`; run with `run_cache_command`."""
+    parser.add_argument("input", help="FASTA, text (one sequence per line), CSV, TSV or JSONL file; optionally .gz")
     parser.add_argument("output_dir", help="cache folder (resumed when it already holds this model's cache)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a MetaEmbed model folder saved with save_pretrained")
@@ -113,31 +159,84 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--pooling", default="mean", help="with --backbones and --level sequence: mean or max")
     parser.add_argument("--dtype", help="with --backbones: load them in this torch dtype (e.g. float16)")
     parser.add_argument("--architecture", nargs="+", help="architecture(s) whose segments to cache (single, sc, ...)")
-    parser.add_argument("--sequence-column", help="column of plain sequences")
-    parser.add_argument("--ligand-columns", nargs="+", help="column(s) holding the ligand chains")
-    parser.add_argument("--receptor-columns", nargs="+", help="column(s) holding the receptor chains")
-    parser.add_argument("--chain-separator", default=",", help="separator of several chains in one cell")
-    parser.add_argument("--batch-size", type=int, default=8, help="segments per backbone forward pass")
+    parser.add_argument(
+        "--input-format", choices=list(INPUT_FORMATS), help="input format (default: from the file suffix)"
+    )
+    parser.add_argument(
+        "--column",
+        "--sequence-column",
+        dest="column",
+        help="CSV column / JSONL field with plain sequences (default: sequence; --sequence-column is an alias)",
+    )
+    parser.add_argument(
+        "--ligand-column",
+        "--ligand-columns",
+        dest="ligand_columns",
+        nargs="+",
+        help="column(s) holding the ligand chains, e.g. 'Ligand Sequences'",
+    )
+    parser.add_argument(
+        "--receptor-column",
+        "--receptor-columns",
+        dest="receptor_columns",
+        nargs="+",
+        help="column(s) holding the receptor chains, e.g. 'Receptor Sequences'",
+    )
+    parser.add_argument("--chain-separator", default=",", help="separator of several chains in one cell (default: ,)")
+    parser.add_argument("--batch-size", type=int, default=8, help="segments per backbone forward pass (default: 8)")
     parser.add_argument("--shard-size-mb", type=float, default=256.0, help="approximate size of each shard")
-    parser.add_argument("--device", help="device to run the backbones on (e.g. cuda)")
+    parser.add_argument("--device", help="device to run the backbones on: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache built for another model")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        help="seconds to wait while another build writes to OUTPUT_DIR (0: fail at once; default: wait until free)",
+    )
     return parser
 
 
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of `hf-metaembed cache inspect` to `parser`; run with `run_inspect_command`."""
+    parser.add_argument("cache_dir", help="a cache folder built by `hf-metaembed cache build`")
+    parser.add_argument("--verify", action="store_true", help="check every shard's sha256 against the index")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return parser
+
+
+def with_default_cache_subcommand(argv: list[str]) -> list[str]:
+    """`cache INPUT OUTPUT ...` (the form before `cache build` existed) as `cache build INPUT OUTPUT ...`."""
+    if len(argv) >= 2 and argv[0] == "cache" and argv[1] not in (*CACHE_SUBCOMMANDS, "-h", "--help"):
+        return ["cache", "build", *argv[1:]]
+    return argv
+
+
+def _cli_hint(message: str) -> str:
+    for pattern, flag in _PYTHON_TO_CLI:
+        message = pattern.sub(flag, message)
+    return message
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
 def run_cache_command(args: argparse.Namespace) -> int:
-    """`hf-metaembed cache`: build the cache and print a summary; returns `EXIT_OK`.
+    """`hf-metaembed cache build`: build the cache and print a summary; returns `EXIT_OK`.
 
     Every `ValueError` or `TypeError` here is the input's or the arguments' fault (an unknown column, an invalid
     sequence, a cache folder built for another model, a bad layer), so it is raised as a `UsageError` (exit code 2).
+    A folder another build holds past `--lock-timeout` is a failure (exit code 1): running again later succeeds.
     """
     architecture = args.architecture[0] if args.architecture and len(args.architecture) == 1 else args.architecture
+    if args.lock_timeout is not None and args.lock_timeout < 0:
+        raise UsageError(f"--lock-timeout must be 0 or more seconds, got {args.lock_timeout:g}")
+    device = str(torch_device(args.device)) if args.device else None
     try:
         cache = build_cache_from_file(
             args.input,
             args.model or args.backbones,
             args.output_dir,
-            sequence_column=args.sequence_column,
+            input_format=args.input_format,
+            sequence_column=args.column,
             ligand_columns=args.ligand_columns,
             receptor_columns=args.receptor_columns,
             chain_separator=args.chain_separator,
@@ -147,14 +246,23 @@ def run_cache_command(args: argparse.Namespace) -> int:
             subword_pooling=args.subword_pooling,
             pooling=args.pooling,
             dtype=args.dtype,
-            device=args.device,
+            device=device,
             batch_size=args.batch_size,
             shard_size_mb=args.shard_size_mb,
             overwrite=args.overwrite,
+            lock_timeout=args.lock_timeout,
             progress=not args.no_progress,
         )
+    except CacheLockedError as error:
+        holder = f" ({error.holder})" if error.holder else ""
+        failure = CLIError(
+            f"cache folder {args.output_dir!r} is being written by another build{holder}, which did not finish "
+            f"within {error.timeout:g} s; run again when it has finished, or wait longer with --lock-timeout SECONDS "
+            "(without it the command waits until the folder is free)"
+        )
+        raise failure from error
     except (ValueError, TypeError) as error:
-        raise UsageError(one_line(error)) from error
+        raise UsageError(_cli_hint(one_line(error))) from error
     summary = cache.build_summary
     print(
         f"cached {summary['computed']} new segments ({summary['reused']} reused; {summary['unique_segments']} "
@@ -164,4 +272,85 @@ def run_cache_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["add_cache_arguments", "build_cache_from_file", "run_cache_command"]
+def describe_cache(cache: FeatureCache) -> dict:
+    """What `cache inspect` reports: size, shards and the fingerprint's backbones and settings."""
+    fingerprint = cache.fingerprint
+    return {
+        "path": str(cache.path),
+        "segments": len(cache),
+        "units": sum(cache.num_units(key) for key in cache.keys()),
+        "shards": len(cache.shards),
+        "bytes": sum(record["bytes"] for record in cache.shards.values()),
+        "backbones": [
+            {key: backbone.get(key) for key in ("name", "revision", "model_type", "dtype", "layer")}
+            for backbone in fingerprint["backbones"]
+        ],
+        "alignment": fingerprint["alignment"],
+        "processor": fingerprint["processor"],
+    }
+
+
+def _text_report(description: dict) -> str:
+    lines = [
+        f"{description['path']}: feature cache of {description['segments']} segments ({description['units']} units) "
+        f"in {description['shards']} shards, {description['bytes'] / 2**20:.1f} MiB"
+    ]
+    for index, backbone in enumerate(description["backbones"]):
+        revision = f"@{backbone['revision']}" if backbone["revision"] else ""
+        lines.append(
+            f"  backbone {index}: {backbone['name']}{revision} ({backbone['model_type']}, {backbone['dtype']}, layer "
+            f"{backbone['layer']})"
+        )
+    lines.append("  alignment: " + ", ".join(f"{k}={v!r}" for k, v in description["alignment"].items()))
+    lines.append("  processor: " + ", ".join(f"{k}={v!r}" for k, v in description["processor"].items()))
+    verified = description.get("verified")
+    if verified is None:
+        lines.append("  checksums: not checked (pass --verify)")
+    elif verified:
+        lines.append("  checksums: every shard matches the index")
+    else:
+        lines += [f"  damaged: {problem}" for problem in description["problems"]]
+    return "\n".join(lines)
+
+
+def run_inspect_command(args: argparse.Namespace) -> int:
+    """`hf-metaembed cache inspect`: print what a cache holds and, with `--verify`, check every shard's checksum.
+
+    Returns `EXIT_OK`, or `EXIT_FAILURE` when `--verify` finds a damaged shard (the build command recomputes it).
+    """
+    if not os.path.isdir(args.cache_dir):
+        raise UsageError(f"cache folder {args.cache_dir!r} does not exist")
+    if not os.path.isfile(os.path.join(args.cache_dir, INDEX_NAME)):
+        raise UsageError(
+            f"{args.cache_dir!r} is not a feature cache (it has no {INDEX_NAME}); build one with "
+            "`hf-metaembed cache build INPUT OUTPUT --model M`"
+        )
+    try:
+        cache = FeatureCache(args.cache_dir, verify_checksums=False)
+    except CorruptShardError as error:  # a shard missing or cut short: damage, not a usage error
+        raise CLIError(_cli_hint(one_line(error))) from error
+    except ValueError as error:
+        raise UsageError(_cli_hint(one_line(error))) from error
+    description = describe_cache(cache)
+    if args.verify:
+        problems = []
+        for name in cache.shards:
+            try:
+                cache.verify_shard(name)
+            except ValueError as error:
+                problems.append(_cli_hint(one_line(error)))
+        description.update(verified=not problems, problems=problems)
+    print(json.dumps(description, sort_keys=True) if args.json else _text_report(description))
+    return EXIT_FAILURE if description.get("problems") else EXIT_OK
+
+
+__all__ = [
+    "CACHE_SUBCOMMANDS",
+    "add_cache_arguments",
+    "add_inspect_arguments",
+    "build_cache_from_file",
+    "describe_cache",
+    "run_cache_command",
+    "run_inspect_command",
+    "with_default_cache_subcommand",
+]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..io.records import InputError, Record
+from ..io.records import InputError, PairRecord, Record
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
@@ -28,6 +28,14 @@ def saved_model_type(folder: str | os.PathLike) -> str | None:
         return json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot read {str(config_path)!r}: {error}") from None
+
+
+def saved_architecture(folder: str | os.PathLike) -> str:
+    """The pair architecture in a checked model folder's config.json (`single` when unset), read without loading."""
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("architecture", "single")
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the config.json of {str(folder)!r}: {error}") from None
 
 
 def check_model_folder(folder: str | os.PathLike, require_processor: bool = True) -> Path:
@@ -80,27 +88,74 @@ def load_saved_model(
 
 
 def torch_device(name: str) -> torch.device:
-    """The torch device named by `--device` (`auto`: cuda when available, else cpu)."""
+    """The torch device named by `--device` (`auto`: cuda when available, else cpu), checked to exist here: a device
+    this torch cannot use is a `UsageError` naming the fix, not an error from deep inside torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise UsageError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            if torch.version.cuda is None:
+                reason = f"this torch ({torch.__version__}) is a CPU-only build"
+                fix = "use --device cpu, or install a CUDA build of torch (https://pytorch.org/get-started/locally/)"
+            else:
+                reason = "torch sees no CUDA GPU (no driver, or CUDA_VISIBLE_DEVICES hides them)"
+                fix = "use --device cpu, or run where a GPU is visible"
+            raise UsageError(f"--device {name}: {reason}; {fix}")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {name}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: Apple's MPS backend is not available here; use --device cpu")
+    return device
 
 
-def encode(processor: MetaEmbedProcessor, records: list[Record], **kwargs):
-    """Encode a batch of `Record`s; on bad input, name the record (file position and id), not the batch position."""
-    texts = [record.text for record in records]
+_SAMPLE_PREFIX = re.compile(r"^sample 0(?: \(([a-z ]+)\))?: ")
+
+
+def _record_error(record: Record | PairRecord, error: Exception, side_columns: dict[str, str] | None) -> InputError:
+    """The processor's error about the one sample `record`, reworded to name the record (and, for a complex, the
+    column of the side at fault)."""
+    message = one_line(error)
+    match = _SAMPLE_PREFIX.match(message)
+    where = f"record {record.index} (id {record.id!r})"
+    if match:
+        message = message[match.end() :]
+        side = match.group(1)
+        if side in ("ligand", "receptor"):
+            column = (side_columns or {}).get(side)
+            where += f", {side}" + (f" column {column!r}" if column else "")
+        elif side:
+            where += f" ({side})"
+    return InputError(f"{where}: {message}")
+
+
+def encode(
+    processor: MetaEmbedProcessor,
+    records: list[Record] | list[PairRecord],
+    side_columns: dict[str, str] | None = None,
+    **kwargs,
+):
+    """Encode a batch of `Record`s (sequences) or `PairRecord`s (complexes); on bad input, name the record (file
+    position and id) and, for a complex, the side and its column (`side_columns`: `{"ligand": name, ...}`), not the
+    batch position."""
+
+    def call(batch):
+        if isinstance(batch[0], PairRecord):
+            return processor(ligand=[r.ligand for r in batch], receptor=[r.receptor for r in batch], **kwargs)
+        return processor([record.text for record in batch], **kwargs)
+
     try:
-        return processor(texts, **kwargs)
+        return call(records)
     except (ValueError, TypeError) as batch_error:
         for record in records:
             try:
-                processor([record.text], **kwargs)
+                call([record])
             except (ValueError, TypeError) as error:
-                message = re.sub(r"^sample 0(?: \([a-z]+\))?: ", "", one_line(error))
-                raise InputError(f"record {record.index} (id {record.id!r}): {message}") from error
+                raise _record_error(record, error, side_columns) from error
         raise batch_error
 
 
@@ -131,6 +186,7 @@ __all__ = [
     "load_saved_model",
     "processor_for",
     "progress",
+    "saved_architecture",
     "saved_model_type",
     "torch_device",
 ]

@@ -11,8 +11,23 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from ..data.ppb_affinity import DUPLICATE_RULES
+from ..integrations.metrics import LABEL_TRANSFORMS
 from ..io.records import INPUT_FORMATS
-from .cache import add_cache_arguments, run_cache_command
+from ..modeling.configuration_metaembed import PRESETS
+from ..modeling.fusion import list_fusions
+from ..modeling.heads import list_heads
+from ..modeling.losses import list_losses
+from ..modeling.pairing import list_architectures
+from ..modeling.pooling import list_poolings
+from ..modeling.unit_encoders import list_unit_encoders
+from .cache import (
+    add_cache_arguments,
+    add_inspect_arguments,
+    run_cache_command,
+    run_inspect_command,
+    with_default_cache_subcommand,
+)
 from .demo import run_demo
 from .embed import run_embed
 from .errors import (
@@ -53,17 +68,67 @@ def _input_arguments(parser: argparse.ArgumentParser, column_help: str) -> None:
     parser.add_argument("--id-column", help="CSV column / JSONL field with record ids (default: the record number)")
 
 
+def _pair_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ligand-column",
+        help="column with the ligand's chains, e.g. 'Ligand Sequences' (complexes, with --receptor-column)",
+    )
+    parser.add_argument("--receptor-column", help="column with the receptor's chains, e.g. 'Receptor Sequences'")
+    parser.add_argument("--chain-separator", default=",", help="separator of several chains in one cell (default: ,)")
+
+
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default="label", help="column or field with the labels (default: label)")
+    parser.add_argument(
+        "--label-transform",
+        choices=list(LABEL_TRANSFORMS),
+        help="labels are dissociation constants (e.g. column 'KD(M)'): pkd trains on -log10 KD; reference on the "
+        "study's |log10(KD + 1e-10)| (for comparison with published figures only); implies --task regression",
+    )
+    parser.add_argument("--kd-unit", default="M", help="unit of the KD column with --label-transform (default: M)")
+    parser.add_argument(
+        "--min-chain-length",
+        type=int,
+        default=0,
+        help="with --label-transform: drop complexes with a chain shorter than this (the study used 40; default: 0)",
+    )
+    parser.add_argument(
+        "--duplicates",
+        default="keep",
+        choices=list(DUPLICATE_RULES),
+        help="with --label-transform: how rows of the same complex merge ('reference' is the study's rule: the best "
+        "affinity method's mean KD; default: keep, no merging)",
+    )
     parser.add_argument(
         "--task",
         choices=["auto", "classification", "regression"],
         default="auto",
-        help="auto: regression when every label is a number that is not an integer, classification otherwise",
+        help="auto: regression when every label is a number and one is not an integer, classification when they "
+        "are integers or names; a blank, 'nan' or non-numeric label among numbers is an error",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="samples per batch (default: 16)")
     parser.add_argument("--truncation", action="store_true", help="cut sequences longer than a backbone accepts")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+def _new_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Settings of a model built from --backbones (MetaEmbedConfig fields; unset ones keep the config's defaults)."""
+    group = parser.add_argument_group("new model (with --backbones; a saved --model keeps its own settings)")
+    group.add_argument("--fusion", help=f"one of {', '.join(list_fusions())} (default: dme)")
+    group.add_argument("--level", choices=["unit", "sequence"], help="fusion level (default: unit)")
+    group.add_argument(
+        "--architecture",
+        help=f"one of {', '.join(list_architectures())} (default: single; complexes need a pair architecture)",
+    )
+    group.add_argument("--preset", choices=list(PRESETS), help="paper: the study's reference settings in one flag")
+    group.add_argument("--unit-encoder", help=f"one of {', '.join(list_unit_encoders())} (default: none)")
+    group.add_argument(
+        "--pooling", help=f"one of {', '.join(list_poolings())} (default: the architecture's, attention for pairs)"
+    )
+    group.add_argument("--head", help=f"one of {', '.join(list_heads())} (default: linear)")
+    group.add_argument(
+        "--loss", help=f"regression loss, one of {', '.join(list_losses())} (default: mse; also for a saved --model)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", required=True, help="folder of a saved MetaEmbed model and its processor")
     embed.add_argument("-o", "--output", required=True, help="output folder, or a .npy / .npz file")
     _input_arguments(embed, "CSV column / JSONL field with the sequences (default: sequence)")
+    _pair_arguments(embed)
     embed.add_argument("--batch-size", type=int, default=32, help="sequences per batch (default: 32)")
     embed.add_argument(
         "--shard-size", type=int, default=1000, help="records per output shard; bounds memory (default: 1000)"
@@ -122,13 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="folder of a saved MetaEmbed model and processor to start from")
     source.add_argument("--backbones", help="comma-separated backbone folders or Hub ids to build a new model")
-    train.add_argument("--fusion", default="dme", help="fusion of a new model (default: dme)")
-    train.add_argument("--level", default="unit", choices=["unit", "sequence"], help="fusion level of a new model")
-    train.add_argument("--head", default="linear", help="head of a new model (default: linear)")
     train.add_argument("--eval-data", help="evaluation file, scored after every epoch")
     train.add_argument("--output-dir", required=True, help="folder for the trained model and processor")
     _input_arguments(train, "CSV column / JSONL field with the sequences (default: sequence)")
+    _pair_arguments(train)
     _training_arguments(train)
+    _new_model_arguments(train)
     train.add_argument("--epochs", type=float, default=3.0, help="training epochs (default: 3)")
     train.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default: 0)")
@@ -147,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", help="evaluation file (.csv, .tsv, .jsonl)")
     evaluate.add_argument("--model", required=True, help="folder of a saved MetaEmbed model and processor")
     _input_arguments(evaluate, "CSV column / JSONL field with the sequences (default: sequence)")
+    _pair_arguments(evaluate)
     _training_arguments(evaluate)
     _common(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
@@ -154,14 +220,33 @@ def build_parser() -> argparse.ArgumentParser:
     cache = _subparser(
         subparsers,
         "cache",
-        "build the backbone feature cache of a CSV/JSONL file",
-        "Build (or resume) the backbone feature cache of the sequences or complexes in a CSV, TSV or JSONL file,\n"
-        "for a saved MetaEmbed model (--model) or for backbones (--backbones): each frozen backbone runs once per\n"
-        "unique segment, and training then reads the cached states (see hf_metaembed.cache).",
+        "build or inspect the backbone feature cache of a sequence file",
+        "Build (or resume) the backbone feature cache of the sequences or complexes in a file, or describe one.\n"
+        "`hf-metaembed cache INPUT OUTPUT ...` is short for `hf-metaembed cache build INPUT OUTPUT ...`.",
     )
-    add_cache_arguments(cache)
-    cache.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
-    cache.set_defaults(handler=run_cache_command)
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="{build,inspect}", required=True)
+    build = _subparser(
+        cache_commands,
+        "build",
+        "build (or resume) a cache from a FASTA, text, CSV, TSV or JSONL file",
+        "Build (or resume) the backbone feature cache of the sequences or complexes in a FASTA, text, CSV, TSV or\n"
+        "JSONL file, for a saved MetaEmbed model (--model) or for backbones (--backbones): each frozen backbone runs\n"
+        "once per unique segment, and training then reads the cached states (see hf_metaembed.cache). One build\n"
+        "writes to a folder at a time: a second one waits for it (or gives up after --lock-timeout seconds).",
+    )
+    add_cache_arguments(build)
+    _common(build)
+    build.set_defaults(handler=run_cache_command)
+    inspect = _subparser(
+        cache_commands,
+        "inspect",
+        "describe a built cache (segments, shards, backbones, settings); --verify checks its checksums",
+        "Describe a feature cache: its segments, shards and size, the backbones and settings it was built for.\n"
+        "--verify checks every shard's sha256 against the index (exit code 1 when one is damaged).",
+    )
+    add_inspect_arguments(inspect)
+    inspect.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
+    inspect.set_defaults(handler=run_inspect_command)
 
     demo = _subparser(
         subparsers,
@@ -234,7 +319,8 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hf-metaembed` console script; returns the exit code (see `EXIT_CODES`)."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(with_default_cache_subcommand(argv))
     with _quiet_libraries(args.debug):
         try:
             with _torch_threads(getattr(args, "threads", None)):

@@ -10,7 +10,8 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from transformers import AutoTokenizer, BatchEncoding
@@ -18,6 +19,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
 from .backbones import GENERIC_FAMILY, BackboneFamily, backbone_family, infer_unit_type, load_backbone_config
+from .feature_rows import collate_labels, feature_rows, label_of, sample_row, sample_segments
 from .pairing import PAIRINGS, layout_segments
 from .safe_files import staged_save
 
@@ -28,6 +30,20 @@ EXTRA_RESIDUES = "XUOBZ"
 PROTEIN_LETTERS = frozenset(STANDARD_RESIDUES + EXTRA_RESIDUES)
 # "window": inputs longer than a backbone accepts pass through, for a model with a window policy to read in windows
 LONG_SEQUENCE_POLICIES = ("error", "window")
+UNKNOWN_RESIDUE_POLICIES = ("error", "x")
+# the settings a saved processor stores that `from_pretrained` and every call may override
+CALL_OPTIONS = ("architecture", "truncation", "unknown_residues", "per_unit_labels", "long_sequences")
+# tokenizer keyword values (transformers' `PaddingStrategy` and `TruncationStrategy` are str enums of these)
+PADDING_VALUES = {True: "longest", "longest": "longest", "max_length": "max_length", False: False, "do_not_pad": False}
+TRUNCATION_VALUES = {
+    True: True,
+    "longest_first": True,
+    "only_first": True,
+    "only_second": True,
+    False: False,
+    "do_not_truncate": False,
+}
+RETURN_TENSORS = ("pt", "np", None)
 _UNBOUNDED = 10**8
 _TOKENIZER_FOLDER = re.compile(r"tokenizer_\d+")
 
@@ -111,23 +127,35 @@ class BackboneTokenization:
 class MetaEmbedProcessor:
     """Holds every backbone's tokenizer and turns sequences (or ligand/receptor complexes) into model inputs.
 
-    Call it with `sequences` (architecture `single`) or with `ligand=` and `receptor=` lists of chains (pair
-    architectures). It returns `input_ids`, `attention_mask` and `token_unit_index` shaped
-    `(segments, backbones, tokens)`, `unit_mask (segments, units)`, and for pairs `segment_sample_index` and
-    `segment_side_index (segments,)`.
+    Call it with `sequences` (or `text=`; architecture `single`) or with `ligand=` and `receptor=` lists of chains
+    (pair architectures). By default (`return_tensors="pt"`) it returns a padded batch: `input_ids`,
+    `attention_mask` and `token_unit_index` shaped `(segments, backbones, tokens)`, `unit_mask (segments, units)`,
+    and for pairs `segment_sample_index` and `segment_side_index (segments,)`. With `return_tensors=None` it returns
+    one unpadded row per sample under `forward`'s names (what `datasets.Dataset.map` stores and `pad`, a data
+    collator, pads). The tokenizer keywords `padding`, `truncation`, `max_length`, `pad_to_multiple_of` and
+    `return_tensors` mean what they mean for a `transformers` tokenizer.
 
     Protein input is normalised as documented: whitespace removed, letters upper-cased, letters a backbone's
     vocabulary lacks read as X. Text is split into words on whitespace. Anything else is an error naming the sample
     (docs/RELIABILITY.md lists them): a non-string, an empty or whitespace-only string, invalid Unicode, letters that
     are not amino acids (unless `unknown_residues="x"`), or prose given to protein backbones.
 
-    `long_sequences`: `"error"` (default) rejects an input longer than a backbone accepts, naming the sample, the
-    backbone and its limit; `"window"` lets it through for a model whose config sets a window policy
-    (`window_size`), which reads it in sliding windows.
+    Settings (each also accepted by `from_pretrained` and by every call, which override the stored value):
+        architecture: how a sample's segments are laid out (`single`, or a pair architecture).
+        truncation: cut inputs longer than a backbone accepts (with a warning) instead of raising.
+        unknown_residues: `"error"` (default) or `"x"` (read non-amino-acid letters as X, counted in a warning).
+        per_unit_labels: `True`: every sample's labels are one per unit (checked, padded with -100). `False`
+            (default): decided from the labels: lists whose lengths differ between samples are per-unit labels (each
+            checked against its sample's units), scalars and equal-length lists are stacked.
+        long_sequences: `"error"` (default) rejects an input longer than a backbone accepts, naming the sample, the
+            backbone and its limit; `"window"` lets it through for a model whose config sets a window policy
+            (`window_size`), which reads it in sliding windows.
 
-    `model_types`: each backbone's `config.model_type` (filled by `from_backbones`, saved with the processor); it
-    picks the backbone's family record (`BackboneFamily`), which says e.g. which token separates joined chains. None
-    (processors saved by release 0.1): the generic record, whose separator rule every shipped family shares.
+    `max_lengths`: the longest token sequence each backbone accepts (its tokenizer's and position limits; a
+    sentence-transformers backbone's own `max_seq_length`). `model_types`: each backbone's `config.model_type`
+    (filled by `from_backbones`, saved with the processor); it picks the backbone's family record
+    (`BackboneFamily`), which says e.g. which token separates joined chains. None (processors saved by release
+    0.1): the generic record, whose separator rule every shipped family shares.
     """
 
     _auto_class = None
@@ -145,12 +173,13 @@ class MetaEmbedProcessor:
         long_sequences: str = "error",
         model_types: list[str | None] | None = None,
     ) -> None:
-        if unknown_residues not in ("error", "x"):
-            raise ValueError(f"unknown_residues must be 'error' or 'x', got {unknown_residues!r}")
-        if long_sequences not in LONG_SEQUENCE_POLICIES:
-            raise ValueError(
-                f"unknown long_sequences {long_sequences!r}; choose one of: {', '.join(LONG_SEQUENCE_POLICIES)}"
-            )
+        _check_options(
+            architecture=architecture,
+            truncation=truncation,
+            unknown_residues=unknown_residues,
+            per_unit_labels=per_unit_labels,
+            long_sequences=long_sequences,
+        )
         count = len(tokenizers)
         self.tokenizers = list(tokenizers)
         self.unit_types = list(unit_types)
@@ -229,13 +258,28 @@ class MetaEmbedProcessor:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "MetaEmbedProcessor":
-        """Load a processor saved with `save_pretrained` (a local folder or a Hub repo)."""
-        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+        """Load a processor saved with `save_pretrained` (a local folder or a Hub repo).
+
+        Keyword arguments: the Hub ones (`revision`, `token`, `cache_dir`, `local_files_only`) and any setting in
+        `CALL_OPTIONS` (`unknown_residues="x"`, `per_unit_labels=True`, `long_sequences="window"`, `truncation`,
+        `architecture`), which overrides the saved value.
+        """
+        hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+        overrides = {k: kwargs.pop(k) for k in CALL_OPTIONS if k in kwargs}
+        # passed along by AutoProcessor; they change nothing for a processor whose code is already loaded
+        for key in ("trust_remote_code", "code_revision", "_from_auto", "_commit_hash", "use_fast"):
+            kwargs.pop(key, None)
+        if kwargs:
+            raise TypeError(
+                f"MetaEmbedProcessor.from_pretrained got unknown argument(s) {sorted(kwargs)}; it takes the Hub "
+                f"arguments revision, token, cache_dir, local_files_only and the settings {', '.join(CALL_OPTIONS)}"
+            )
         path = cached_file(pretrained_model_name_or_path, PROCESSOR_CONFIG_NAME, **hub_kwargs)
         with open(path, encoding="utf-8") as handle:
             settings = json.load(handle)
         settings.pop("auto_map", None)
         settings.pop("processor_class", None)
+        settings.update(overrides)
         tokenizers = [
             AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=f"tokenizer_{i}", **hub_kwargs)
             for i in range(len(settings["unit_types"]))
@@ -253,7 +297,7 @@ class MetaEmbedProcessor:
     def is_protein(self) -> bool:
         return "residue" in self.unit_types
 
-    def _normalise(self, item, sample: int, where: str, counts: dict) -> dict[str, object]:
+    def _normalise(self, item, sample: int, where: str, counts: dict, unknown_residues: str) -> dict[str, object]:
         """Per unit type, the chain as the backbones of that type read it (residue string or word list)."""
         if not isinstance(item, str):
             raise TypeError(f"sample {sample}{where}: expected a string, got {type(item).__name__} ({item!r:.40})")
@@ -279,7 +323,7 @@ class MetaEmbedProcessor:
             # only ASCII letters are upper-cased: str.upper() would turn "ß" into "SS", two valid residues
             bad = sorted({letter for letter in residues if not _is_residue(letter)})
             if bad:
-                if self.unknown_residues == "error":
+                if unknown_residues == "error":
                     raise ValueError(
                         f"sample {sample}{where}: {bad} are not amino-acid letters (allowed: "
                         f"{STANDARD_RESIDUES} and {EXTRA_RESIDUES}, either case); fix the sequence, or pass "
@@ -294,27 +338,35 @@ class MetaEmbedProcessor:
 
     # ---------------------------------------------------------------- encoding
 
-    def _encode_segment(self, chains: list[dict], sample: int, where: str, truncation: bool, stats: dict) -> dict:
+    def _limit(self, index: int, options: "EncodingOptions") -> int | None:
+        """The most tokens backbone `index` reads in this call: its own limit, or the call's `max_length` if lower."""
+        limits = [limit for limit in (self.backbones[index].max_length, options.max_length) if limit is not None]
+        return min(limits) if limits else None
+
+    def _encode_segment(
+        self, chains: list[dict], sample: int, where: str, stats: dict, options: "EncodingOptions"
+    ) -> dict:
         """Encode one segment for every backbone, enforcing (or, if chosen, applying) each backbone's limit."""
         units = {kind: sum(len(chain[kind]) for chain in chains) for kind in chains[0]}
         encoded = [backbone.encode([chain[backbone.unit_type] for chain in chains]) for backbone in self.backbones]
         for index, (backbone, (ids, _)) in enumerate(zip(self.backbones, encoded)):
-            if backbone.max_length is None or len(ids) <= backbone.max_length:
+            limit = self._limit(index, options)
+            if limit is None or len(ids) <= limit:
                 continue
-            if not truncation and self.long_sequences == "window":
+            if not options.truncation and options.long_sequences == "window" and limit == backbone.max_length:
                 continue
-            if not truncation:
+            if not options.truncation:
                 lengths = "+".join(str(len(chain[backbone.unit_type])) for chain in chains)
+                bound = f"accepts at most {limit}" if limit == backbone.max_length else f"reads max_length={limit}"
                 raise ValueError(
-                    f"sample {sample}{where}: backbone {index} ({backbone.name}) accepts at most "
-                    f"{backbone.max_length} tokens, this input ({len(chains)} chain(s) of {lengths} units) needs "
-                    f"{len(ids)}; read it in sliding windows (a model config with window_size, e.g. 1022 for ESM-2, "
-                    "and MetaEmbedProcessor(..., long_sequences='window')), shorten or split it, or pass "
-                    "truncation=True to cut the end of every chain by the same share, keeping at least one unit of "
-                    "each (a warning counts what was cut)"
+                    f"sample {sample}{where}: backbone {index} ({backbone.name}) {bound} tokens, this input "
+                    f"({len(chains)} chain(s) of {lengths} units) needs {len(ids)}; read it in sliding windows "
+                    "(a model config with window_size, e.g. 1022 for ESM-2, and MetaEmbedProcessor(..., "
+                    "long_sequences='window')), shorten or split it, or pass truncation=True to cut the end of every "
+                    "chain by the same share, keeping at least one unit of each (a warning counts what was cut)"
                 )
-            chains = self._truncate(chains, index, stats, sample, where)
-            return self._encode_segment(chains, sample, where, truncation, stats)
+            chains = self._truncate(chains, index, stats, sample, where, limit)
+            return self._encode_segment(chains, sample, where, stats, options)
         num_units = max(units.values())
         return {
             "input_ids": [ids for ids, _ in encoded],
@@ -322,9 +374,11 @@ class MetaEmbedProcessor:
             "num_units": num_units,
         }
 
-    def _truncate(self, chains: list[dict], index: int, stats: dict, sample: int, where: str) -> list[dict]:
-        """Cut the segment until backbone `index` fits: every chain loses the same share of its units from its end and
-        keeps at least one, so no chain (and no side of a joined `sc` complex) is ever dropped.
+    def _truncate(
+        self, chains: list[dict], index: int, stats: dict, sample: int, where: str, limit: int
+    ) -> list[dict]:
+        """Cut the segment until backbone `index` reads at most `limit` tokens: every chain loses the same share of its
+        units from its end and keeps at least one, so no chain (and no side of a joined `sc` complex) is ever dropped.
 
         The largest fitting share is found by binary search on the number of units kept.
         """
@@ -340,12 +394,12 @@ class MetaEmbedProcessor:
 
         def fits(keep: int) -> bool:
             ids, _ = backbone.encode([chain[kind] for chain in cut(keep)])
-            return len(ids) <= backbone.max_length
+            return len(ids) <= limit
 
         if not fits(0):
             raise ValueError(
-                f"sample {sample}{where}: backbone {index} ({backbone.name}) accepts at most {backbone.max_length} "
-                f"tokens, too few for one unit of each of the {len(chains)} chains with their separators; split the "
+                f"sample {sample}{where}: backbone {index} ({backbone.name}) reads at most {limit} tokens, "
+                f"too few for one unit of each of the {len(chains)} chains with their separators; split the "
                 "complex into fewer chains"
             )
         low, high = 0, total
@@ -409,8 +463,11 @@ class MetaEmbedProcessor:
         *,
         sample: int = 0,
         where: str = "",
-        truncation: bool | None = None,
+        truncation: bool | str | None = None,
         stats: dict | None = None,
+        unknown_residues: str | None = None,
+        long_sequences: str | None = None,
+        max_length: int | None = None,
     ) -> dict:
         """Encode one segment (what one backbone pass reads: a sequence, a chain, a side, or a joined complex) exactly
         as `__call__` encodes it inside a batch.
@@ -418,16 +475,33 @@ class MetaEmbedProcessor:
         Args:
             chains: the segment's chains, as given (normalised here as documented).
             sample, where: how errors name the segment (`"sample 12 (ligand): ..."`).
-            truncation: as in `__call__` (defaults to the processor's setting).
+            truncation, unknown_residues, long_sequences, max_length: as in `__call__` (default: the processor's
+                settings).
             stats: a dict that collects truncation and X-mapping counts over several calls (see `warn_about`).
 
         Returns:
             `{"input_ids": [ids per backbone], "token_unit_index": [per backbone], "num_units": int}`.
         """
-        truncation = self.truncation if truncation is None else truncation
-        stats = {} if stats is None else stats
-        read = [self._normalise(chain, sample, where, stats) for chain in chains]
-        return self._encode_segment(read, sample, where, truncation, stats)
+        options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length)
+        return self._encode_chains(chains, sample, where, {} if stats is None else stats, options)
+
+    def _encoding_options(self, truncation, unknown_residues, long_sequences, max_length) -> "EncodingOptions":
+        """The call's options, the processor's settings where the call gives none; invalid values raise."""
+        _check_options(truncation=truncation, unknown_residues=unknown_residues, long_sequences=long_sequences)
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}")
+        return EncodingOptions(
+            truncation=TRUNCATION_VALUES[self.truncation if truncation is None else truncation],
+            unknown_residues=unknown_residues or self.unknown_residues,
+            long_sequences=long_sequences or self.long_sequences,
+            max_length=max_length,
+        )
+
+    def _encode_chains(self, chains, sample: int, where: str, stats: dict, options: "EncodingOptions") -> dict:
+        read = [self._normalise(chain, sample, where, stats, options.unknown_residues) for chain in chains]
+        return self._encode_segment(read, sample, where, stats, options)
 
     @staticmethod
     def warn_about(stats: dict, stacklevel: int = 2) -> None:
@@ -435,7 +509,7 @@ class MetaEmbedProcessor:
         if stats.get("truncated_segments"):
             warnings.warn(
                 f"truncation cut {stats['truncated_units']} units from {stats['truncated_segments']} inputs that "
-                "were longer than a backbone accepts",
+                "were longer than a backbone (or the call's max_length) accepts",
                 stacklevel=stacklevel,
             )
         if stats.get("mapped_to_x"):
@@ -455,58 +529,140 @@ class MetaEmbedProcessor:
         self,
         sequences: str | list[str] | None = None,
         *,
+        text: str | list[str] | None = None,
         ligand: list[list[str]] | None = None,
         receptor: list[list[str]] | None = None,
+        labels: Sequence | None = None,
         return_tensors: str | None = "pt",
-        truncation: bool | None = None,
+        padding: bool | str | None = None,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
         architecture: str | None = None,
-    ) -> BatchEncoding | list[dict]:
+        unknown_residues: str | None = None,
+        long_sequences: str | None = None,
+        per_unit_labels: bool | None = None,
+    ) -> BatchEncoding:
         """Encode a batch.
 
         Args:
-            sequences: protein sequences or texts (architecture `single`).
+            sequences (or `text`): protein sequences or texts (architecture `single`).
             ligand, receptor: per complex, the list of chains of each side (pair architectures).
-            return_tensors: `"pt"` for a padded batch, None for a list of per-sample features (pad them later with
-                `pad`, e.g. as a `Trainer` data collator).
-            truncation: cut inputs longer than a backbone accepts (with a warning) instead of raising.
-            architecture: overrides the processor's `architecture` for this call.
+            labels: one label per sample (a number, a list of numbers, or per-unit labels), returned as `labels`.
+            return_tensors: `"pt"` (default) for torch tensors, `"np"` for numpy arrays, None for Python lists.
+            padding: `True`/`"longest"` pads to the longest sample, `"max_length"` to `max_length` (default: the
+                longest a backbone accepts), `False`/`"do_not_pad"` not at all. Defaults to `True` with tensors and
+                `False` with `return_tensors=None`, which then gives one unpadded row per sample (see `pad`).
+            truncation: `True` (or `"longest_first"`) cuts inputs longer than a backbone accepts, or than
+                `max_length`, with a warning; `False` raises instead. Defaults to the processor's setting.
+            max_length: the most tokens any backbone reads in this call (capped by each backbone's own limit).
+            pad_to_multiple_of: round the padded token and unit lengths up to a multiple of this.
+            architecture, unknown_residues, long_sequences, per_unit_labels: override the processor's settings for
+                this call.
+
+        Returns:
+            A `BatchEncoding`: padded `input_ids`, `attention_mask`, `token_unit_index` `(segments, backbones,
+            tokens)`, `unit_mask (segments, units)` (pairs: `segment_sample_index`, `segment_side_index`); or,
+            unpadded, one row per sample of `input_ids`/`token_unit_index` (segments x backbones x tokens),
+            `unit_mask` (segments x units) and `segment_side_index` (segments,), all nested lists. Plus `labels`
+            when given.
         """
+        if text is not None:
+            if sequences is not None:
+                raise ValueError("pass the sequences once: as the first argument or as text=, not both")
+            sequences = text
+        _check_options(architecture=architecture, per_unit_labels=per_unit_labels)
+        padding = _padding_strategy(padding, return_tensors)
         architecture = architecture or self.architecture
-        truncation = self.truncation if truncation is None else truncation
+        options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length)
         samples = self._segments(sequences, ligand, receptor, architecture)
         if not samples:
             raise ValueError("the batch is empty: pass at least one sequence")
+        if labels is not None:
+            labels = _as_list(labels, "labels")
+            if len(labels) != len(samples):
+                raise ValueError(
+                    f"got {len(labels)} labels for {len(samples)} samples; give exactly one label per sample"
+                )
         stats: dict[str, int] = {}
-        features = []
+        rows = []
         for index, segments in enumerate(samples):
             encoded_segments = []
             for side, chains in segments:
                 where = self.segment_label(architecture, side)
-                segment = self.encode_segment(chains, sample=index, where=where, truncation=truncation, stats=stats)
+                segment = self._encode_chains(chains, index, where, stats, options)
                 segment["segment_side"] = side
                 encoded_segments.append(segment)
-            features.append({"segments": encoded_segments})
+            rows.append(sample_row(encoded_segments, None if labels is None else labels[index]))
         self.warn_about(stats, stacklevel=3)
-        if return_tensors is None:
-            return features
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-        return self.pad(features, architecture=architecture)
+        if not padding:
+            if return_tensors is None:
+                return BatchEncoding({key: [row[key] for row in rows] for key in rows[0]})
+            padding = False
+        return self.pad(
+            rows,
+            padding=padding,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_tensors=return_tensors,
+            architecture=architecture,
+            per_unit_labels=per_unit_labels,
+        )
 
-    def pad(self, features: list[dict], architecture: str | None = None) -> BatchEncoding:
-        """Pad per-sample features (from `__call__(..., return_tensors=None)`) into a batch of tensors.
+    def pad(
+        self,
+        features: Sequence[Mapping] | Mapping,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str | None = "pt",
+        architecture: str | None = None,
+        per_unit_labels: bool | None = None,
+    ) -> BatchEncoding:
+        """Pad per-sample features into a batch, as a tokenizer's `pad`: usable as a `Trainer` data collator, and
+        what `transformers.DataCollatorWithPadding(processor)` calls.
 
-        Any `labels` in the features are stacked (per-unit label lists, with `per_unit_labels=True`, are padded with
-        -100). Usable as a
-        `Trainer` data collator.
+        Args:
+            features: one mapping per sample (or a mapping of columns, one entry per sample), in any of the forms
+                this processor writes: the unpadded rows of `__call__(..., return_tensors=None)` (also as stored by
+                `datasets`, and as `Trainer` keeps them), rows of a padded batch (architecture `single`: the
+                padding, read off `attention_mask` and `unit_mask`, is dropped first), or release 0.1's
+                `{"segments": [...]}` form. Labels may be named `labels`, `label` or `label_ids`; other keys are
+                ignored.
+            padding, max_length, pad_to_multiple_of, return_tensors: as in `__call__`.
+            architecture, per_unit_labels: override the processor's settings.
+
+        Returns:
+            A `BatchEncoding` of `input_ids`, `attention_mask`, `token_unit_index` `(segments, backbones, tokens)`,
+            `unit_mask (segments, units)`, for pair architectures `segment_sample_index` and `segment_side_index`
+            `(segments,)`, and `labels` (per-unit labels padded with -100) when every sample has one.
         """
+        _check_options(architecture=architecture, per_unit_labels=per_unit_labels)
         architecture = architecture or self.architecture
-        if not features:
+        per_unit_labels = self.per_unit_labels if per_unit_labels is None else per_unit_labels
+        padding = _padding_strategy(padding, return_tensors)
+        if return_tensors not in RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
+        rows = feature_rows(features)
+        if not rows:
             raise ValueError("cannot pad an empty list of features")
-        segments = [segment for feature in features for segment in feature["segments"]]
-        count = len(self.backbones)
+        samples = [sample_segments(row, index, len(self.backbones)) for index, row in enumerate(rows)]
+        segments = [segment for sample in samples for segment in sample]
         tokens = max(len(ids) for segment in segments for ids in segment["input_ids"])
         units = max(segment["num_units"] for segment in segments)
+        # backbones share the token axis, so only lengths that differ between segments need padding
+        lengths = {tuple(len(ids) for ids in segment["input_ids"]) + (segment["num_units"],) for segment in segments}
+        if padding is False and len(lengths) > 1:
+            raise ValueError(
+                "these samples have different lengths, so padding=False cannot make one tensor of them: pass "
+                "padding=True, or return_tensors=None for one unpadded row per sample"
+            )
+        if padding == "max_length":
+            target = max_length or max((limit for limit in self.max_lengths if limit is not None), default=tokens)
+            tokens, units = max(tokens, target), max(units, target)
+        if pad_to_multiple_of:
+            tokens, units = _round_up(tokens, pad_to_multiple_of), _round_up(units, pad_to_multiple_of)
+        count = len(self.backbones)
         input_ids = torch.empty(len(segments), count, tokens, dtype=torch.long)
         for index, backbone in enumerate(self.backbones):
             input_ids[:, index] = backbone.pad_id
@@ -527,12 +683,17 @@ class MetaEmbedProcessor:
         }
         if architecture != "single":
             batch["segment_sample_index"] = torch.tensor(
-                [i for i, feature in enumerate(features) for _ in feature["segments"]], dtype=torch.long
+                [i for i, sample in enumerate(samples) for _ in sample], dtype=torch.long
             )
             batch["segment_side_index"] = torch.tensor([s["segment_side"] for s in segments], dtype=torch.long)
-        if "labels" in features[0]:
-            labels = [feature["labels"] for feature in features]
-            batch["labels"] = _pad_unit_labels(labels, units) if self.per_unit_labels else torch.as_tensor(labels)
+        labels = [label_of(row) for row in rows]
+        if any(label is not None for label in labels):
+            unit_counts = [sum(segment["num_units"] for segment in sample) for sample in samples]
+            batch["labels"] = collate_labels(labels, unit_counts, units, per_unit_labels)
+        if return_tensors == "np":
+            return BatchEncoding({key: value.numpy() for key, value in batch.items()})
+        if return_tensors is None:
+            return BatchEncoding({key: value.tolist() for key, value in batch.items()})
         return BatchEncoding(batch)
 
     def __repr__(self) -> str:
@@ -563,12 +724,43 @@ def _as_list(value, name: str) -> list:
     return list(value)
 
 
-def _pad_unit_labels(labels: list[list[int]], units: int) -> torch.Tensor:
-    """Per-unit labels padded with -100 (ignored by the loss) to `(samples, units)`."""
-    padded = torch.full((len(labels), units), -100, dtype=torch.long)
-    for row, values in enumerate(labels):
-        padded[row, : len(values)] = torch.as_tensor(values, dtype=torch.long)
-    return padded
+class EncodingOptions(NamedTuple):
+    """The options one call encodes with (the processor's settings where the call gives none)."""
+
+    truncation: bool
+    unknown_residues: str
+    long_sequences: str
+    max_length: int | None
+
+
+def _check_options(**options) -> None:
+    """Raise a `ValueError` naming the setting and its choices for an invalid value (None: not given)."""
+    choices = {
+        "truncation": tuple(TRUNCATION_VALUES),
+        "unknown_residues": UNKNOWN_RESIDUE_POLICIES,
+        "long_sequences": LONG_SEQUENCE_POLICIES,
+        "per_unit_labels": (True, False),
+    }
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "architecture":
+            PAIRINGS.get_class(value)  # an unknown name lists the registered architectures
+        elif value not in choices[name] or (name == "per_unit_labels" and not isinstance(value, bool)):
+            raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices[name]))}")
+
+
+def _padding_strategy(padding, return_tensors) -> str | bool:
+    """`padding` as "longest", "max_length" or False; None: pad when tensors are asked for."""
+    if padding is None:
+        return "longest" if return_tensors is not None else False
+    if padding not in PADDING_VALUES:
+        raise ValueError(f"unknown padding {padding!r}; choose one of: {', '.join(map(str, PADDING_VALUES))}")
+    return PADDING_VALUES[padding]
+
+
+def _round_up(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
 
 
 def _token_limit(tokenizer, config) -> int | None:

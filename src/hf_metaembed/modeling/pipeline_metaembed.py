@@ -1,0 +1,251 @@
+"""The pipelines every saved MetaEmbed model carries: raw sequences in, fused embeddings (or class scores) out.
+
+`save_pretrained` copies this file next to the model and registers its pipelines in `config.json`
+(`custom_pipelines`), so on any machine, with or without `hf_metaembed` installed:
+
+```python
+from transformers import pipeline
+
+extractor = pipeline("feature-extraction", model="path/or/hub-id", trust_remote_code=True)
+result = extractor("MKTAYIAKQRQISFVKSHFSRQ")
+result["embedding"]        # (dim,) one fused vector for the sequence
+result["unit_embeddings"]  # (units, dim) fused residue (or word) states
+result["fusion_weights"]   # (units, backbones): which backbone each unit relied on
+result["units"]            # the residues (or words) those rows belong to
+
+classifier = pipeline("text-classification", model="path/to/a/classifier", trust_remote_code=True)
+classifier("the movie was surprisingly good")  # [{"label": ..., "score": ...}], as for any text classifier
+```
+
+Pair architectures take `{"ligand": [chains], "receptor": [chains]}` per input; feature extraction then returns the
+sample's `embedding` plus a `segments` list (side, `unit_embeddings`, `fusion_weights` of each side or chain). At
+`level="sequence"` `fusion_weights` is one weight per backbone and there are no unit embeddings. Values are nested
+Python lists, or torch tensors with `return_tensors=True`. Both pipelines read the processor saved in the same folder
+(`processor.save_pretrained(folder)`), or the one passed as `processor=`.
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its siblings.
+"""
+
+from collections.abc import Mapping, Sized
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Pipeline
+from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+from transformers.pipelines.text_classification import TextClassificationPipeline
+
+from .feature_rows import feature_rows
+from .processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
+
+SIDES = ("ligand", "receptor")
+
+
+def custom_pipelines(model_class_name: str) -> dict[str, dict]:
+    """The `custom_pipelines` entry of a saved config: the pipelines a folder of this model class can serve."""
+    tasks = {
+        "feature-extraction": {
+            "impl": "pipeline_metaembed.MetaEmbedFeatureExtractionPipeline",
+            "pt": ["AutoModel"],
+            "type": "text",
+        }
+    }
+    if model_class_name == "MetaEmbedForSequenceClassification":
+        tasks["text-classification"] = {
+            "impl": "pipeline_metaembed.MetaEmbedTextClassificationPipeline",
+            "pt": ["AutoModelForSequenceClassification"],
+            "type": "text",
+        }
+    return tasks
+
+
+def _concat_features(items: list[dict]) -> dict:
+    """Collate preprocessed inputs: padding happens in `_forward` with the processor, which knows the layout."""
+    return {"features": [feature for item in items for feature in item["features"]]}
+
+
+class MetaEmbedPipelineMixin:
+    """What both pipelines share: the processor (from the model's folder unless given), reading one input (a sequence
+    or a complex) into processor rows, and batching those rows with the processor's own padding."""
+
+    _load_processor = False
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+    _load_video_processor = False
+
+    def _processor_for(self, model, processor: MetaEmbedProcessor | None) -> MetaEmbedProcessor:
+        if processor is None:
+            source = getattr(model, "name_or_path", None)
+            if not source:
+                raise ValueError(
+                    "this model was not loaded from a folder or the Hub, so its processor cannot be found: pass "
+                    "processor=MetaEmbedProcessor.from_backbones(...) (or the saved processor)"
+                )
+            try:
+                processor = MetaEmbedProcessor.from_pretrained(source)
+            except OSError as error:
+                raise OSError(
+                    f"{source} holds no MetaEmbed processor ({PROCESSOR_CONFIG_NAME}): save it beside the model with "
+                    f"processor.save_pretrained({str(source)!r}), or pass processor= to the pipeline ({error})"
+                ) from error
+        if not hasattr(processor, "pad") or not hasattr(processor, "unit_types"):
+            raise TypeError(f"processor must be a MetaEmbedProcessor, got {type(processor).__name__}")
+        return processor
+
+    @property
+    def architecture(self) -> str:
+        return self.model.config.architecture
+
+    def _features(self, inputs: str | Mapping, truncation: bool | None) -> list[dict]:
+        """One input (a sequence, or `{"ligand": [...], "receptor": [...]}`) as a list of one processor row."""
+        if self.architecture == "single":
+            if not isinstance(inputs, str):
+                raise TypeError(
+                    f"architecture 'single' reads plain sequences; got {type(inputs).__name__} ({inputs!r:.60})"
+                )
+            rows = feature_rows(self.processor([inputs], return_tensors=None, truncation=truncation))
+            rows[0]["units"] = self._units(inputs)
+            return rows
+        if not isinstance(inputs, Mapping) or set(inputs) != set(SIDES):
+            raise TypeError(
+                f"architecture {self.architecture!r} reads complexes: pass {{'ligand': [chain, ...], 'receptor': "
+                f"[chain, ...]}} per input; got {inputs!r:.80}"
+            )
+        encoded = self.processor(
+            ligand=[list(inputs["ligand"])],
+            receptor=[list(inputs["receptor"])],
+            return_tensors=None,
+            truncation=truncation,
+        )
+        return feature_rows(encoded)
+
+    def _units(self, sequence: str) -> list[str]:
+        """The units of a sequence as the processor reads them (residues, or whitespace-separated words)."""
+        if "residue" in self.processor.unit_types:
+            return list("".join(sequence.split()).upper())
+        return sequence.split()
+
+    def _batch(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.processor.pad(features, architecture=self.architecture)
+        return {name: tensor.to(self.device) for name, tensor in batch.items()}
+
+    def get_iterator(
+        self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params
+    ):
+        """As `Pipeline.get_iterator`, but batches are padded by the MetaEmbed processor (in `_forward`)."""
+        if isinstance(inputs, Sized):
+            dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+        else:  # a generator or other iterable: read in order by one worker
+            dataset, num_workers = PipelineIterator(inputs, self.preprocess, preprocess_params), 0
+        loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=_concat_features)
+        model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+
+
+class MetaEmbedFeatureExtractionPipeline(MetaEmbedPipelineMixin, Pipeline):
+    """Fused embeddings and per-unit fusion weights of a MetaEmbed model (`MetaEmbedModel` or any `MetaEmbedFor*`
+    model, whose base model is used).
+
+    Args:
+        model: the MetaEmbed model.
+        processor: its `MetaEmbedProcessor`; loaded from `model.name_or_path` when omitted.
+        truncation: cut inputs longer than a backbone accepts instead of raising (call-time argument too).
+        return_tensors: return torch tensors instead of nested lists (call-time argument too).
+    """
+
+    def __init__(self, model, processor: MetaEmbedProcessor | None = None, **kwargs: Any) -> None:
+        super().__init__(model=model, processor=self._processor_for(model, processor), **kwargs)
+        self.base = self.model.base_model
+
+    def _sanitize_parameters(self, truncation: bool | None = None, return_tensors: bool | None = None, **kwargs):
+        preprocess_params = {} if truncation is None else {"truncation": truncation}
+        postprocess_params = {} if return_tensors is None else {"return_tensors": return_tensors}
+        return preprocess_params, {}, postprocess_params
+
+    def preprocess(self, inputs: str | Mapping, truncation: bool | None = None) -> dict:
+        return {"features": self._features(inputs, truncation)}
+
+    def _forward(self, model_inputs: dict) -> dict:
+        features = model_inputs["features"]
+        batch = self._batch(features)
+        outputs = self.base(**batch)
+        # split the batch per sample, so the pipeline's unbatching hands postprocess one sample at a time
+        segment_sample = batch.get("segment_sample_index")
+        if segment_sample is None:
+            segment_sample = torch.arange(len(features), device=outputs.unit_mask.device)
+        segment_side = batch.get("segment_side_index", torch.zeros_like(segment_sample))
+        samples = []
+        for index, feature in enumerate(features):
+            rows = (segment_sample == index).nonzero().flatten().tolist()
+            segments = []
+            for row in rows:
+                segment = {"side": SIDES[int(segment_side[row])], "fusion_weights": outputs.fusion_weights[row]}
+                if self.base.config.level == "unit":
+                    units = int(outputs.unit_mask[row].sum())
+                    segment["fusion_weights"] = segment["fusion_weights"][:units]
+                    segment["unit_embeddings"] = outputs.last_hidden_state[row, :units]
+                segments.append(segment)
+            samples.append(
+                {"embedding": outputs.pooler_output[index], "segments": segments, "units": feature.get("units")}
+            )
+        return {"samples": samples}
+
+    def postprocess(self, model_outputs: dict, return_tensors: bool = False) -> dict:
+        sample = model_outputs["samples"]
+        if isinstance(sample, list):  # not unbatched by the pipeline (batch of one)
+            sample = sample[0]
+
+        def convert(tensor: torch.Tensor):
+            tensor = tensor.detach().cpu()
+            return tensor if return_tensors else tensor.tolist()
+
+        segments = [
+            {key: convert(value) if isinstance(value, torch.Tensor) else value for key, value in segment.items()}
+            for segment in sample["segments"]
+        ]
+        result = {"embedding": convert(sample["embedding"])}
+        if self.architecture == "single":
+            result.update({key: value for key, value in segments[0].items() if key != "side"})
+            if sample["units"] is not None and "unit_embeddings" in result:
+                result["units"] = sample["units"][: len(result["unit_embeddings"])]
+        else:
+            result["segments"] = segments
+        return result
+
+
+class MetaEmbedTextClassificationPipeline(MetaEmbedPipelineMixin, TextClassificationPipeline):
+    """`pipeline("text-classification")` for `MetaEmbedForSequenceClassification`: labels and scores exactly as
+    transformers' `TextClassificationPipeline` gives them (`top_k`, `function_to_apply`; softmax over several
+    labels, sigmoid for one or for multi-label, the raw value for regression), read through the MetaEmbed processor.
+
+    Args:
+        model: the MetaEmbed sequence classifier.
+        processor: its `MetaEmbedProcessor`; loaded from `model.name_or_path` when omitted.
+        truncation: cut inputs longer than a backbone accepts instead of raising (call-time argument).
+    """
+
+    def __init__(self, model, processor: MetaEmbedProcessor | None = None, **kwargs: Any) -> None:
+        if not hasattr(model, "classifier"):
+            raise TypeError(
+                f"text-classification needs a MetaEmbedForSequenceClassification; {type(model).__name__} has no "
+                "classification head: use pipeline('feature-extraction', model=..., trust_remote_code=True)"
+            )
+        super().__init__(model=model, processor=self._processor_for(model, processor), **kwargs)
+
+    def check_model_type(self, supported_models) -> None:
+        """The model was checked in `__init__` (MetaEmbed classifiers are not in transformers' own mapping)."""
+
+    def preprocess(self, inputs: str | Mapping, truncation: bool | None = None) -> dict:
+        return {"features": self._features(inputs, truncation)}
+
+    def _forward(self, model_inputs: dict) -> dict:
+        return {"logits": self.model(**self._batch(model_inputs["features"])).logits}
+
+
+__all__ = [
+    "MetaEmbedFeatureExtractionPipeline",
+    "MetaEmbedPipelineMixin",
+    "MetaEmbedTextClassificationPipeline",
+    "custom_pipelines",
+]
