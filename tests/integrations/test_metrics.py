@@ -106,4 +106,4 @@ def test_classification_metrics_count_accuracy_and_macro_f1():
     # per-label F1 = 2 TP / (predicted + true): label 0: 2/3, label 1: 2/4, label 2: 2/3
     assert metrics["f1_macro"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
     perfect = classification_metrics((np.eye(3), np.arange(3)))
-    assert perfect == {"accuracy": 1.0, "f1_macro": 1.0}
+    assert perfect == {"accuracy": 1.0, "f1_macro": 1.0, "precision_macro": 1.0, "recall_macro": 1.0}

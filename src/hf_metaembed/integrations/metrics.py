@@ -1,5 +1,14 @@
-"""`Trainer` metrics (regression metrics for binding-affinity models; accuracy and macro F1 for classifiers), and the
-conversion of dissociation constants to pKd.
+"""`Trainer` metrics (regression metrics for binding-affinity models; accuracy and F1 for classifiers, per sample or
+per unit), and the conversion of dissociation constants to pKd.
+
+`compute_metrics` reads the task off the shapes `Trainer` hands it, so one function serves every MetaEmbed head:
+
+    predictions                        labels                         task: metrics
+    (samples,) or (samples, targets)   the same shape                 regression: Spearman (+ bootstrap interval),
+                                                                      Pearson, RMSE
+    (samples, classes), classes >= 2   (samples,) class ids           single-label: accuracy, F1, precision, recall
+    (samples, labels)                  (samples, labels) of 0 and 1   multi-label: exact-match accuracy, F1
+    (segments, units, classes)         (segments, units), -100 pads   per-unit: as single-label, labelled units only
 
 Not model code (never copied next to a saved model); uses numpy only, not scipy.
 """
@@ -159,7 +168,46 @@ def _as_columns(array, name: str) -> np.ndarray:
     return array
 
 
+def _predictions_and_labels(eval_pred) -> tuple[np.ndarray, np.ndarray]:
+    """The predictions (the first model output when there are several, e.g. the logits) and labels as arrays."""
+    predictions, labels = eval_pred[0], eval_pred[1]
+    if isinstance(predictions, (tuple, list)) and predictions and not np.isscalar(predictions[0]):
+        predictions = predictions[0]
+    convert = lambda array: np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)  # noqa: E731
+    return convert(predictions), convert(labels)
+
+
+def _is_classification(predictions: np.ndarray, labels: np.ndarray) -> bool:
+    """Class scores against class ids (or 0/1 label rows); see the module's table."""
+    if predictions.ndim == 3:
+        return True
+    if predictions.ndim != 2 or predictions.shape[1] < 2:
+        return False
+    whole = labels.size > 0 and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
+    if labels.shape == predictions.shape:
+        return bool(whole and np.isin(labels, (0, 1)).all())
+    return bool(whole and labels.reshape(labels.shape[0], -1).shape[1] == 1)
+
+
 def compute_metrics(eval_pred) -> dict[str, float]:
+    """`compute_metrics` for any MetaEmbed `Trainer`: regression or classification, read off the shapes.
+
+    Args:
+        eval_pred: an `EvalPrediction` (or a `(predictions, labels)` pair); a tuple of model outputs is read from
+            its first element, the logits. Shapes as in the module's table: class scores `(samples, classes)` with
+            class ids `(samples,)`, 0/1 label rows `(samples, labels)` for multi-label models, per-unit scores
+            `(segments, units, classes)` with `-100` where no label applies, else regression values.
+
+    Returns:
+        Classification: see `classification_metrics`. Regression: see `regression_metrics`.
+    """
+    predictions, labels = _predictions_and_labels(eval_pred)
+    if _is_classification(predictions, labels):
+        return classification_metrics((predictions, labels))
+    return regression_metrics((predictions, labels))
+
+
+def regression_metrics(eval_pred) -> dict[str, float]:
     """`compute_metrics` for a regression `Trainer`: Spearman, Pearson and RMSE of predictions against labels.
 
     Args:
@@ -172,12 +220,16 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         interval for Spearman (`spearman_ci` with its defaults: 1000 resamples, seed 0); with several targets, each
         metric is the mean over targets and per-target values are added as `spearman_0`, `pearson_0`, `rmse_0`, ...
     """
-    predictions, labels = eval_pred[0], eval_pred[1]
-    if isinstance(predictions, (tuple, list)) and predictions and not np.isscalar(predictions[0]):
-        predictions = predictions[0]
+    predictions, labels = _predictions_and_labels(eval_pred)
     predictions, labels = _as_columns(predictions, "predictions"), _as_columns(labels, "labels")
     if predictions.shape != labels.shape:
-        raise ValueError(f"predictions have shape {predictions.shape} but labels {labels.shape}")
+        hint = ""
+        if predictions.shape[1] > 1 and labels.shape[1] == 1:
+            hint = (
+                "; class scores against class ids are scored by classification_metrics (compute_metrics picks it "
+                "when the labels are whole numbers)"
+            )
+        raise ValueError(f"predictions have shape {predictions.shape} but labels {labels.shape}{hint}")
     if predictions.shape[0] < 2:
         raise ValueError(f"correlations need at least 2 samples, got {predictions.shape[0]}")
     for name, array in (("labels", labels), ("predictions", predictions)):
@@ -198,27 +250,78 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return results
 
 
+def _f1_scores(predicted: np.ndarray, gold: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall and F1 (0 where undefined) of 1-D class ids."""
+    true_positive = np.array([np.sum((predicted == c) & (gold == c)) for c in classes], dtype=np.float64)
+    predicted_count = np.array([np.sum(predicted == c) for c in classes], dtype=np.float64)
+    gold_count = np.array([np.sum(gold == c) for c in classes], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted_count > 0, true_positive / predicted_count, 0.0)
+        recall = np.where(gold_count > 0, true_positive / gold_count, 0.0)
+        f1 = np.where(predicted_count + gold_count > 0, 2 * true_positive / (predicted_count + gold_count), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
 def classification_metrics(eval_pred) -> dict[str, float]:
-    """`compute_metrics` for a classification `Trainer`: accuracy and macro F1 of the arg-max predictions.
+    """`compute_metrics` for a classification `Trainer`: single-label, multi-label or per-unit.
 
     Args:
-        eval_pred: an `EvalPrediction` (or a `(logits, labels)` pair) with logits `(samples, num_labels)` (a tuple of
-            model outputs is read from its first element) and labels `(samples,)`.
+        eval_pred: an `EvalPrediction` (or a `(logits, labels)` pair; a tuple of model outputs is read from its first
+            element) with logits `(samples, classes)` and class ids `(samples,)`; logits and 0/1 labels of one shape
+            `(samples, labels)` (multi-label: a logit above 0 predicts the label); or per-unit logits `(segments,
+            units, classes)` with class ids `(segments, units)`, where -100 marks units without a label.
 
     Returns:
-        `{"accuracy", "f1_macro"}`; the macro F1 averages over every label that occurs in the labels or predictions.
+        Single-label and per-unit: `{"accuracy", "f1_macro", "precision_macro", "recall_macro"}` (macro averages
+        over every class that occurs in the labels or predictions), plus `f1`, `precision` and `recall` of class 1
+        when there are two classes. Multi-label: `{"accuracy"}` (every label of a sample right), `f1_micro` and
+        `f1_macro` (over labels).
     """
-    logits, labels = eval_pred[0], eval_pred[1]
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    predictions = np.asarray(logits).argmax(axis=-1)
-    labels = np.asarray(labels)
-    f1_scores = []
-    for label in np.unique(np.concatenate([labels, predictions])):
-        true_positive = np.sum((predictions == label) & (labels == label))
-        denominator = np.sum(predictions == label) + np.sum(labels == label)
-        f1_scores.append(2 * true_positive / denominator if denominator else 0.0)
-    return {"accuracy": float(np.mean(predictions == labels)), "f1_macro": float(np.mean(f1_scores))}
+    logits, labels = _predictions_and_labels(eval_pred)
+    if logits.ndim == 2 and labels.shape == logits.shape:
+        return _multi_label_metrics(logits, labels)
+    if logits.ndim < 2:
+        raise ValueError(
+            f"classification metrics need class scores (samples, classes); got predictions of shape {logits.shape}: "
+            "use regression_metrics for a regression model"
+        )
+    predicted = logits.argmax(axis=-1).reshape(-1)
+    gold = labels.reshape(-1)
+    if predicted.shape != gold.shape:
+        raise ValueError(
+            f"predictions of shape {logits.shape} give {predicted.size} class ids but labels {labels.shape} hold "
+            f"{gold.size}; give one class id per sample (or per unit)"
+        )
+    keep = gold != -100
+    predicted, gold = predicted[keep], gold[keep].astype(np.int64)
+    if gold.size == 0:
+        raise ValueError("no labelled sample: every label is -100")
+    classes = np.unique(np.concatenate([gold, predicted]))
+    scores = _f1_scores(predicted, gold, classes)
+    results = {
+        "accuracy": float(np.mean(predicted == gold)),
+        "f1_macro": float(np.mean(scores["f1"])),
+        "precision_macro": float(np.mean(scores["precision"])),
+        "recall_macro": float(np.mean(scores["recall"])),
+    }
+    if logits.shape[-1] == 2:
+        positive = _f1_scores(predicted, gold, np.array([1]))
+        results.update({name: float(values[0]) for name, values in positive.items()})
+    return results
+
+
+def _multi_label_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    predicted, gold = logits > 0, labels.astype(bool)
+    true_positive = np.sum(predicted & gold, axis=0).astype(np.float64)
+    counts = np.sum(predicted, axis=0) + np.sum(gold, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_label = np.where(counts > 0, 2 * true_positive / counts, 0.0)
+    total = counts.sum()
+    return {
+        "accuracy": float(np.mean(np.all(predicted == gold, axis=1))),
+        "f1_micro": float(2 * true_positive.sum() / total) if total else 0.0,
+        "f1_macro": float(np.mean(per_label)),
+    }
 
 
 def kd_to_pkd(kd: float | Sequence[float] | np.ndarray, unit: str = "M") -> float | np.ndarray:
@@ -314,6 +417,7 @@ __all__ = [
     "kd_to_pkd",
     "kd_to_reference_label",
     "pearson",
+    "regression_metrics",
     "rmse",
     "spearman",
     "spearman_ci",
