@@ -51,11 +51,10 @@ def load_backbone_safely(
     A missing folder names the absolute path looked at plus `how_to_point` (the backbone-free loader's
     `backbone_paths` hint); a backbone with only pickle weights names `allow_pickle=True`, and only then.
     """
-    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+    if how_to_point and _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
         where = os.path.abspath(os.path.expanduser(name))
         raise BackboneNotFoundError(
-            f"backbone {index} ({name}) was not found: there is no folder {where}"
-            + (f"; {how_to_point}" if how_to_point else "; pass an existing local folder")
+            f"backbone {index} ({name}) was not found: there is no folder {where}; {how_to_point}"
         )
     try:
         return load_backbone(name, revision, index, **kwargs)

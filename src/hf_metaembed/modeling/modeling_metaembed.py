@@ -21,6 +21,14 @@ from .backbones import ScalarMix, align_to_units, build_backbone, select_layer
 from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers, check_setting_names
 from .fusion import build_fusion
 from .heads import build_head
+from .input_checks import (
+    as_tensor,
+    check_backbone_states,
+    check_label_count,
+    infer_problem_type,
+    sequence_labels,
+    token_labels,
+)
 from .loading_metaembed import fetch_backbones, load_backbone_safely
 from .losses import regression_loss
 from .pairing import build_pairing
@@ -546,7 +554,9 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             segment_sample_index, segment_side_index: `(segments,)` sample and side (0 ligand, 1 receptor) of each
                 segment, for pair architectures.
             backbone_states: instead of token ids, precomputed per-backbone states `(segments, units, d_i)` (as
-                `compute_backbone_states` or a feature cache returns them) with their `unit_mask`.
+                `compute_backbone_states` or a feature cache returns them) with their `unit_mask`: tensors, numpy
+                arrays or nested lists, checked per backbone (count, shape, width) and cast to the dtype and device
+                the fusion computes in (docs/RELIABILITY.md).
         """
         if (input_ids is None) == (backbone_states is None):
             raise ValueError(
@@ -562,10 +572,8 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             backbone_states = self.compute_backbone_states(
                 input_ids, attention_mask, token_unit_index, unit_mask.shape[1]
             )
-        elif len(backbone_states) != self.config.num_backbones:
-            raise ValueError(
-                f"backbone_states holds {len(backbone_states)} tensors; this model has {self.config.num_backbones}"
-            )
+        else:
+            backbone_states, unit_mask = self._check_backbone_states(backbone_states, unit_mask)
         unit_states, unit_mask = self.finish_reading(backbone_states, unit_mask)
         fused, fusion_weights = self.fusion(unit_states, unit_mask)  # (segments, units, dim), (.., backbones)
         # the architecture runs the unit encoder where the study's module does (per segment, or over joined sides)
@@ -612,50 +620,37 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             if tensor is None or tensor.shape != input_ids.shape:
                 raise ValueError(f"`{name}` must accompany input_ids with the same shape {tuple(input_ids.shape)}")
 
-
-def _check_labels(labels: torch.Tensor, samples: int | None = None) -> None:
-    count = labels.shape[0] if labels.dim() else 1
-    if samples is not None and count != samples:
-        raise ValueError(
-            f"labels hold {count} entries but the batch has {samples} samples; give one label (row) per sample, in "
-            "the order of the inputs"
-        )
-    if labels.is_floating_point() and not torch.isfinite(labels).all():
-        bad = (~torch.isfinite(labels)).reshape(count, -1).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"labels of samples {bad} are NaN or infinite; drop or fix those samples")
-
-
-def _check_classes(labels: torch.Tensor, num_labels: int, what: str = "samples") -> None:
-    """Class ids outside 0..num_labels-1 (-100: no label) raise an error naming the rows, not a torch index error."""
-    bad = (labels != -100) & ((labels < 0) | (labels >= num_labels))
-    if bool(bad.any()):
-        rows = bad.reshape(bad.shape[0] if bad.dim() else 1, -1).any(dim=1).nonzero().flatten().tolist()
-        values = sorted(set(labels[bad].tolist()))[:5]
-        raise ValueError(
-            f"labels of {what} {rows} hold class ids {values} outside 0..{num_labels - 1} (num_labels={num_labels}); "
-            "fix the labels or the model's num_labels"
-        )
+    def _check_backbone_states(self, backbone_states, unit_mask) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Hand-made `backbone_states` checked against this model's backbones (count, shapes, widths, units) and
+        brought to the device and floating-point dtype its fusion computes in (input_checks.py)."""
+        mix_layers = {int(index): mix.layer_scores.shape[0] for index, mix in self.layer_mixes.items()}
+        device = dtype = None
+        for module in (self.fusion, self.unit_encoder, self.pairing):
+            parameter = next((p for p in module.parameters() if p.is_floating_point() and not p.is_meta), None)
+            if parameter is not None:
+                device, dtype = parameter.device, parameter.dtype
+                break
+        return check_backbone_states(self.config, backbone_states, unit_mask, mix_layers, device, dtype)
 
 
-def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Loss chosen by `problem_type` (inferred from `num_labels` and the label dtype, as transformers does)."""
-    _check_labels(labels, logits.shape[0])
-    labels = labels.to(logits.device)
-    if config.problem_type is None:
-        if config.num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
-    if config.problem_type == "single_label_classification":
-        _check_classes(labels, config.num_labels)
-    if config.problem_type == "regression":
-        predictions = logits.squeeze(-1)
-        return regression_loss(config, predictions, labels.to(logits.dtype).reshape(predictions.shape))
-    if config.problem_type == "single_label_classification":
-        return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
-    return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels) -> torch.Tensor:
+    """Loss chosen by `problem_type`, for `labels` given as a tensor, numpy array or list (one per sample).
+
+    Without a `problem_type` in the config, the first batch of labels fixes it (`infer_problem_type`: regression for
+    one label, multi-label for `(samples, num_labels)` rows, single-label for one class id per sample); it is stored
+    only once that batch's labels passed every check, and a later batch that contradicts it is an error, never a
+    silent switch (input_checks.py).
+    """
+    labels = as_tensor(labels, "labels").to(logits.device)
+    check_label_count(labels, logits.shape[0])
+    problem_type = config.problem_type or infer_problem_type(config.num_labels, labels, logits.shape[0])
+    labels = sequence_labels(problem_type, config.num_labels, labels, logits)
+    config.problem_type = problem_type
+    if problem_type == "regression":
+        return regression_loss(config, logits.squeeze(-1), labels)
+    if problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels)
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
 
 class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
@@ -680,7 +675,8 @@ class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs,
     ) -> MetaEmbedSequenceClassifierOutput:
-        """Inputs as `MetaEmbedModel.forward`; `labels (samples,)` or `(samples, num_labels)`."""
+        """Inputs as `MetaEmbedModel.forward`; `labels` (a tensor, numpy array or list): `(samples,)` class ids or
+        numbers, or `(samples, num_labels)` rows; checked against `problem_type` (`sequence_loss`)."""
         outputs = self.metaembed(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -730,7 +726,8 @@ class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs,
     ) -> MetaEmbedTokenClassifierOutput:
-        """Inputs as `MetaEmbedModel.forward`; `labels (segments, units)` with -100 where no label applies."""
+        """Inputs as `MetaEmbedModel.forward`; `labels (segments, units)` class ids (a tensor, numpy array or list),
+        -100 where no label applies."""
         outputs = self.metaembed(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -743,16 +740,8 @@ class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
         logits = self.classifier(outputs.last_hidden_state)
         loss = None
         if labels is not None:
-            labels = labels.to(logits.device)
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(
-                    f"token labels must have shape (segments, units) = {tuple(logits.shape[:2])}, one per unit "
-                    f"(-100 for none); got {tuple(labels.shape)}"
-                )
-            labels = labels.masked_fill(outputs.unit_mask.to(labels.device) == 0, -100)
-            _check_labels(labels)
-            _check_classes(labels, self.num_labels, what="segments")
-            loss = nn.functional.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1).long())
+            labels = token_labels(labels, logits, outputs.unit_mask, self.num_labels)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1))
         return MetaEmbedTokenClassifierOutput(
             loss=loss, logits=logits, fusion_weights=outputs.fusion_weights, unit_mask=outputs.unit_mask
         )
