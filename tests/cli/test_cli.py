@@ -19,6 +19,7 @@ import torch
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.cli import main
 from hf_metaembed.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from hf_metaembed.io.embedding_parts import EmbeddingParts
 from hf_metaembed.io.embeddings import EMBEDDING_INDEX_NAME, load_embeddings
 from hf_metaembed.io.records import InputError
 
@@ -197,10 +198,14 @@ def test_embed_resumes_after_max_batches_without_loss_or_duplicates(text_model, 
     assert code == EXIT_OK
     assert "rerun the same command to continue" in err
     index = json.loads((output / EMBEDDING_INDEX_NAME).read_text())
-    assert index["records"] == 8 and not index["complete"]
+    # blocks of 6 records, each run as batches of 4 and 2: two batches complete the first shard
+    assert index["records"] == 6 and not index["complete"]
     code, _, err = _run(capsys, *common, "--max-batches", 3)
     assert code == EXIT_OK
-    assert json.loads((output / EMBEDDING_INDEX_NAME).read_text())["records"] == 20
+    assert json.loads((output / EMBEDDING_INDEX_NAME).read_text())["records"] == 12
+    parts = EmbeddingParts(output)
+    parts.refresh()
+    assert len(parts.done()) == 4  # the third batch's records wait in a part for the rest of their block
     code, out, err = _run(capsys, *common)
     assert code == EXIT_OK, err
     assert _ids_of(output) == [str(i) for i in range(23)]
@@ -233,12 +238,24 @@ def test_embed_resumes_after_a_failure(text_model, tmp_path, capsys, monkeypatch
     assert code == EXIT_FAILURE
     _assert_one_line_error(err, "RuntimeError", "simulated out-of-memory")
     index = json.loads((tmp_path / "out.npz.parts" / EMBEDDING_INDEX_NAME).read_text())
-    assert index["records"] == 12  # the three finished batches were kept
+    # the three finished batches were kept: blocks of 5 run as batches of 4 and 1, so one whole shard and a part
+    assert index["records"] == 5
+    parts = EmbeddingParts(tmp_path / "out.npz.parts")
+    parts.refresh()
+    assert len(parts.done()) == 4 and parts.done() < set(range(5, 10))  # the longest 4 of the second block
     assert not output.exists()
 
     monkeypatch.setattr(MetaEmbedModel, "forward", original_forward)
+    batch_sizes = []
+
+    def counting_forward(self, *args, **kwargs):
+        batch_sizes.append(kwargs["input_ids"].shape[0])
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(MetaEmbedModel, "forward", counting_forward)
     code, _, err = _run(capsys, *common)
     assert code == EXIT_OK, err
+    assert sum(batch_sizes) == 30 - 9  # the 9 kept records are not computed again
     result = load_embeddings(output)
     assert result["ids"].tolist() == [f"r{i}" for i in range(30)]
     np.testing.assert_allclose(result["embeddings"], _reference(text_model, texts)[0], atol=1e-5)

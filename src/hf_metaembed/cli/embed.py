@@ -1,21 +1,75 @@
-"""`hf-metaembed embed`: stream the records of a sequence file through a saved model into resumable shards.
+"""`hf-metaembed embed`: stream the records of a sequence file (or the complexes of a table) through a saved model into
+resumable shards, on one process or several.
 
-Records are read twice, streamed: a first pass checks every one before any model is loaded, the second embeds them in
-batches and hands the results to an `EmbeddingShardWriter`, which writes them shard by shard, atomically; a rerun of
-the same command resumes after the last whole shard. A `.npy` or `.npz` output is assembled from the shards at the end.
+Records are read twice, streamed: a first pass checks every one before any model is loaded, the second embeds them.
+The second pass takes the input in blocks of `--shard-size` records; within a block, records run longest first in
+token-budget batches (`hf_metaembed.batching`: `--max-tokens` padded tokens per backbone pass, `--batch-size`
+records at most), and what they give is written as parts (`hf_metaembed.io.embedding_parts`), which the main process
+assembles into the output's shards in input order. Under `accelerate launch` or `torchrun` every process takes every
+N-th batch of the same plan and writes its own parts, so the output equals a single-process run's up to float
+rounding. A rerun of the same command, after a crash of any process, computes only the records no shard or part
+holds. A `.npy` or `.npz` output is assembled from the shards at the end.
 """
 
+import argparse
 import contextlib
 import itertools
+import json
 import shutil
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..io.embeddings import EmbeddingShardWriter, write_npy, write_npz
-from ..io.files import check_writable_output, file_sha256
-from ..io.records import InputError, detect_input_format, read_records
+import numpy as np
+
+from ..batching import DEFAULT_MAX_TOKENS, autocast, move_to_device, plan_batches, sample_rows, sample_token_lengths
+from ..distributed import Workers, current_workers
+from ..io.embedding_parts import EmbeddingParts
+from ..io.embeddings import EMBEDDING_INDEX_NAME, EmbeddingShardWriter, write_npy, write_npz
+from ..io.files import atomic_write_json, check_writable_output, file_sha256
+from ..io.records import (
+    TABLE_FORMATS,
+    InputError,
+    PairRecord,
+    Record,
+    detect_input_format,
+    read_pair_records,
+    read_records,
+)
 from .errors import EXIT_OK, UsageError, check_positive
-from .loading import batches, check_model_folder, encode, load_processor, progress, torch_device
+from .loading import batches, check_model_folder, encode, load_processor, progress, saved_architecture, torch_device
+
+
+def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The batching, output and device arguments of `hf-metaembed embed` (input, model and column arguments are the
+    parser's, shared with the other commands); run with `run_embed`."""
+    parser.add_argument(
+        "--max-tokens",
+        default=str(DEFAULT_MAX_TOKENS),
+        help=f"padded tokens per backbone pass, one number or one per backbone (a,b); records run longest first in "
+        f"batches within this budget, which bounds peak memory (default: {DEFAULT_MAX_TOKENS})",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="records per batch at most (default: 64)")
+    parser.add_argument(
+        "--shard-size", type=int, default=1000, help="records per output shard; bounds memory (default: 1000)"
+    )
+    parser.add_argument(
+        "--autocast", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision (default: fp32)"
+    )
+    parser.add_argument(
+        "--fusion-weights", action="store_true", help="also store each unit's backbone weights (not with .npy)"
+    )
+    parser.add_argument("--truncation", action="store_true", help="cut sequences longer than a backbone accepts")
+    parser.add_argument("--overwrite", action="store_true", help="discard an existing output instead of resuming")
+    parser.add_argument("--keep-shards", action="store_true", help="keep the shard folder after writing .npy/.npz")
+    parser.add_argument(
+        "--max-batches", type=int, help="stop after this many batches (per process), keeping the results"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+# ---------------------------------------------------------------------------------------------- reading records
 
 
 def _output_kind(output: Path) -> str:
@@ -31,41 +85,118 @@ def _output_kind(output: Path) -> str:
     return "folder"
 
 
+def _check_columns(args, input_format: str, architecture: str) -> bool:
+    """Whether the model pairs complexes, after checking the column options suit it; pair models read tables."""
+    from ..cache.segments import pair_architectures
+
+    pair = architecture in pair_architectures()
+    columns = {"--ligand-column": args.ligand_column, "--receptor-column": args.receptor_column}
+    given = [flag for flag, value in columns.items() if value]
+    if pair and len(given) < 2:
+        raise UsageError(
+            f"this model pairs ligand and receptor chains (architecture {architecture!r}): pass --ligand-column and "
+            "--receptor-column naming the columns that hold each side's chains"
+        )
+    if not pair and given:
+        raise UsageError(
+            f"{' and '.join(given)} need a pair model (architecture sc, ec, hp or pad); this model reads single "
+            "sequences: pass --column instead"
+        )
+    if pair and input_format not in TABLE_FORMATS:
+        raise UsageError(f"{input_format} files have no columns: give complexes as CSV, TSV or JSONL")
+    return pair
+
+
+def read_items(path: Path, input_format: str, args, pair: bool) -> Iterator[Record | PairRecord]:
+    """Stream the records of the input: complexes (`PairRecord`) for a pair model, sequences (`Record`) otherwise."""
+    if pair:
+        return read_pair_records(
+            path,
+            input_format,
+            ligand_columns=[args.ligand_column],
+            receptor_columns=[args.receptor_column],
+            chain_separator=args.chain_separator,
+            id_column=args.id_column,
+        )
+    return read_records(path, input_format, args.column, args.id_column)
+
+
+def encode_items(processor, items: list, architecture: str, args) -> list[dict]:
+    """Per-sample processor features of `items` (records or complexes); a bad one is named by position and id."""
+    sides = {"ligand": args.ligand_column, "receptor": args.receptor_column}
+    truncation = args.truncation or None
+    features = encode(processor, items, sides, return_tensors=None, truncation=truncation, architecture=architecture)
+    return sample_rows(features)
+
+
+def _validate_input(args, processor, items: Iterator, architecture: str, show: bool) -> int:
+    """First streaming pass, before any model is loaded: count the records and check that the processor accepts
+    every one of them, so a bad record stops the run at once rather than hours into it."""
+    count = 0
+    with progress(None, "checking input", args.no_progress or not show) as bar:
+        for chunk in batches(items, 256):
+            encode_items(processor, chunk, architecture, args)
+            count += len(chunk)
+            bar.update(len(chunk))
+    if count == 0:
+        raise InputError(f"{Path(args.input).name} holds no records")
+    return count
+
+
+def _max_tokens(value: str, num_backbones: int) -> int | list[int]:
+    try:
+        budgets = [int(part) for part in str(value).split(",")]
+    except ValueError:
+        raise UsageError(f"--max-tokens must be a number or one number per backbone (a,b), got {value!r}") from None
+    if any(budget < 1 for budget in budgets) or len(budgets) not in (1, num_backbones):
+        raise UsageError(
+            f"--max-tokens {value!r}: give one positive number, or {num_backbones} (one per backbone, comma-separated)"
+        )
+    return budgets[0] if len(budgets) == 1 else budgets
+
+
 def _embed_fingerprint(args, input_path: Path, input_format: str, model_folder: Path) -> dict:
     stat = input_path.stat()
     weights = sorted(model_folder.glob("*.safetensors"))
+    tables = input_format in TABLE_FORMATS
     return {
         "input": str(input_path.resolve()),
         "input_size": stat.st_size,
         "input_mtime_ns": stat.st_mtime_ns,
         "input_format": input_format,
-        "column": args.column if input_format in ("csv", "tsv", "jsonl") else None,
+        "column": args.column if tables and not args.ligand_column else None,
+        "ligand_column": args.ligand_column,
+        "receptor_column": args.receptor_column,
+        "chain_separator": args.chain_separator if args.ligand_column else None,
         "id_column": args.id_column,
         "model": str(model_folder.resolve()),
         "model_config_sha256": file_sha256(model_folder / "config.json"),
         "model_weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
         "fusion_weights": bool(args.fusion_weights),
         "truncation": bool(args.truncation),
+        "autocast": args.autocast,
     }
 
 
-def _validate_input(args, processor, input_path: Path, input_format: str) -> int:
-    """First streaming pass, before any model is loaded: count the records and check that the processor accepts
-    every one of them, so a bad record stops the run at once rather than hours into it."""
-    count = 0
-    records = read_records(input_path, input_format, args.column, args.id_column)
-    with progress(None, "checking input", args.no_progress) as bar:
-        for batch in batches(records, 256):
-            encode(processor, batch, truncation=args.truncation or None, return_tensors=None)
-            count += len(batch)
-            bar.update(len(batch))
-    if count == 0:
-        raise InputError(f"{input_path.name} holds no records")
-    return count
+# ---------------------------------------------------------------------------------------------- the command
+
+
+@dataclass
+class _Run:
+    """What every process of one `embed` run shares."""
+
+    args: argparse.Namespace
+    workers: Workers
+    processor: object
+    architecture: str
+    work_folder: Path
+    parts: EmbeddingParts
+    total: int
+    records_done: int  # records in whole shards when the run started
 
 
 def run_embed(args) -> int:
-    """`hf-metaembed embed`: stream records through a saved model into resumable shards (then .npy/.npz)."""
+    """`hf-metaembed embed`: embed every record into resumable shards (then .npy/.npz), on every launched process."""
     check_positive(args.batch_size, "--batch-size")
     check_positive(args.shard_size, "--shard-size")
     check_positive(args.max_batches, "--max-batches")
@@ -80,22 +211,53 @@ def run_embed(args) -> int:
     if kind != "folder" and output.exists() and not args.overwrite and not work_folder.exists():
         raise UsageError(f"output {str(output)!r} exists; pass --overwrite to replace it")
     model_folder = check_model_folder(args.model)
+    torch_device(args.device)  # a bad --device is a usage error before any work
+    architecture = saved_architecture(model_folder)
+    pair = _check_columns(args, input_format, architecture)
     processor = load_processor(model_folder)
-    total = _validate_input(args, processor, input_path, input_format)
+    _max_tokens(args.max_tokens, len(processor.tokenizers))
+    workers = current_workers(args.device)
+    items = read_items(input_path, input_format, args, pair)
+    total = _validate_input(args, processor, items, architecture, workers.is_main)
 
     fingerprint = _embed_fingerprint(args, input_path, input_format, model_folder)
-    writer = EmbeddingShardWriter(work_folder, fingerprint, args.shard_size, overwrite=args.overwrite)
-    if writer.complete and kind == "folder":
-        raise UsageError(f"output {str(output)!r} is complete already; pass --overwrite to compute it again")
+    writer = None
+    parts = EmbeddingParts(work_folder)
+    if workers.is_main:
+        if args.overwrite:
+            parts.prepare(overwrite=True)
+        writer = EmbeddingShardWriter(work_folder, fingerprint, args.shard_size, overwrite=args.overwrite)
+        if writer.complete and kind == "folder":
+            raise UsageError(f"output {str(output)!r} is complete already; pass --overwrite to compute it again")
+        if not writer.index_path.exists():  # parts may come before the first shard: the folder names its run now
+            atomic_write_json(writer.index_path, writer.index)
+        parts.prepare()
+    workers.barrier()  # the folder is ready: every process reads the same shards and parts before anyone writes
+    index = writer.index if writer is not None else _read_index(work_folder)
+    parts.refresh()
+    workers.barrier()
+    run = _Run(args, workers, processor, architecture, work_folder, parts, total, index["records"])
+    stopped = False
+    if not index["complete"]:
+        stopped = _embed_records(run, writer, input_path, input_format, model_folder, pair)
+    workers.barrier()
+    if not workers.is_main:
+        return EXIT_OK
     if not writer.complete:
-        _embed_records(args, writer, processor, input_path, input_format, model_folder, total)
-        if not writer.complete:
-            print(
-                f"stopped after {args.max_batches} batches with {writer.records_done} of {total} records written; "
-                "rerun the same command to continue",
-                file=sys.stderr,
-            )
-            return EXIT_OK
+        parts.refresh()
+        _assemble_covered(run, writer)
+        if writer.records_done + writer.records_queued >= total:
+            writer.finish()
+            parts.remove_folder()
+    if not writer.complete:
+        done = writer.records_done + len(parts.done())
+        reason = f"stopped after {args.max_batches} batches" if stopped else "stopped early"
+        print(
+            f"{reason} with {done} of {total} records done ({writer.records_done} in shards); "
+            "rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return EXIT_OK
     if kind == "npy":
         write_npy(work_folder, output)
     elif kind == "npz":
@@ -106,55 +268,126 @@ def run_embed(args) -> int:
     return EXIT_OK
 
 
-def _embed_records(args, writer, processor, input_path: Path, input_format: str, model_folder: Path, total: int):
-    """Embed the records the writer does not hold yet (all of them, or `--max-batches` batches)."""
+def _read_index(folder: Path) -> dict:
+    """The run's index as the main process left it (none yet: nothing is in shards)."""
+    path = folder / EMBEDDING_INDEX_NAME
+    if not path.exists():
+        return {"records": 0, "complete": False}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _assemble_covered(run: _Run, writer: EmbeddingShardWriter) -> None:
+    """Assemble, block by block, every block from the writer's end whose records all sit in parts."""
+    size = run.args.shard_size
+    while writer.records_done < run.total:
+        start = writer.records_done
+        # blocks start where the run started, so each block becomes exactly one shard
+        stop = min(start + size - (start - run.records_done) % size, run.total)
+        if not run.parts.covers(start, stop):
+            return
+        run.parts.assemble(writer, stop)
+
+
+def _blocks(run: _Run, items: Iterator) -> Iterator[list]:
+    """The records still to compute, in blocks of `--shard-size` consecutive input positions (skipping records in
+    shards or parts)."""
+    done = run.parts.done()
+    pending = itertools.islice(items, run.records_done, None)
+    for block in batches(pending, run.args.shard_size):
+        block = [item for item in block if item.index not in done]
+        if block:
+            yield block
+
+
+def _embed_records(run: _Run, writer, input_path: Path, input_format: str, model_folder: Path, pair: bool) -> bool:
+    """Embed this process's share of the records no shard or part holds; True when `--max-batches` stopped it."""
     import torch
 
-    model = _load_embedding_model(model_folder, torch_device(args.device))
-    device = next(model.parameters()).device
-    records = read_records(input_path, input_format, args.column, args.id_column)
-    pending = itertools.islice(records, writer.records_done, None)
-    with progress(total, "embedding", args.no_progress, initial=writer.records_done) as bar:
-        try:
-            for number, batch in enumerate(batches(pending, args.batch_size), start=1):
-                encoded = encode(processor, batch, truncation=args.truncation or None, return_tensors="pt")
-                with torch.inference_mode():
-                    outputs = model(**{key: value.to(device) for key, value in encoded.items()})
-                weights = None
-                if args.fusion_weights:
-                    weights = _per_record_weights(outputs.fusion_weights, outputs.unit_mask)
-                writer.add([record.id for record in batch], outputs.pooler_output.float().cpu().numpy(), weights)
-                bar.update(len(batch))
-                if args.max_batches is not None and number >= args.max_batches:
-                    break
-        except BaseException:
-            # keep every finished record, so that a rerun resumes after them
-            with contextlib.suppress(Exception):
-                writer.flush()
-            raise
-    if writer.records_done + writer.records_queued >= total:
-        writer.finish()
-    else:
-        writer.flush()
+    args, workers = run.args, run.workers
+    model = _load_embedding_model(model_folder, workers.device)
+    budget = _max_tokens(args.max_tokens, len(run.processor.tokenizers))
+    items = read_items(input_path, input_format, args, pair)
+    remaining = run.total - run.records_done - len(run.parts.done())
+    show = workers.is_main and not args.no_progress
+    batch_number = 0  # over the whole plan, so that processes take turns with the longest batches of each block
+    done_here = 0
+    with progress(remaining, "embedding", not show) as bar:
+        for block in _blocks(run, items):
+            features = encode_items(run.processor, block, run.architecture, args)
+            counts, lengths = zip(*(sample_token_lengths(feature) for feature in features))
+            plan = plan_batches(lengths, budget, args.batch_size, counts)
+            mine = [plan[number] for number in workers.share(len(plan), offset=batch_number)]
+            batch_number += len(plan)
+            results = _BlockResults(args.fusion_weights)
+            try:
+                for batch in mine:
+                    inputs = run.processor.pad([features[i] for i in batch], architecture=run.architecture)
+                    inputs = move_to_device(inputs, workers.device)
+                    with torch.inference_mode(), autocast(workers.device, args.autocast):
+                        outputs = model(**inputs)
+                    results.add([block[i] for i in batch], outputs, inputs.get("segment_sample_index"))
+                    bar.update(len(batch) * workers.world_size)
+                    done_here += 1
+                    if args.max_batches is not None and done_here >= args.max_batches:
+                        break
+            finally:
+                # keep every finished record, also when a batch failed or the run was interrupted
+                with contextlib.suppress(Exception):
+                    results.write(run.parts)
+            if writer is not None:
+                run.parts.refresh()
+                _assemble_covered(run, writer)
+            if args.max_batches is not None and done_here >= args.max_batches:
+                return True
+    return False
+
+
+class _BlockResults:
+    """What one process computed in one block, in the order it ran, until written as a part."""
+
+    def __init__(self, keep_weights: bool) -> None:
+        self.keep_weights = keep_weights
+        self.items: list = []
+        self.embeddings: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+
+    def add(self, items: list, outputs, segment_sample_index) -> None:
+        self.items += items
+        self.embeddings.append(outputs.pooler_output.float().cpu().numpy())
+        if self.keep_weights:
+            self.weights += _per_sample_weights(outputs, segment_sample_index, len(items))
+
+    def write(self, parts: EmbeddingParts) -> None:
+        if not self.items:
+            return
+        parts.write(
+            [item.index for item in self.items],
+            [item.id for item in self.items],
+            np.concatenate(self.embeddings),
+            self.weights if self.keep_weights else None,
+        )
+        self.items = []
 
 
 def _load_embedding_model(folder: Path, device):
-    """The saved model of `folder` on `device`, in eval mode; `embed` reads single sequences only."""
+    """The saved model of `folder` on `device`, in eval mode."""
     from ..modeling.modeling_metaembed import MetaEmbedModel
 
-    model = MetaEmbedModel.from_pretrained(str(folder))
-    if model.config.architecture != "single":
-        raise InputError(
-            f"this model pairs ligand and receptor chains (architecture {model.config.architecture!r}); "
-            "`embed` reads single sequences: use a model with architecture 'single'"
-        )
-    return model.to(device).eval()
+    return MetaEmbedModel.from_pretrained(str(folder)).to(device).eval()
 
 
-def _per_record_weights(fusion_weights, unit_mask) -> list:
-    """Per record its `(units, backbones)` fusion weights, padding removed."""
-    weights = fusion_weights.float().cpu()
-    if weights.dim() == 2:  # level="sequence": one weight vector per record
-        return [row.unsqueeze(0).numpy() for row in weights]
-    lengths = unit_mask.sum(dim=1).tolist()
-    return [weights[row, : int(length)].numpy() for row, length in enumerate(lengths)]
+def _per_sample_weights(outputs, segment_sample_index, samples: int) -> list[np.ndarray]:
+    """Per sample its `(units, backbones)` fusion weights, padding removed; a complex's segments one after another,
+    in the order the processor lays them out (ligand side first). At `level="sequence"` one row per segment."""
+    weights = outputs.fusion_weights.float().cpu()
+    if weights.dim() == 2:  # level="sequence": one weight vector per segment
+        rows = [row.unsqueeze(0).numpy() for row in weights]
+    else:
+        lengths = outputs.unit_mask.sum(dim=1).tolist()
+        rows = [weights[row, : int(length)].numpy() for row, length in enumerate(lengths)]
+    if segment_sample_index is None:
+        return rows
+    grouped: list[list[np.ndarray]] = [[] for _ in range(samples)]
+    for row, sample in zip(rows, segment_sample_index.tolist()):
+        grouped[sample].append(row)
+    return [np.concatenate(segments) for segments in grouped]

@@ -29,7 +29,7 @@ from .cache import (
     with_default_cache_subcommand,
 )
 from .demo import run_demo
-from .embed import run_embed
+from .embed import add_embed_arguments, run_embed
 from .errors import (
     DEMO_EXTRA_HINT,
     EXIT_CODES,
@@ -159,20 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("-o", "--output", required=True, help="output folder, or a .npy / .npz file")
     _input_arguments(embed, "CSV column / JSONL field with the sequences (default: sequence)")
     _pair_arguments(embed)
-    embed.add_argument("--batch-size", type=int, default=32, help="sequences per batch (default: 32)")
-    embed.add_argument(
-        "--shard-size", type=int, default=1000, help="records per output shard; bounds memory (default: 1000)"
-    )
-    embed.add_argument(
-        "--fusion-weights", action="store_true", help="also store each unit's backbone weights (not with .npy)"
-    )
-    embed.add_argument("--truncation", action="store_true", help="cut sequences longer than a backbone accepts")
-    embed.add_argument("--overwrite", action="store_true", help="discard an existing output instead of resuming")
-    embed.add_argument("--keep-shards", action="store_true", help="keep the shard folder after writing .npy/.npz")
-    embed.add_argument(
-        "--max-batches", type=int, help="stop after this many batches, keeping the results (rerun to continue)"
-    )
-    embed.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_embed_arguments(embed)  # batching (--max-tokens), output, precision and device
     _common(embed)
     embed.set_defaults(handler=run_embed)
 
