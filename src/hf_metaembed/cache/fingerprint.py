@@ -6,11 +6,11 @@ settings; and `ALIGNMENT_VERSION`. A cache is used only with a model and process
 
 import hashlib
 import json
-import weakref
 
 import torch
 
 from .._utils import metaembed_of
+from ..modeling import safe_files
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import FeatureCacheError, UncacheableModelError
@@ -29,26 +29,15 @@ _PROCESSOR_FIELDS_WITHOUT_EFFECT = {
     "auto_map",
     "model_types",
 }
-_WEIGHT_HASHES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
-    """sha256 over every tensor of `module.state_dict()` (names, dtypes, shapes and bytes), memoised per module until
-    one of its tensors is replaced or modified in place."""
-    state = module.state_dict()
-    signature = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in state.items())
-    memo = _WEIGHT_HASHES.get(module)
-    if memo is not None and memo[0] == signature:
-        return memo[1]
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach()
-        if tensor.is_meta:
-            raise FeatureCacheError(f"weight {name!r} is on the meta device (not loaded): load the model fully first")
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    _WEIGHT_HASHES[module] = (signature, digest.hexdigest())
-    return digest.hexdigest()
+    """The backbone weights' digest (`modeling.safe_files.weights_sha256`, the one a backbone-free checkpoint records
+    too), with a weight not in memory reported as a cache error."""
+    try:
+        return safe_files.weights_sha256(module)
+    except ValueError as error:
+        raise FeatureCacheError(f"{error}; load the model fully first") from None
 
 
 def tokenizer_sha256(tokenizer) -> str:
