@@ -6,6 +6,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoProcessor,
+    AutoTokenizer,
 )
 
 from . import _moved
@@ -24,7 +25,7 @@ from .modeling.modeling_metaembed import (
 )
 from .modeling.pairing import list_architectures
 from .modeling.pooling import list_poolings
-from .modeling.processing_metaembed import MetaEmbedProcessor
+from .modeling.processing_metaembed import MetaEmbedProcessor, MetaEmbedTokenizers
 from .modeling.unit_encoders import list_unit_encoders
 
 AutoConfig.register(MetaEmbedConfig.model_type, MetaEmbedConfig, exist_ok=True)
@@ -32,6 +33,8 @@ AutoModel.register(MetaEmbedConfig, MetaEmbedModel, exist_ok=True)
 AutoModelForSequenceClassification.register(MetaEmbedConfig, MetaEmbedForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(MetaEmbedConfig, MetaEmbedForTokenClassification, exist_ok=True)
 AutoProcessor.register(MetaEmbedConfig, MetaEmbedProcessor, exist_ok=True)
+# a MetaEmbed folder has one tokenizer per backbone: AutoTokenizer gets an error that names AutoProcessor
+AutoTokenizer.register(MetaEmbedConfig, tokenizer_class=MetaEmbedTokenizers, exist_ok=True)
 
 __version__ = "0.1.0"
 

@@ -34,7 +34,8 @@ def test_single_backbone_mean_pooling_reproduces_the_sentence_embedding():
 
 
 def test_word_units_exclude_special_tokens_by_default():
-    model = MetaEmbedModel.from_backbones([MINILM], fusion="concat", level="sequence").eval()
+    # pooling= given: MetaEmbed's own pooling, not the sentence-transformers config's (test_sentence_transformers.py)
+    model = MetaEmbedModel.from_backbones([MINILM], fusion="concat", level="sequence", pooling="mean").eval()
     processor = MetaEmbedProcessor.from_backbones([MINILM])
     batch = processor(SENTENCES[:1])
     with torch.no_grad():

@@ -11,8 +11,11 @@ Model code (copied next to a saved model for `trust_remote_code`): imports torch
 """
 
 import inspect
+import json
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +28,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers import initialization as init
+from transformers.utils import cached_file
 
 from .static_vectors import StaticVectorsConfig, StaticVectorsModel
 
@@ -249,13 +253,174 @@ def load_backbone_config(name: str, revision: str | None = None, index: int = 0,
         raise BackboneNotFoundError(f"backbone {index} {name!r} could not be loaded: {hint} ({error})") from error
 
 
+# checkpoint keys a backbone encoder never builds: the pooler of BERT-style models (skipped, see `_pooler_free_kwargs`)
+# and the pretraining heads of masked-language-model checkpoints (ESM-2's and BERT's); transformers would list them
+# in a load report on every load
+UNUSED_CHECKPOINT_KEYS = (r"(^|\.)pooler\.", r"(^|\.)lm_head\.", r"(^|\.)cls\.(predictions|seq_relationship)\.")
+
+
+@contextmanager
+def _quiet_unused_keys(model_class: type[PreTrainedModel]) -> Iterator[None]:
+    """While loading, count `UNUSED_CHECKPOINT_KEYS` as expected (`_keys_to_ignore_on_load_unexpected`, read when the
+    model is built): any other unexpected or missing key is still reported."""
+    had_own = "_keys_to_ignore_on_load_unexpected" in model_class.__dict__
+    before = model_class.__dict__.get("_keys_to_ignore_on_load_unexpected")
+    inherited = getattr(model_class, "_keys_to_ignore_on_load_unexpected", None) or []
+    model_class._keys_to_ignore_on_load_unexpected = [*inherited, *UNUSED_CHECKPOINT_KEYS]
+    try:
+        yield
+    finally:
+        if had_own:
+            model_class._keys_to_ignore_on_load_unexpected = before
+        else:
+            del model_class._keys_to_ignore_on_load_unexpected
+
+
 def load_backbone(name: str, revision: str | None = None, index: int = 0, **kwargs) -> PreTrainedModel:
-    """Load one backbone with its own class's `from_pretrained` (weights read once)."""
+    """Load one backbone with its own class's `from_pretrained` (weights read once).
+
+    Checkpoint keys every encoder leaves unused (`UNUSED_CHECKPOINT_KEYS`: poolers, pretraining heads) are not
+    reported; missing weights or other unexpected keys are, as transformers reports them.
+    """
     config = load_backbone_config(name, revision, index)
     model_class = backbone_class(config)
-    return model_class.from_pretrained(
-        name, revision=revision, config=config, **_pooler_free_kwargs(model_class), **kwargs
-    )
+    with _quiet_unused_keys(model_class):
+        return model_class.from_pretrained(
+            name, revision=revision, config=config, **_pooler_free_kwargs(model_class), **kwargs
+        )
+
+
+# ------------------------------------------------------------------------------------ sentence-transformers backbones
+
+# sentence-transformers' pooling modes this library reproduces (its `Pooling` module's `pooling_mode`)
+SENTENCE_POOLING_MODES = ("mean", "max", "cls", "lasttoken", "mean_sqrt_len_tokens", "weightedmean")
+_LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def _json_file(name: str, filename: str, revision: str | None) -> dict | list | None:
+    """A JSON file of a model folder or Hub repo, None if it has none (nothing is downloaded but that file)."""
+    folder = os.path.expanduser(name)
+    if os.path.isdir(folder):
+        path = os.path.join(folder, filename)
+        path = path if os.path.isfile(path) else None
+    else:
+        path = cached_file(
+            name,
+            filename,
+            revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def sentence_transformers_settings(name: str | None, revision: str | None = None, warn: bool = True) -> dict | None:
+    """How a sentence-transformers model makes its sentence vectors, read from its own files; None for a backbone that
+    is not one (no `modules.json`).
+
+    Returns:
+        `{"pooling": mode or None, "normalize": bool, "max_seq_length": int or None}`: the mode of its `Pooling`
+        module (one of `SENTENCE_POOLING_MODES`; None, with a warning, when it concatenates several modes or uses one
+        this library does not reproduce), whether a `Normalize` module follows, and its `sentence_bert_config.json`
+        `max_seq_length`. Modules after pooling other than `Normalize` (e.g. `Dense`) are not reproduced; a warning
+        names them (unless `warn=False`).
+    """
+    if name is None:
+        return None
+    modules = _json_file(str(name), "modules.json", revision)
+    if not isinstance(modules, list):
+        return None
+    settings = {"pooling": None, "normalize": False, "max_seq_length": None}
+    skipped = []
+    for module in modules:
+        kind, path = str(module.get("type", "")).rsplit(".", 1)[-1], module.get("path", "")
+        if kind == "Transformer":
+            transformer = _json_file(str(name), os.path.join(path, "sentence_bert_config.json"), revision) or {}
+            settings["max_seq_length"] = transformer.get("max_seq_length")
+        elif kind == "Pooling":
+            settings["pooling"] = _pooling_mode(_json_file(str(name), os.path.join(path, "config.json"), revision))
+            if settings["pooling"] is None:
+                skipped.append(f"{kind} ({path})")
+        elif kind == "Normalize":
+            settings["normalize"] = True
+        else:
+            skipped.append(f"{kind} ({path or 'root'})")
+    if skipped and warn:
+        warnings.warn(
+            f"{name} is a sentence-transformers model whose modules {skipped} this library does not reproduce: its "
+            "sentence vectors will differ from SentenceTransformer.encode (read: the pooling modes "
+            f"{', '.join(SENTENCE_POOLING_MODES)}, Normalize and max_seq_length)",
+            stacklevel=2,
+        )
+    return settings
+
+
+def _pooling_mode(config: dict | None) -> str | None:
+    """The one pooling mode of a sentence-transformers `Pooling` config (new `pooling_mode` or legacy booleans)."""
+    config = config or {}
+    mode = config.get("pooling_mode")
+    if mode is None:
+        modes = [name for key, name in _LEGACY_POOLING_KEYS.items() if config.get(key)]
+        mode = modes[0] if len(modes) == 1 else modes
+    if isinstance(mode, list | tuple):
+        mode = mode[0] if len(mode) == 1 else None
+    return mode if mode in SENTENCE_POOLING_MODES else None
+
+
+def sentence_pooling(name: str | None, revision: str | None = None) -> dict | None:
+    """A backbone record's `sentence_pooling` (`{"mode", "normalize"}`) for a sentence-transformers backbone whose
+    pooling this library reproduces, else None."""
+    settings = sentence_transformers_settings(name, revision)
+    if settings is None or settings["pooling"] is None:
+        return None
+    return {"mode": settings["pooling"], "normalize": settings["normalize"]}
+
+
+def pool_sentence(token_states: torch.Tensor, attention_mask: torch.Tensor, pooling: dict) -> torch.Tensor:
+    """One vector per segment as a sentence-transformers model makes it: its pooling mode over every token its
+    attention mask keeps ([CLS]/[SEP] included), then L2 normalisation if the model normalises.
+
+    Args:
+        token_states: `(segments, tokens, dim)` a backbone's token states.
+        attention_mask: `(segments, tokens)` 1 for real tokens (padding at the end).
+        pooling: `{"mode": one of SENTENCE_POOLING_MODES, "normalize": bool}` (a backbone record's `sentence_pooling`).
+
+    Returns:
+        `(segments, dim)`.
+    """
+    mode = pooling["mode"]
+    mask = attention_mask.to(token_states.dtype).unsqueeze(-1)  # (segments, tokens, 1)
+    lengths = attention_mask.sum(dim=1)  # (segments,)
+    if mode in ("mean", "mean_sqrt_len_tokens"):
+        total = (token_states * mask).sum(dim=1)
+        count = mask.sum(dim=1).clamp(min=1e-9)
+        pooled = total / (count if mode == "mean" else count.sqrt())
+    elif mode == "max":
+        pooled = token_states.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    elif mode == "cls":
+        pooled = token_states[:, 0]
+    elif mode == "lasttoken":
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, token_states.shape[-1])
+        pooled = token_states.gather(1, last).squeeze(1)
+    elif mode == "weightedmean":
+        weights = torch.arange(1, token_states.shape[1] + 1, device=token_states.device, dtype=token_states.dtype)
+        weighted = mask * weights.view(1, -1, 1)
+        pooled = (token_states * weighted).sum(dim=1) / weighted.sum(dim=1).clamp(min=1e-9)
+    else:
+        raise ValueError(f"unknown sentence pooling mode {mode!r}; choose one of: {', '.join(SENTENCE_POOLING_MODES)}")
+    if pooling.get("normalize"):
+        pooled = nn.functional.normalize(pooled, p=2, dim=-1)
+    return pooled
 
 
 def infer_unit_type(tokenizer=None, config: PreTrainedConfig | None = None) -> str:

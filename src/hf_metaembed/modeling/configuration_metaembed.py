@@ -85,7 +85,16 @@ def _storable(config: PreTrainedConfig | dict) -> dict:
 
 
 # the fields of one backbone's record in `MetaEmbedConfig.backbones`
-BACKBONE_RECORD_KEYS = ("name", "revision", "unit_type", "layer", "window_size", "config", "fingerprint")
+BACKBONE_RECORD_KEYS = (
+    "name",
+    "revision",
+    "unit_type",
+    "layer",
+    "window_size",
+    "config",
+    "fingerprint",
+    "sentence_pooling",
+)
 # release 0.1's parallel lists (keyword arguments, stored config keys, attributes) and the record field each one holds
 LEGACY_BACKBONE_LISTS = {
     "backbone_configs": "config",
@@ -118,6 +127,7 @@ def _backbone_record(entry: dict, index: int) -> dict:
         "window_size": entry.get("window_size"),
         "config": config,
         "fingerprint": entry.get("fingerprint"),
+        "sentence_pooling": entry.get("sentence_pooling"),
     }
 
 
@@ -177,7 +187,11 @@ class MetaEmbedConfig(PreTrainedConfig):
               (`AutoConfig.for_model` by default);
             - `fingerprint` (`dict`, *optional*): written by a save without backbone weights: `{"sha256", "dtype"}` of
               the backbone's tensors, which `from_pretrained` checks against the weights it finds (None otherwise,
-              and in configs saved before fingerprints existed).
+              and in configs saved before fingerprints existed);
+            - `sentence_pooling` (`dict`, *optional*): for a sentence-transformers backbone, `{"mode", "normalize"}`
+              read from its own files by `from_backbones` (unless `pooling` or `pool_special_tokens` is given): at
+              `level="sequence"` the backbone's vector is then made as `SentenceTransformer.encode` makes it (that
+              mode over every real token, L2-normalised if the model normalises) instead of by `pooling`.
         backbone_configs, backbone_names, backbone_revisions, backbone_unit_types, backbone_layers (`list`): release
             0.1's parallel lists, one field of the records each. Accepted as keyword arguments and in stored configs
             (a list given beside `backbones` overrides that field of every record), readable and assignable as

@@ -17,7 +17,7 @@ from transformers import initialization as init
 from transformers.modeling_utils import load_state_dict
 from transformers.utils import ModelOutput, cached_file, logging
 
-from .backbones import ScalarMix, align_to_units, build_backbone, select_layer
+from .backbones import ScalarMix, align_to_units, build_backbone, pool_sentence, select_layer, sentence_pooling
 from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers, check_setting_names
 from .fusion import build_fusion
 from .heads import build_head
@@ -32,9 +32,12 @@ from .input_checks import (
 from .loading_metaembed import fetch_backbones, load_backbone_safely
 from .losses import regression_loss
 from .pairing import build_pairing
+from .pipeline_metaembed import custom_pipelines
 from .pooling import build_pooler
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
+from .sentence_metaembed import write_sentence_transformers_files
 from .special_units import with_special_units
+from .trainable_blocks import warn_frozen_blocks
 from .unit_encoders import build_unit_encoder
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
 
@@ -147,6 +150,11 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         # instead of reporting them as missing keys
         self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
 
+    def train(self, mode: bool = True) -> "MetaEmbedPreTrainedModel":
+        if mode:  # adapters (peft) that froze the fusion or head: say once what to add to the config
+            warn_frozen_blocks(self)
+        return super().train(mode)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -222,6 +230,10 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             backbone_layers=list(layers) if layers is not None else None,
             **config_kwargs,
         )
+        if "pooling" not in config_kwargs and "pool_special_tokens" not in config_kwargs:
+            # a sentence-transformers backbone makes its sentence vector (level="sequence") as its own config says
+            for record, name, revision in zip(config.backbones, names, revisions):
+                record["sentence_pooling"] = sentence_pooling(name, revision)
         for backbone in loaded:
             for module in backbone.modules():
                 module._is_hf_initialized = True
@@ -373,7 +385,9 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 super().save_pretrained(staging, *args, **kwargs)
                 # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
                 self.config.auto_map = dict(AUTO_MAP)
+                self.config.custom_pipelines = custom_pipelines(type(self).__name__)
                 self.config.save_pretrained(staging)
+                write_sentence_transformers_files(staging)
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), **hub_kwargs)
@@ -526,7 +540,11 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
                 keep = mask.to(token_states.device).bool()
                 if not self.config.pool_special_tokens:
                     keep = keep & (unit_index >= 0)
-                pooled, _ = self.token_poolers[index](token_states, keep)
+                reading = self.config.backbones[index].get("sentence_pooling")
+                if reading:  # a sentence-transformers backbone: its own pooling over all real tokens
+                    pooled = pool_sentence(token_states, mask.to(token_states.device), reading)
+                else:
+                    pooled, _ = self.token_poolers[index](token_states, keep)
                 states.append(pooled.unsqueeze(1))
             else:
                 states.append(align_to_units(token_states, unit_index, num_units, self.config.subword_pooling))

@@ -41,12 +41,20 @@ from .processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
 SIDES = ("ligand", "receptor")
 
 
+# the Auto class that loads a folder saved by each model class (feature extraction reads its base model)
+AUTO_CLASSES = {
+    "MetaEmbedModel": "AutoModel",
+    "MetaEmbedForSequenceClassification": "AutoModelForSequenceClassification",
+    "MetaEmbedForTokenClassification": "AutoModelForTokenClassification",
+}
+
+
 def custom_pipelines(model_class_name: str) -> dict[str, dict]:
     """The `custom_pipelines` entry of a saved config: the pipelines a folder of this model class can serve."""
     tasks = {
         "feature-extraction": {
             "impl": "pipeline_metaembed.MetaEmbedFeatureExtractionPipeline",
-            "pt": ["AutoModel"],
+            "pt": [AUTO_CLASSES.get(model_class_name, "AutoModel")],
             "type": "text",
         }
     }

@@ -18,12 +18,21 @@ from transformers import AutoTokenizer, BatchEncoding
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
-from .backbones import GENERIC_FAMILY, BackboneFamily, backbone_family, infer_unit_type, load_backbone_config
+from .backbones import (
+    GENERIC_FAMILY,
+    BackboneFamily,
+    backbone_family,
+    infer_unit_type,
+    load_backbone_config,
+    sentence_transformers_settings,
+)
 from .feature_rows import collate_labels, feature_rows, label_of, sample_row, sample_segments
 from .pairing import PAIRINGS, layout_segments
 from .safe_files import staged_save
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
+# where AutoTokenizer looks first; it sends AutoTokenizer to `MetaEmbedTokenizers`, which names AutoProcessor
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 # accepted amino-acid letters beyond the 20: unknown (X), selenocysteine (U), pyrrolysine (O), ambiguous B and Z
 EXTRA_RESIDUES = "XUOBZ"
@@ -210,7 +219,11 @@ class MetaEmbedProcessor:
         unit_types: list[str] | None = None,
         **kwargs,
     ) -> "MetaEmbedProcessor":
-        """Load each backbone's tokenizer (and config, for its length limit) from a Hub id or local folder."""
+        """Load each backbone's tokenizer (and config, for its length limit) from a Hub id or local folder.
+
+        A backbone that is a sentence-transformers model reads at most its own `max_seq_length`
+        (`sentence_bert_config.json`), as `SentenceTransformer.encode` does.
+        """
         revisions = list(revisions or [None] * len(backbones))
         tokenizers, kinds, limits, model_types = [], [], [], []
         for index, (name, revision) in enumerate(zip(backbones, revisions)):
@@ -221,7 +234,12 @@ class MetaEmbedProcessor:
                 tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision, add_prefix_space=True)
             tokenizers.append(tokenizer)
             kinds.append(unit_types[index] if unit_types else infer_unit_type(tokenizer, config))
-            limits.append(_token_limit(tokenizer, config))
+            limit = _token_limit(tokenizer, config)
+            # a sentence-transformers model reads at most its own max_seq_length (e.g. 256 for all-MiniLM-L6-v2)
+            sentence = sentence_transformers_settings(str(name), revision, warn=False)
+            if sentence and sentence["max_seq_length"]:
+                limit = min(limit or sentence["max_seq_length"], sentence["max_seq_length"])
+            limits.append(limit)
             model_types.append(config.model_type)
         return cls(tokenizers, kinds, limits, [str(b) for b in backbones], model_types=model_types, **kwargs)
 
@@ -252,6 +270,10 @@ class MetaEmbedProcessor:
                 custom_object_save(self, staging)
                 module = type(self).__module__.split(".")[-1]
                 settings["auto_map"] = {"AutoProcessor": f"{module}.{type(self).__name__}"}
+                # AutoTokenizer reads the folder's root: point it at the class that names AutoProcessor
+                tokenizers = {"AutoTokenizer": [f"{module}.{MetaEmbedTokenizers.__name__}", None]}
+                with open(os.path.join(staging, TOKENIZER_CONFIG_NAME), "w", encoding="utf-8") as handle:
+                    json.dump({"auto_map": tokenizers}, handle, indent=2)
             with open(os.path.join(staging, PROCESSOR_CONFIG_NAME), "w", encoding="utf-8") as handle:
                 json.dump(settings, handle, indent=2, sort_keys=True)
         return [os.path.join(save_directory, PROCESSOR_CONFIG_NAME)]
@@ -724,6 +746,27 @@ def _as_list(value, name: str) -> list:
     return list(value)
 
 
+class MetaEmbedTokenizers:
+    """What `AutoTokenizer` finds in a MetaEmbed folder, which holds one tokenizer per backbone (`tokenizer_0/`,
+    `tokenizer_1/`, ...) rather than one: loading it raises an error that names `AutoProcessor`, which loads them
+    all (and the alignment of their tokens onto units)."""
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoTokenizer") -> None:
+        """Nothing to register (AutoTokenizer calls this on classes it loads as remote code)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
+        folder = str(pretrained_model_name_or_path)
+        raise ValueError(
+            f"{folder} holds a MetaEmbed model, which reads its input with one tokenizer per backbone (tokenizer_0/, "
+            f"tokenizer_1/, ...) rather than one: load them together with AutoProcessor.from_pretrained({folder!r}, "
+            f"trust_remote_code=True) (one backbone's own tokenizer: AutoTokenizer.from_pretrained({folder!r}, "
+            f"subfolder='tokenizer_0')); for a pipeline, pipeline('feature-extraction', model={folder!r}, "
+            "trust_remote_code=True)"
+        )
+
+
 class EncodingOptions(NamedTuple):
     """The options one call encodes with (the processor's settings where the call gives none)."""
 
@@ -778,4 +821,4 @@ def _token_limit(tokenizer, config) -> int | None:
 
 MetaEmbedProcessor.register_for_auto_class()
 
-__all__ = ["MetaEmbedProcessor", "PROTEIN_LETTERS"]
+__all__ = ["MetaEmbedProcessor", "MetaEmbedTokenizers", "PROTEIN_LETTERS"]

@@ -1,0 +1,141 @@
+"""A saved folder carries its pipelines: `pipeline("feature-extraction" | "text-classification", model=folder,
+trust_remote_code=True)` works where `hf_metaembed` is not installed, and `AutoTokenizer` says to use
+`AutoProcessor`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from remote_code import BLOCK_HF_METAEMBED
+from transformers import AutoTokenizer, pipeline
+
+from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
+
+TEXTS = ["the film was surprisingly good", "a dull film"]
+LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+
+
+@pytest.fixture(scope="module")
+def folders(tiny_bert, tiny_roberta, tiny_esm, tmp_path_factory):
+    """A text classifier, a headless protein model and an `hp` pair model, each saved with its processor."""
+    root = tmp_path_factory.mktemp("pipeline_folders")
+    torch.manual_seed(0)
+    text = [tiny_bert, tiny_roberta]
+    classifier = MetaEmbedForSequenceClassification.from_backbones(
+        text, num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+    )
+    classifier.save_pretrained(root / "classifier")
+    MetaEmbedProcessor.from_backbones(text).save_pretrained(root / "classifier")
+    MetaEmbedModel.from_backbones([tiny_esm]).save_pretrained(root / "protein")
+    MetaEmbedProcessor.from_backbones([tiny_esm]).save_pretrained(root / "protein")
+    MetaEmbedModel.from_backbones([tiny_esm], architecture="hp").save_pretrained(root / "pairs")
+    MetaEmbedProcessor.from_backbones([tiny_esm], architecture="hp").save_pretrained(root / "pairs")
+    return {name: str(root / name) for name in ("classifier", "protein", "pairs")}
+
+
+def _expected(folder: str, texts: list[str]) -> dict:
+    model = MetaEmbedForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = model(**MetaEmbedProcessor.from_pretrained(folder)(texts))
+    return {"pooled": out.pooler_output, "scores": out.logits.softmax(-1)}
+
+
+def test_saved_config_registers_the_pipelines_the_folder_serves(folders):
+    tasks = json.loads(open(os.path.join(folders["classifier"], "config.json")).read())["custom_pipelines"]
+    assert set(tasks) == {"feature-extraction", "text-classification"}
+    assert tasks["text-classification"]["impl"] == "pipeline_metaembed.MetaEmbedTextClassificationPipeline"
+    headless = json.loads(open(os.path.join(folders["protein"], "config.json")).read())["custom_pipelines"]
+    assert set(headless) == {"feature-extraction"}
+    assert os.path.isfile(os.path.join(folders["protein"], "pipeline_metaembed.py"))
+
+
+REMOTE_SCRIPT = BLOCK_HF_METAEMBED + textwrap.dedent(
+    """
+    try:
+        import hf_metaembed  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("hf_metaembed should not be importable here")
+
+    import json
+    import torch
+    from transformers import AutoTokenizer, pipeline
+
+    classifier, protein, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    texts = json.loads(sys.argv[4])
+    results = {}
+    extractor = pipeline("feature-extraction", model=classifier, trust_remote_code=True)
+    assert "hf_metaembed" not in type(extractor).__module__, type(extractor).__module__
+    results["pooled"] = torch.tensor([extractor(text)["embedding"] for text in texts])
+    results["units"] = extractor(texts[0])["units"]
+    scorer = pipeline("text-classification", model=classifier, trust_remote_code=True)
+    results["top"] = scorer(texts[0])
+    results["all"] = scorer(texts, top_k=None, batch_size=2)
+    results["protein_units"] = pipeline("feature-extraction", model=protein, trust_remote_code=True)("MKTAY")["units"]
+    attempts = {
+        "tokenizer_error": lambda: AutoTokenizer.from_pretrained(classifier, trust_remote_code=True),
+        "headless_error": lambda: pipeline("text-classification", model=protein, trust_remote_code=True),
+    }
+    for name, load in attempts.items():
+        try:
+            load()
+        except (ValueError, OSError) as error:
+            results[name] = str(error)
+    torch.save(results, out)
+    """
+)
+
+
+def test_pipelines_without_the_library(folders, tmp_path):
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE_SCRIPT)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, str(script), folders["classifier"], folders["protein"], str(tmp_path / "out.pt"),
+         json.dumps(TEXTS)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "out.pt")
+    expected = _expected(folders["classifier"], TEXTS)
+    torch.testing.assert_close(remote["pooled"], expected["pooled"], atol=1e-6, rtol=0)
+    assert remote["units"] == TEXTS[0].split()
+    best = int(expected["scores"][0].argmax())
+    assert remote["top"][0]["label"] == LABELS[best]
+    assert remote["top"][0]["score"] == pytest.approx(float(expected["scores"][0, best]), abs=1e-6)
+    for scores, row in zip(remote["all"], expected["scores"]):
+        assert {entry["label"]: entry["score"] for entry in scores} == pytest.approx(
+            {LABELS[i]: float(row[i]) for i in range(3)}, abs=1e-6
+        )
+    assert remote["protein_units"] == list("MKTAY")
+    assert "AutoProcessor.from_pretrained" in remote["tokenizer_error"]
+    assert "sentencepiece" not in remote["tokenizer_error"]
+    assert "pipeline('feature-extraction'" in remote["headless_error"]
+
+
+def test_with_the_library_installed(folders):
+    extractor = pipeline("feature-extraction", model=folders["protein"], trust_remote_code=True)
+    result = extractor(["MKTAYIAK", "GSH"], batch_size=2)
+    assert [len(r["unit_embeddings"]) for r in result] == [8, 3]
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("feature-extraction", model=folders["protein"])
+    with pytest.raises(ValueError, match=r"AutoProcessor\.from_pretrained\(.*trust_remote_code=True\)"):
+        AutoTokenizer.from_pretrained(folders["protein"])
+    tokenizer = AutoTokenizer.from_pretrained(folders["protein"], subfolder="tokenizer_0")
+    assert tokenizer("MKT")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_pair_architecture_pipeline(folders):
+    extractor = pipeline("feature-extraction", model=folders["pairs"], trust_remote_code=True)
+    result = extractor({"ligand": ["MKTAYIAK", "GSH"], "receptor": ["WWPPL"]})
+    assert [segment["side"] for segment in result["segments"]] == ["ligand", "ligand", "receptor"]
+    assert [len(segment["unit_embeddings"]) for segment in result["segments"]] == [8, 3, 5]
