@@ -14,6 +14,10 @@ peft_model = get_peft_model(model, lora_config(model, r=8, backbones=[0]))
 
 Frozen backbones stay in eval mode while training (`config.freeze_backbones`), so `lora_dropout` inside them is
 inactive; the adapters still receive gradients.
+
+A `LoraConfig` written by hand (`LoraConfig(target_modules=["query", "value"], task_type="SEQ_CLS")`, as the peft
+docs show) adapts the backbones but freezes the fusion (and, without `task_type`, the head): the model warns once,
+when training starts, with the `modules_to_save` to add (`lora_modules_to_save(model)`).
 """
 
 import re
@@ -27,11 +31,7 @@ from torch import nn
 from .._utils import metaembed_of
 from ..modeling.backbones import backbone_family
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
-
-# MetaEmbedModel children that hold trainable MetaEmbed layers (everything but the backbones)
-_METAEMBED_BLOCKS = ("layer_mixes", "token_poolers", "fusion", "unit_encoder", "pairing")
-# ModuleDict/ModuleList containers are indexed by the model; peft's wrapper cannot be, so their entries are listed
-_CONTAINERS = (nn.ModuleDict, nn.ModuleList)
+from ..modeling.trainable_blocks import trainable_blocks
 
 
 class LoraTargets(NamedTuple):
@@ -53,10 +53,6 @@ def backbone_lora_names(model_type: str) -> list[str]:
             "`peft.LoraConfig` yourself (for example a regex over this model's module names)"
         )
     return list(names)
-
-
-def _has_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters())
 
 
 def lora_target_modules(model: MetaEmbedPreTrainedModel, backbones: Sequence[int] | None = None) -> LoraTargets:
@@ -110,21 +106,8 @@ def lora_target_modules(model: MetaEmbedPreTrainedModel, backbones: Sequence[int
 
 def lora_modules_to_save(model: MetaEmbedPreTrainedModel) -> list[str]:
     """Full names of the non-backbone modules with parameters, which train in full (and are saved) beside LoRA."""
-    metaembed = metaembed_of(model, unwrap_peft=False)
-    prefix = "" if metaembed is model else "metaembed."
-    names = []
-    for block in _METAEMBED_BLOCKS:
-        module = getattr(metaembed, block, None)
-        if module is None or not _has_parameters(module):
-            continue
-        if isinstance(module, _CONTAINERS):
-            names += [f"{prefix}{block}.{key}" for key, entry in module.named_children() if _has_parameters(entry)]
-        else:
-            names.append(f"{prefix}{block}")
-    classifier = getattr(model, "classifier", None)
-    if classifier is not None and _has_parameters(classifier):
-        names.append("classifier")
-    return names
+    metaembed_of(model, unwrap_peft=False)  # a MetaEmbed model, not yet wrapped by peft
+    return list(trainable_blocks(model))
 
 
 def lora_config(
