@@ -52,6 +52,14 @@ def launched_world_size() -> int:
         return 1
 
 
+def launched_rank() -> int:
+    """This process's rank among those the launcher started (`RANK`; 0 without a launcher)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def resolve_device(name: str) -> torch.device:
     """The device named by `name` (`auto`: cuda when available, else cpu) in a single process."""
     if name == "auto":
@@ -82,4 +90,11 @@ def current_workers(device: str = "auto") -> Workers:
     return Workers(rank=state.process_index, world_size=state.num_processes, device=chosen, state=state)
 
 
-__all__ = ["PROCESS_GROUP_TIMEOUT", "Workers", "current_workers", "launched_world_size", "resolve_device"]
+__all__ = [
+    "PROCESS_GROUP_TIMEOUT",
+    "Workers",
+    "current_workers",
+    "launched_rank",
+    "launched_world_size",
+    "resolve_device",
+]

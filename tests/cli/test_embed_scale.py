@@ -241,6 +241,10 @@ def test_token_budget_per_backbone_and_precision(two_backbone_model, tmp_path, c
     assert low.dtype == np.float32
     np.testing.assert_allclose(low, np.load(tmp_path / "a.npy"), atol=0.1)
 
-    for bad in ("0", "1,2,3", "many"):
-        code, _, err = _run(capsys, *common, "-o", tmp_path / "d.npy", "--max-tokens", bad)
-        assert code == EXIT_USAGE and "--max-tokens" in err, err
+    code, _, err = _run(capsys, *common, "-o", tmp_path / "d.npy", "--max-tokens", "1,2,3")
+    assert code == EXIT_USAGE and "--max-tokens lists 3 budgets but the model has 2 backbones" in err, err
+    for bad in ("0", "many", "10,-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in (*common, "-o", tmp_path / "d.npy", "--max-tokens", bad)])
+        assert exit_info.value.code == EXIT_USAGE
+        assert "is not a token budget: give one positive number, or one per backbone" in capsys.readouterr().err

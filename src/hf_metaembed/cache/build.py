@@ -1,9 +1,13 @@
 """Building a feature cache: run each frozen backbone once per unique segment of a dataset, store the states in shards.
 
-An interrupted build keeps its finished shards, and a second call with the same model continues where it stopped
-(shards planned deterministically, missing or corrupted ones recomputed).
+Segments run longest first in token-budget batches (`hf_metaembed.batching`). An interrupted build keeps its finished
+shards, and a second call with the same model continues where it stopped (shards planned deterministically, missing
+or corrupted ones recomputed). Under a launcher (`accelerate launch`, `torchrun`) every process builds its share of
+the shards into the same folder (`hf_metaembed.distributed`).
 """
 
+import contextlib
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -12,15 +16,22 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..batching import DEFAULT_MAX_TOKENS, move_to_device, plan_batches, token_budgets
+from ..distributed import Workers, current_workers
 from ..io.files import atomic_write_json, file_sha256, remove_leftover_temporaries
 from ..modeling.configuration_metaembed import backbone_num_layers
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import CacheFingerprintError
 from .fingerprint import cacheable_base_model, fingerprint_differences, model_fingerprint
-from .lock import holds_write_lock
+from .lock import CacheWriteLock
 from .segments import sample_segments, segment_key, segment_length
-from .store import INDEX_NAME, FeatureCache, new_index, read_index, shard_segments, write_shard
+from .store import INDEX_NAME, FeatureCache, new_index, read_index, remove_orphan_shards, shard_segments, write_shard
+
+# what each process but the main one of a multi-process build finished, until the main process lists it in the index
+_SIDECAR = "index-rank-{}.json"
+_SIDECAR_GLOB = "index-rank-*.json"
+_PROGRESS = "Caching backbone states"
 
 
 def _encode_missing(processor: MetaEmbedProcessor, wanted: dict[str, tuple], missing: set[str]) -> dict[str, dict]:
@@ -102,7 +113,53 @@ def _open_for_build(directory: Path, fingerprint: dict, overwrite: bool, verify_
     return index
 
 
-@holds_write_lock  # one writer per folder; adds lock_timeout= (see cache/lock.py)
+def _sidecars(directory: Path) -> list[Path]:
+    return sorted(directory.glob(_SIDECAR_GLOB))
+
+
+def _adopt_rank_shards(directory: Path) -> None:
+    """Add the shards that other processes of a multi-process build wrote (listed in their `index-rank-N.json`) to
+    the index, then delete those lists. A shard listed with a size it does not have is left out (and recomputed)."""
+    sidecars = _sidecars(directory)
+    if not sidecars or not (directory / INDEX_NAME).exists():
+        for sidecar in sidecars:
+            sidecar.unlink()
+        return
+    index = read_index(directory)
+    for sidecar in sidecars:
+        for name, record in json.loads(sidecar.read_text(encoding="utf-8")).items():
+            path = directory / name
+            if path.is_file() and path.stat().st_size == record["bytes"]:
+                index["shards"][name] = record
+    atomic_write_json(directory / INDEX_NAME, index)
+    for sidecar in sidecars:
+        sidecar.unlink()
+
+
+def _compute_shard(base, processor, wanted: dict, shard_keys: list[str], batching: tuple, bar):
+    """The tensors of one shard (`"<key>/<backbone>"`: stored states) and each segment's stored units; segments
+    run longest first in token-budget batches (`batching`: max_tokens and batch_size)."""
+    # tokenized one shard at a time, so a dataset of any size needs the tokens of one shard in memory
+    encoded = _encode_missing(processor, wanted, set(shard_keys))
+    stored_units = {key: encoded[key]["num_units"] if base.config.level == "unit" else 1 for key in shard_keys}
+    lengths = [tuple(len(ids) for ids in encoded[key]["input_ids"]) for key in shard_keys]
+    device = next(base.parameters()).device
+    tensors: dict[str, torch.Tensor] = {}
+    for batch in plan_batches(lengths, *batching):
+        batch_keys = [shard_keys[position] for position in batch]
+        inputs = processor.pad([{"segments": [encoded[key]]} for key in batch_keys], architecture="single")
+        inputs = move_to_device(inputs, device)
+        with torch.no_grad():
+            states = base.compute_backbone_states(
+                inputs["input_ids"], inputs["attention_mask"], inputs["token_unit_index"], inputs["unit_mask"].shape[1]
+            )
+        for row, key in enumerate(batch_keys):
+            for backbone, backbone_states in enumerate(states):
+                tensors[f"{key}/{backbone}"] = backbone_states[row, : stored_units[key]].cpu().contiguous().clone()
+        bar.update(len(batch_keys))
+    return tensors, stored_units
+
+
 def build_feature_cache(
     model,
     processor: MetaEmbedProcessor,
@@ -112,13 +169,22 @@ def build_feature_cache(
     ligand: Sequence[Sequence[str]] | None = None,
     receptor: Sequence[Sequence[str]] | None = None,
     architecture: str | Sequence[str] | None = None,
-    batch_size: int = 8,
+    batch_size: int = 64,
+    max_tokens: int | Sequence[int] = DEFAULT_MAX_TOKENS,
     shard_size_mb: float = 256.0,
     overwrite: bool = False,
     verify_existing: bool = True,
     progress: bool = True,
+    lock_timeout: float | None = None,
+    distributed: bool = False,
 ) -> FeatureCache:
     """Run every frozen backbone once over each unique segment of a dataset and store the states in `output_dir`.
+
+    With `distributed=True` under `accelerate launch` or `torchrun`, call it in every process (with the same data):
+    the processes deal the shards out between them and write them into the one folder, each on its own GPU when the
+    model is on one; the main process holds the folder's write lock and lists every shard in the index. A build killed
+    in any process is resumed by calling it again (with any number of processes): shards any process finished are
+    kept. (Without `distributed`, processes that each call it build one after another, as separate writers.)
 
     Args:
         model: a MetaEmbed model (any task class); its backbones must be frozen (see `cacheable_base_model`).
@@ -129,10 +195,16 @@ def build_feature_cache(
         ligand, receptor: per complex the chains of each side (pair architectures).
         architecture: the architecture(s) whose segments to cache; defaults to the model's. A list caches the union
             (a chain cached for `hp` also serves a one-chain side of `ec`).
-        batch_size: segments per backbone forward pass (segments are sorted by length to limit padding).
-        shard_size_mb: approximate size of each shard file.
+        batch_size: at most this many segments per backbone forward pass.
+        max_tokens: padded tokens per backbone forward pass, one budget for every backbone or one per backbone;
+            segments run longest first in batches within it (`hf_metaembed.batching`), which bounds peak memory.
+        shard_size_mb: approximate size of each shard file (smaller under several processes, so each has work).
         verify_existing: re-check the sha256 of existing shards before resuming.
         progress: show a tqdm progress bar.
+        lock_timeout: seconds to wait while another build writes to `output_dir` (None: until it is free; 0: fail
+            at once with `hf_metaembed.cache.lock.CacheLockedError`).
+        distributed: share the work with the other processes of a launched job (see above); every process must call
+            it. No effect in a process started without a launcher.
 
     Returns:
         The `FeatureCache`; its `build_summary` counts segments read, unique, reused and computed.
@@ -140,6 +212,7 @@ def build_feature_cache(
     base = cacheable_base_model(model)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    token_budgets(max_tokens, base.config.num_backbones)
     if architecture is None or isinstance(architecture, str):
         architectures = [architecture or base.config.architecture]
     else:
@@ -158,45 +231,58 @@ def build_feature_cache(
                     lengths[key] = segment_length(chains, unit_types)
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    index = _open_for_build(directory, model_fingerprint(base, processor), overwrite, verify_existing)
-    atomic_write_json(directory / INDEX_NAME, index)
-    done = set()
-    for name in index["shards"]:
-        done.update(shard_segments(directory / name))
-    missing = {key for key in wanted if key not in done}
-    # longest first: similar lengths share a batch (little padding) and an out-of-memory error shows up at once
-    order = sorted(missing, key=lambda key: (-lengths[key], key))
-    per_segment = lengths if base.config.level == "unit" else dict.fromkeys(order, 1)
-    plan = _plan_shards(order, per_segment, _bytes_per_unit(base), int(shard_size_mb * 2**20))
-    numbers = [int(name[6:11]) for name in index["shards"]]
-    first_number = max(numbers) + 1 if numbers else 0
+    fingerprint = model_fingerprint(base, processor)
     device = next(base.parameters()).device
-    bar = tqdm(total=len(order), desc="Caching backbone states", unit="segment", disable=not (progress and order))
-    for offset, shard_keys in enumerate(plan):
-        # tokenized one shard at a time, so a dataset of any size needs the tokens of one shard in memory
-        encoded = _encode_missing(processor, wanted, set(shard_keys))
-        stored_units = {key: encoded[key]["num_units"] if base.config.level == "unit" else 1 for key in shard_keys}
-        tensors: dict[str, torch.Tensor] = {}
-        for start in range(0, len(shard_keys), batch_size):
-            batch_keys = shard_keys[start : start + batch_size]
-            batch = processor.pad([{"segments": [encoded[key]]} for key in batch_keys], architecture="single")
-            with torch.no_grad():
-                states = base.compute_backbone_states(
-                    batch["input_ids"].to(device),
-                    batch["attention_mask"].to(device),
-                    batch["token_unit_index"].to(device),
-                    batch["unit_mask"].shape[1],
-                )
-            for row, key in enumerate(batch_keys):
-                for backbone, backbone_states in enumerate(states):
-                    tensors[f"{key}/{backbone}"] = backbone_states[row, : stored_units[key]].cpu().contiguous().clone()
-            bar.update(len(batch_keys))
-        name = f"shard-{first_number + offset:05d}.safetensors"
-        index["shards"][name] = write_shard(directory, name, tensors, {key: stored_units[key] for key in shard_keys})
-        atomic_write_json(directory / INDEX_NAME, index)
-    bar.close()
+    workers = current_workers("cpu" if device.type == "cpu" else "auto") if distributed else Workers(device=device)
+    if workers.world_size > 1 and device.type == "cuda" and device != workers.device:
+        base.to(workers.device)  # each process on its own GPU
+    with contextlib.ExitStack() as held:
+        index = None
+        if workers.is_main:
+            held.enter_context(CacheWriteLock(directory, timeout=lock_timeout))
+            _adopt_rank_shards(directory)  # what the other processes of a killed build finished
+            remove_orphan_shards(directory)
+            index = _open_for_build(directory, fingerprint, overwrite, verify_existing)
+            atomic_write_json(directory / INDEX_NAME, index)
+        workers.barrier()  # every process plans from the same index, read before anyone writes a shard
+        index = index if index is not None else read_index(directory)
+        done = set()
+        for name in index["shards"]:
+            done.update(shard_segments(directory / name))
+        workers.barrier()
+        missing = {key for key in wanted if key not in done}
+        # longest first: similar lengths share a batch (little padding) and an out-of-memory error shows up at once
+        order = sorted(missing, key=lambda key: (-lengths[key], key))
+        per_segment = lengths if base.config.level == "unit" else dict.fromkeys(order, 1)
+        shard_bytes = int(shard_size_mb * 2**20)
+        if workers.world_size > 1:  # enough shards for every process to take turns
+            total = sum(per_segment[key] for key in order) * _bytes_per_unit(base)
+            shard_bytes = max(1, min(shard_bytes, total // (4 * workers.world_size)))
+        plan = _plan_shards(order, per_segment, _bytes_per_unit(base), shard_bytes)
+        numbers = [int(name[6:11]) for name in index["shards"]]
+        first_number = max(numbers) + 1 if numbers else 0
+        mine = list(workers.share(len(plan)))
+        written: dict[str, dict] = {}
+        show = progress and workers.is_main and bool(mine)
+        bar = tqdm(total=sum(len(plan[i]) for i in mine), desc=_PROGRESS, unit="segment", disable=not show)
+        for offset in mine:
+            shard_keys = plan[offset]
+            tensors, units = _compute_shard(base, processor, wanted, shard_keys, (max_tokens, batch_size), bar)
+            name = f"shard-{first_number + offset:05d}.safetensors"
+            written[name] = write_shard(directory, name, tensors, {key: units[key] for key in shard_keys})
+            if workers.is_main:
+                index["shards"][name] = written[name]
+                atomic_write_json(directory / INDEX_NAME, index)
+            else:  # the main process lists these in the index at the end, or when it resumes after a crash
+                atomic_write_json(directory / _SIDECAR.format(workers.rank), written)
+        bar.close()
+        workers.barrier()
+        if workers.is_main:
+            _adopt_rank_shards(directory)
+        workers.barrier()  # the index lists every shard before any process reads the cache
     cache = FeatureCache(directory)
-    cache._verified.update(name for name in index["shards"] if verify_existing)
+    if verify_existing:  # checked when the build opened them, or written just now
+        cache._verified.update([*index["shards"], *written])
     cache.build_summary = {
         "segments_read": occurrences,
         "unique_segments": len(wanted),

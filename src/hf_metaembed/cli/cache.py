@@ -11,13 +11,16 @@ from collections.abc import Sequence
 import torch
 
 from .._utils import metaembed_of
+from ..batching import DEFAULT_MAX_TOKENS
 from ..cache import CorruptShardError, FeatureCache, build_feature_cache
 from ..cache.lock import CacheLockedError
 from ..cache.segments import pair_architectures
 from ..cache.store import INDEX_NAME
+from ..distributed import launched_rank
 from ..io.records import INPUT_FORMATS, TABLE_FORMATS, detect_input_format, read_records, read_rows, records_to_inputs
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
+from .embed import max_tokens_argument
 from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, one_line
 from .loading import load_saved_model, processor_for, saved_model_type, torch_device
 
@@ -90,11 +93,13 @@ def build_cache_from_file(
     pooling: str = "mean",
     dtype: str | None = None,
     device: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = 64,
+    max_tokens: int | Sequence[int] = DEFAULT_MAX_TOKENS,
     shard_size_mb: float = 256.0,
     overwrite: bool = False,
     lock_timeout: float | None = None,
     progress: bool = True,
+    distributed: bool = False,
 ) -> FeatureCache:
     """Build a feature cache for the sequences or complexes of a file; returns the `FeatureCache`.
 
@@ -136,10 +141,12 @@ def build_cache_from_file(
         **inputs,
         architecture=architecture,
         batch_size=batch_size,
+        max_tokens=max_tokens,
         shard_size_mb=shard_size_mb,
         overwrite=overwrite,
         lock_timeout=lock_timeout,
         progress=progress,
+        distributed=distributed,
     )
 
 
@@ -183,7 +190,14 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="column(s) holding the receptor chains, e.g. 'Receptor Sequences'",
     )
     parser.add_argument("--chain-separator", default=",", help="separator of several chains in one cell (default: ,)")
-    parser.add_argument("--batch-size", type=int, default=8, help="segments per backbone forward pass (default: 8)")
+    parser.add_argument("--batch-size", type=int, default=64, help="segments per backbone pass at most (default: 64)")
+    parser.add_argument(
+        "--max-tokens",
+        type=max_tokens_argument,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"padded tokens per backbone pass, one number or one per backbone (a,b): segments run longest first in "
+        f"batches within it (default: {DEFAULT_MAX_TOKENS})",
+    )
     parser.add_argument("--shard-size-mb", type=float, default=256.0, help="approximate size of each shard")
     parser.add_argument("--device", help="device to run the backbones on: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache built for another model")
@@ -248,10 +262,12 @@ def run_cache_command(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             device=device,
             batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
             shard_size_mb=args.shard_size_mb,
             overwrite=args.overwrite,
             lock_timeout=args.lock_timeout,
             progress=not args.no_progress,
+            distributed=True,  # under accelerate launch / torchrun the processes share the shards
         )
     except CacheLockedError as error:
         holder = f" ({error.holder})" if error.holder else ""
@@ -264,6 +280,8 @@ def run_cache_command(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         raise UsageError(_cli_hint(one_line(error))) from error
     summary = cache.build_summary
+    if launched_rank() != 0:  # the main process reports for all
+        return EXIT_OK
     print(
         f"cached {summary['computed']} new segments ({summary['reused']} reused; {summary['unique_segments']} "
         f"unique of {summary['segments_read']} read) in {summary['shards_written']} new shards; {cache.path} now "

@@ -46,7 +46,8 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser's, shared with the other commands); run with `run_embed`."""
     parser.add_argument(
         "--max-tokens",
-        default=str(DEFAULT_MAX_TOKENS),
+        type=max_tokens_argument,
+        default=DEFAULT_MAX_TOKENS,
         help=f"padded tokens per backbone pass, one number or one per backbone (a,b); records run longest first in "
         f"batches within this budget, which bounds peak memory (default: {DEFAULT_MAX_TOKENS})",
     )
@@ -143,16 +144,25 @@ def _validate_input(args, processor, items: Iterator, architecture: str, show: b
     return count
 
 
-def _max_tokens(value: str, num_backbones: int) -> int | list[int]:
+def max_tokens_argument(text: str) -> int | list[int]:
+    """`--max-tokens`: one positive number (every backbone), or one per backbone joined by commas."""
     try:
-        budgets = [int(part) for part in str(value).split(",")]
+        budgets = [int(part) for part in text.split(",")]
     except ValueError:
-        raise UsageError(f"--max-tokens must be a number or one number per backbone (a,b), got {value!r}") from None
-    if any(budget < 1 for budget in budgets) or len(budgets) not in (1, num_backbones):
-        raise UsageError(
-            f"--max-tokens {value!r}: give one positive number, or {num_backbones} (one per backbone, comma-separated)"
+        budgets = []
+    if not budgets or any(budget < 1 for budget in budgets):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a token budget: give one positive number, or one per backbone (e.g. 4096,2048)"
         )
     return budgets[0] if len(budgets) == 1 else budgets
+
+
+def _check_budget(max_tokens: int | list[int], num_backbones: int) -> None:
+    if isinstance(max_tokens, list) and len(max_tokens) != num_backbones:
+        raise UsageError(
+            f"--max-tokens lists {len(max_tokens)} budgets but the model has {num_backbones} backbones; give one "
+            "number for all of them, or one per backbone"
+        )
 
 
 def _embed_fingerprint(args, input_path: Path, input_format: str, model_folder: Path) -> dict:
@@ -215,7 +225,7 @@ def run_embed(args) -> int:
     architecture = saved_architecture(model_folder)
     pair = _check_columns(args, input_format, architecture)
     processor = load_processor(model_folder)
-    _max_tokens(args.max_tokens, len(processor.tokenizers))
+    _check_budget(args.max_tokens, len(processor.tokenizers))
     workers = current_workers(args.device)
     items = read_items(input_path, input_format, args, pair)
     total = _validate_input(args, processor, items, architecture, workers.is_main)
@@ -305,7 +315,6 @@ def _embed_records(run: _Run, writer, input_path: Path, input_format: str, model
 
     args, workers = run.args, run.workers
     model = _load_embedding_model(model_folder, workers.device)
-    budget = _max_tokens(args.max_tokens, len(run.processor.tokenizers))
     items = read_items(input_path, input_format, args, pair)
     remaining = run.total - run.records_done - len(run.parts.done())
     show = workers.is_main and not args.no_progress
@@ -315,7 +324,7 @@ def _embed_records(run: _Run, writer, input_path: Path, input_format: str, model
         for block in _blocks(run, items):
             features = encode_items(run.processor, block, run.architecture, args)
             counts, lengths = zip(*(sample_token_lengths(feature) for feature in features))
-            plan = plan_batches(lengths, budget, args.batch_size, counts)
+            plan = plan_batches(lengths, args.max_tokens, args.batch_size, counts)
             mine = [plan[number] for number in workers.share(len(plan), offset=batch_number)]
             batch_number += len(plan)
             results = _BlockResults(args.fusion_weights)
