@@ -26,16 +26,21 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers.utils import cached_file, logging
 
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
+from ..modeling.pipeline_metaembed import custom_pipelines
+from ..modeling.processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
+
+logger = logging.get_logger(__name__)
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "template.md"
 LIBRARY_NAME = "transformers"  # the checkpoint loads with plain transformers (remote code)
+# the card's pipeline tag: a task the saved folder serves (the pipelines its config registers, custom_pipelines)
 PIPELINE_TAGS = {
-    "MetaEmbedModel": "feature-extraction",
-    "MetaEmbedForSequenceClassification": "text-classification",
-    "MetaEmbedForTokenClassification": "token-classification",
+    name: "text-classification" if "text-classification" in custom_pipelines(name) else "feature-extraction"
+    for name in ("MetaEmbedModel", "MetaEmbedForSequenceClassification", "MetaEmbedForTokenClassification")
 }
 AUTO_CLASSES = {
     "MetaEmbedModel": "AutoModel",
@@ -327,11 +332,15 @@ def push_to_hub(
     """Create (or reuse) the Hub repo `repo_id` and upload model, code files, processor and card in one commit.
 
     Keyword arguments beyond the Hub ones go to `render_model_card` (`eval_dataset`, `description`, `license`,
-    `tags`, ...). `model.push_to_hub(repo_id, processor=processor, ...)` calls this.
+    `tags`, ...). `model.push_to_hub(repo_id, processor=processor, ...)` calls this. Without `processor`, the one
+    saved where the model was loaded from (`model.name_or_path`) is uploaded; if there is none, a warning says the
+    repo will hold no tokenizers.
 
     Returns:
         The `huggingface_hub.CommitInfo` of the upload.
     """
+    if processor is None:
+        processor = _saved_processor(model)
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as folder:
@@ -355,6 +364,25 @@ def push_to_hub(
             revision=revision,
             create_pr=create_pr,
         )
+
+
+def _saved_processor(model) -> MetaEmbedProcessor | None:
+    """The processor saved beside the model's weights (in the folder or Hub repo it was loaded from), or None with a
+    warning that the upload will hold no tokenizers."""
+    source = str(getattr(model, "name_or_path", "") or "")
+    if source:
+        try:
+            cached_file(source, PROCESSOR_CONFIG_NAME)
+        except OSError:
+            pass
+        else:
+            logger.info(f"push_to_hub: uploading the processor saved in {source}")
+            return MetaEmbedProcessor.from_pretrained(source)
+    logger.warning(
+        "push_to_hub without processor=, and none is saved where the model was loaded from: the repo will hold no "
+        "tokenizers, so AutoProcessor.from_pretrained(repo_id) will fail; pass processor=processor to upload it too"
+    )
+    return None
 
 
 __all__ = [

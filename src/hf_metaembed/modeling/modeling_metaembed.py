@@ -340,11 +340,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             return super().push_to_hub(repo_id, *args, **kwargs)
         if args:
             raise TypeError("push_to_hub takes repo_id as its only positional argument; pass the rest by name")
-        if processor is None:
-            logger.warning(
-                "push_to_hub without processor=: the repo will hold no tokenizers, so "
-                "AutoProcessor.from_pretrained(repo_id) will fail; pass processor=processor to upload it too"
-            )
+        # without processor=, the publisher uploads the one saved where the model was loaded from (or warns)
         return publish(self, processor, repo_id, eval_results=eval_results, **kwargs)
 
     def save_pretrained(
