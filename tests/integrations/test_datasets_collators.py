@@ -186,3 +186,11 @@ def test_token_labels_through_datasets_and_data_collator_with_padding(saved_proc
     mapped = table.map(lambda batch: processor(batch["sequence"], return_tensors=None), batched=True, batch_size=2)
     batch = DataCollatorWithPadding(processor)([mapped[index] for index in range(3)])
     assert batch["labels"].tolist()[1] == [0, 1, 0] + [-100] * 5
+
+
+@pytest.mark.parametrize("return_tensors", ["pt", None])
+def test_rows_formatted_as_torch_tensors_collate_too(processor, table, return_tensors):
+    mapped = table.map(lambda batch: processor(batch["sequence"], return_tensors=return_tensors), batched=True)
+    rows = [mapped.with_format("torch")[index] for index in range(len(mapped))]
+    expected = processor(table["sequence"], labels=table["label"])
+    _assert_same_batch(DataCollatorWithPadding(processor)(rows), expected)

@@ -25,7 +25,12 @@ ROW_KEYS = ("input_ids", "token_unit_index", "unit_mask", "segment_side_index")
 
 
 def _to_list(value: Any) -> Any:
-    return value.tolist() if hasattr(value, "tolist") else value
+    """Nested Python lists from tensors, arrays or lists of them (`datasets` gives ragged rows as lists of tensors)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_to_list(item) for item in value]
+    return value
 
 
 def sample_row(segments: list[dict], label: Any = None) -> dict:

@@ -617,10 +617,8 @@ class MetaEmbedProcessor:
                 encoded_segments.append(segment)
             rows.append(sample_row(encoded_segments, None if labels is None else labels[index]))
         self.warn_about(stats, stacklevel=3)
-        if not padding:
-            if return_tensors is None:
-                return BatchEncoding({key: [row[key] for row in rows] for key in rows[0]})
-            padding = False
+        if not padding and return_tensors is None:  # one unpadded row per sample, as columns
+            return BatchEncoding({key: [row[key] for row in rows] for key in rows[0]})
         return self.pad(
             rows,
             padding=padding,
