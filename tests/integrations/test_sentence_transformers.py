@@ -202,3 +202,12 @@ def test_saved_folder_loads_in_sentence_transformers_without_the_library(saved_c
     )
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=1e-6, rtol=0)
+
+
+def test_the_feature_cache_tells_sentence_pooling_apart(minilm_metaembed):
+    from hf_metaembed.cache.fingerprint import fingerprint_differences, model_fingerprint
+
+    model, processor = minilm_metaembed
+    own = MetaEmbedModel.from_backbones([MINILM], fusion="concat", level="sequence", pooling="mean")
+    differences = fingerprint_differences(model_fingerprint(model, processor), model_fingerprint(own, processor))
+    assert any("sentence_pooling" in difference for difference in differences)

@@ -118,6 +118,9 @@ def model_fingerprint(model, processor: MetaEmbedProcessor) -> dict:
     alignment.update({field: getattr(config, field, None) for field in _WINDOW_FIELDS})
     if config.level == "sequence":
         alignment.update(pooling=config.pooling, pool_special_tokens=config.pool_special_tokens)
+        readings = [record.get("sentence_pooling") for record in config.backbones]
+        if any(readings):  # sentence-transformers backbones pool as their own config says
+            alignment["sentence_pooling"] = readings
     # every processor setting but those that cannot change a segment's tokens (a new setting counts by default)
     settings = {k: v for k, v in processor.to_dict().items() if k not in _PROCESSOR_FIELDS_WITHOUT_EFFECT}
     return {"backbones": backbones, "alignment": alignment, "processor": settings}
