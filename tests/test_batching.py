@@ -11,11 +11,11 @@ from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.batching import (
     TokenBudgetBatchSampler,
     autocast,
+    feature_rows,
     move_to_device,
     padded_tokens,
     plan_batches,
     run_in_input_order,
-    sample_rows,
     sample_token_lengths,
     token_budgets,
 )
@@ -101,11 +101,13 @@ def _proteins(count: int, seed: int = 0) -> list[str]:
 
 def test_token_lengths_count_each_backbones_tokens(protein_model):
     _, processor = protein_model
-    rows = sample_rows(processor(["MKTAY", "GS"], return_tensors=None))
+    rows = feature_rows(processor(["MKTAY", "GS"], return_tensors=None))
     counts_and_lengths = [sample_token_lengths(row) for row in rows]
     # ESM-2 adds <cls> and <eos>, the Ankh-style T5 encoder only </s>
     assert counts_and_lengths == [(1, (7, 6)), (1, (4, 3))]
-    pairs = sample_rows(processor(ligand=[["MKT", "GS"]], receptor=[["AAAA"]], architecture="hp", return_tensors=None))
+    pairs = feature_rows(
+        processor(ligand=[["MKT", "GS"]], receptor=[["AAAA"]], architecture="hp", return_tensors=None)
+    )
     count, lengths = sample_token_lengths(pairs[0])
     assert count == 3 and lengths == (6, 5)  # three chains, the longest has 4 residues
 
@@ -131,7 +133,7 @@ def test_outputs_equal_one_sample_at_a_time_in_input_order(protein_model):
 def test_dataloader_batch_sampler_gives_every_sample_once(protein_model):
     model, processor = protein_model
     sequences = _proteins(17, seed=1)
-    rows = sample_rows(processor(sequences, return_tensors=None))
+    rows = feature_rows(processor(sequences, return_tensors=None))
     sampler = TokenBudgetBatchSampler.from_features(rows, max_tokens=100)
     loader = torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=processor.pad)
     seen = [position for batch in sampler for position in batch]

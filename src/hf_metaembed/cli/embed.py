@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..batching import DEFAULT_MAX_TOKENS, autocast, move_to_device, plan_batches, sample_rows, sample_token_lengths
+from ..batching import DEFAULT_MAX_TOKENS, autocast, feature_rows, move_to_device, plan_batches, sample_token_lengths
 from ..distributed import Workers, current_workers
 from ..io.embedding_parts import EmbeddingParts
 from ..io.embeddings import EMBEDDING_INDEX_NAME, EmbeddingShardWriter, write_npy, write_npz
@@ -127,7 +127,7 @@ def encode_items(processor, items: list, architecture: str, args) -> list[dict]:
     sides = {"ligand": args.ligand_column, "receptor": args.receptor_column}
     truncation = args.truncation or None
     features = encode(processor, items, sides, return_tensors=None, truncation=truncation, architecture=architecture)
-    return sample_rows(features)
+    return feature_rows(features)
 
 
 def _validate_input(args, processor, items: Iterator, architecture: str, show: bool) -> int:
