@@ -48,6 +48,16 @@ def _fusion_weights(peft_model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in peft_model.named_parameters() if ".fusion." in name}
 
 
+def _assert_fusion_trains_without_warning(peft_model, backbones, tmp_path) -> None:
+    before = _fusion_weights(peft_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        peft_model.train()
+    _train_steps(peft_model, backbones, tmp_path)
+    after = _fusion_weights(peft_model)
+    assert any(not torch.equal(before[name], after[name]) for name in before if name in after)
+
+
 @pytest.mark.parametrize(
     ("task_type", "frozen"),
     [("SEQ_CLS", ["metaembed.fusion"]), (None, ["metaembed.fusion", "classifier"])],
@@ -67,13 +77,7 @@ def test_a_docs_style_config_warns_once_with_what_to_add(backbones, tmp_path, ta
     model = _model(backbones)
     config = LoraConfig(target_modules=["query", "value"], task_type=task_type, modules_to_save=advice)
     peft_model = get_peft_model(model, config)
-    before = _fusion_weights(peft_model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        peft_model.train()
-    _train_steps(peft_model, backbones, tmp_path)
-    after = _fusion_weights(peft_model)
-    assert any(not torch.equal(before[name], after[name]) for name in before if name in after)
+    _assert_fusion_trains_without_warning(peft_model, backbones, tmp_path)
 
     # the adapter holds the trained fusion and head: a fresh base with it computes what the trained model does
     peft_model.save_pretrained(tmp_path / "adapter")
@@ -87,13 +91,7 @@ def test_a_docs_style_config_warns_once_with_what_to_add(backbones, tmp_path, ta
 def test_lora_config_stays_the_one_line_way(backbones, tmp_path):
     model = _model(backbones)
     peft_model = get_peft_model(model, lora_config(model, r=2))
-    before = _fusion_weights(peft_model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        peft_model.train()
-    _train_steps(peft_model, backbones, tmp_path)
-    after = _fusion_weights(peft_model)
-    assert any(not torch.equal(before[name], after[name]) for name in before if name in after)
+    _assert_fusion_trains_without_warning(peft_model, backbones, tmp_path)
 
 
 def test_no_adapters_no_warning(backbones):

@@ -4,13 +4,10 @@ trust_remote_code=True)` works where `hf_metaembed` is not installed, and `AutoT
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from remote_code import BLOCK_HF_METAEMBED
+from remote_code import run_without_the_library
 from transformers import AutoTokenizer, pipeline
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
@@ -53,57 +50,38 @@ def test_saved_config_registers_the_pipelines_the_folder_serves(folders):
     assert os.path.isfile(os.path.join(folders["protein"], "pipeline_metaembed.py"))
 
 
-REMOTE_SCRIPT = BLOCK_HF_METAEMBED + textwrap.dedent(
-    """
+REMOTE_SCRIPT = """
+import json
+import torch
+from transformers import AutoTokenizer, pipeline
+
+classifier, protein, out = sys.argv[1], sys.argv[2], sys.argv[3]
+texts = json.loads(sys.argv[4])
+results = {}
+extractor = pipeline("feature-extraction", model=classifier, trust_remote_code=True)
+assert "hf_metaembed" not in type(extractor).__module__, type(extractor).__module__
+results["pooled"] = torch.tensor([extractor(text)["embedding"] for text in texts])
+results["units"] = extractor(texts[0])["units"]
+scorer = pipeline("text-classification", model=classifier, trust_remote_code=True)
+results["top"] = scorer(texts[0])
+results["all"] = scorer(texts, top_k=None, batch_size=2)
+results["protein_units"] = pipeline("feature-extraction", model=protein, trust_remote_code=True)("MKTAY")["units"]
+attempts = {
+    "tokenizer_error": lambda: AutoTokenizer.from_pretrained(classifier, trust_remote_code=True),
+    "headless_error": lambda: pipeline("text-classification", model=protein, trust_remote_code=True),
+}
+for name, load in attempts.items():
     try:
-        import hf_metaembed  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("hf_metaembed should not be importable here")
-
-    import json
-    import torch
-    from transformers import AutoTokenizer, pipeline
-
-    classifier, protein, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    texts = json.loads(sys.argv[4])
-    results = {}
-    extractor = pipeline("feature-extraction", model=classifier, trust_remote_code=True)
-    assert "hf_metaembed" not in type(extractor).__module__, type(extractor).__module__
-    results["pooled"] = torch.tensor([extractor(text)["embedding"] for text in texts])
-    results["units"] = extractor(texts[0])["units"]
-    scorer = pipeline("text-classification", model=classifier, trust_remote_code=True)
-    results["top"] = scorer(texts[0])
-    results["all"] = scorer(texts, top_k=None, batch_size=2)
-    results["protein_units"] = pipeline("feature-extraction", model=protein, trust_remote_code=True)("MKTAY")["units"]
-    attempts = {
-        "tokenizer_error": lambda: AutoTokenizer.from_pretrained(classifier, trust_remote_code=True),
-        "headless_error": lambda: pipeline("text-classification", model=protein, trust_remote_code=True),
-    }
-    for name, load in attempts.items():
-        try:
-            load()
-        except (ValueError, OSError) as error:
-            results[name] = str(error)
-    torch.save(results, out)
-    """
-)
+        load()
+    except (ValueError, OSError) as error:
+        results[name] = str(error)
+torch.save(results, out)
+"""
 
 
 def test_pipelines_without_the_library(folders, tmp_path):
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, str(script), folders["classifier"], folders["protein"], str(tmp_path / "out.pt"),
-         json.dumps(TEXTS)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    arguments = [folders["classifier"], folders["protein"], tmp_path / "out.pt", json.dumps(TEXTS)]
+    result = run_without_the_library(REMOTE_SCRIPT, arguments, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")
     expected = _expected(folders["classifier"], TEXTS)

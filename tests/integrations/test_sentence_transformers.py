@@ -6,13 +6,10 @@ not installed."""
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from remote_code import BLOCK_HF_METAEMBED
+from remote_code import run_without_the_library
 from transformers import AutoModel
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
@@ -167,39 +164,20 @@ def test_a_saved_minilm_metaembed_encodes_as_minilm(minilm_metaembed, minilm_ref
     torch.testing.assert_close(encoder.encode(SENTENCES, convert_to_tensor=True), minilm_reference, atol=1e-6, rtol=0)
 
 
-REMOTE_SCRIPT = BLOCK_HF_METAEMBED + textwrap.dedent(
-    """
-    try:
-        import hf_metaembed  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("hf_metaembed should not be importable here")
+REMOTE_SCRIPT = """
+import torch
+from sentence_transformers import SentenceTransformer
 
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    folder, out = sys.argv[1], sys.argv[2]
-    encoder = SentenceTransformer(folder, device="cpu", trust_remote_code=True)
-    assert "hf_metaembed" not in type(encoder[0]).__module__, type(encoder[0]).__module__
-    torch.save(encoder.encode(["the film was good", "a bad film"], convert_to_tensor=True), out)
-    """
-)
+folder, out = sys.argv[1], sys.argv[2]
+encoder = SentenceTransformer(folder, device="cpu", trust_remote_code=True)
+assert "hf_metaembed" not in type(encoder[0]).__module__, type(encoder[0]).__module__
+torch.save(encoder.encode(["the film was good", "a bad film"], convert_to_tensor=True), out)
+"""
 
 
 def test_saved_folder_loads_in_sentence_transformers_without_the_library(saved_classifier, tmp_path):
     folder, expected = saved_classifier
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, str(script), str(folder), str(tmp_path / "out.pt")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_the_library(REMOTE_SCRIPT, [folder, tmp_path / "out.pt"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=1e-6, rtol=0)
 
