@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
+from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.batching import (
     TokenBudgetBatchSampler,
     autocast,
@@ -154,3 +154,60 @@ def test_cpu_moves_and_bf16_autocast(protein_model):
         full = model(**{k: v for k, v in batch.items() if k != "note"}).pooler_output
     assert full.dtype == torch.float32
     torch.testing.assert_close(low.float(), full, atol=0.1, rtol=0.1)  # bf16 keeps about 3 significant digits
+
+
+# ---------------------------------------------------------------------------------------------- pipelines
+
+
+@pytest.fixture(scope="module")
+def saved_folders(tiny_esm, tiny_ankh, tmp_path_factory):
+    folders = {}
+    for name, model_class in (("base", MetaEmbedModel), ("classifier", MetaEmbedForSequenceClassification)):
+        folder = tmp_path_factory.mktemp(name)
+        torch.manual_seed(0)
+        model_class.from_backbones([tiny_esm, tiny_ankh], fusion="dme", num_labels=3).save_pretrained(folder)
+        MetaEmbedProcessor.from_backbones([tiny_esm, tiny_ankh]).save_pretrained(folder)
+        folders[name] = str(folder)
+    return folders
+
+
+def test_pipeline_reads_a_list_longest_first_within_the_budget(saved_folders, monkeypatch):
+    from transformers import pipeline
+
+    import hf_metaembed.integrations.pipelines  # noqa: F401  (registers the task)
+
+    extractor = pipeline("metaembed-feature-extraction", model=saved_folders["base"])
+    sequences = _proteins(19, seed=2)
+    padded = []
+    original = extractor.processor.pad
+
+    def recording(features, **kwargs):
+        batch = original(features, **kwargs)
+        padded.append(tuple(batch["input_ids"].shape))
+        return batch
+
+    monkeypatch.setattr(extractor.processor, "pad", recording)
+    batched = extractor(sequences, batch_size=8, max_tokens=150)
+    assert sum(shape[0] for shape in padded) == 19 and max(shape[0] for shape in padded) > 1
+    assert all(shape[0] * shape[2] <= 150 or shape[0] == 1 for shape in padded)  # the budget, per batch
+    assert [shape[2] for shape in padded] == sorted((shape[2] for shape in padded), reverse=True)  # longest first
+    padded.clear()
+    alone = [extractor(sequence) for sequence in sequences]
+    for got, expected, sequence in zip(batched, alone, sequences):
+        assert got["units"] == list(sequence)  # in input order
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+    low = extractor(sequences[:3], batch_size=2, autocast="bf16", return_tensors=True)
+    assert low[0]["embedding"].dtype == torch.float32
+    torch.testing.assert_close(low[0]["embedding"], torch.tensor(alone[0]["embedding"]), atol=0.1, rtol=0.1)
+
+
+def test_classification_pipeline_batches_by_tokens_in_input_order(saved_folders):
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=saved_folders["classifier"], trust_remote_code=True)
+    sequences = _proteins(11, seed=3)
+    batched = classifier(sequences, batch_size=4, max_tokens=120, top_k=None)
+    alone = [classifier(sequence, top_k=None) for sequence in sequences]
+    for got, expected in zip(batched, alone):
+        assert [item["label"] for item in got] == [item["label"] for item in expected]
+        np.testing.assert_allclose([i["score"] for i in got], [i["score"] for i in expected], atol=1e-5)

@@ -36,6 +36,8 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 from transformers.pipelines.text_classification import TextClassificationPipeline
 
 from .feature_rows import feature_rows
+from .length_batching import DEFAULT_MAX_TOKENS, check_autocast, move_to_device, plan_batches, sample_token_lengths
+from .length_batching import autocast as precision
 from .processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
 
 SIDES = ("ligand", "receptor")
@@ -70,6 +72,11 @@ def custom_pipelines(model_class_name: str) -> dict[str, dict]:
 def _concat_features(items: list[dict]) -> dict:
     """Collate preprocessed inputs: padding happens in `_forward` with the processor, which knows the layout."""
     return {"features": [feature for item in items for feature in item["features"]]}
+
+
+def _one_sample(outputs: dict, row: int) -> dict:
+    """Sample `row` of a batch's outputs, as the pipeline's own unbatching hands it to `postprocess`."""
+    return {key: value[row] if isinstance(value, list) else value[row : row + 1] for key, value in outputs.items()}
 
 
 class MetaEmbedPipelineMixin:
@@ -135,13 +142,43 @@ class MetaEmbedPipelineMixin:
         return sequence.split()
 
     def _batch(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.processor.pad(features, architecture=self.architecture)
-        return {name: tensor.to(self.device) for name, tensor in batch.items()}
+        # pinned and copied without blocking when the model is on a GPU
+        return move_to_device(self.processor.pad(features, architecture=self.architecture), self.device)
+
+    def _sanitize_parameters(self, max_tokens=None, autocast: str | None = None, **kwargs):
+        """The options of every MetaEmbed pipeline, then the task's own (`_task_parameters`): `max_tokens`, padded
+        tokens per backbone pass when a list is read with `batch_size` > 1 (default 4096); `autocast`, `"bf16"` or
+        `"fp16"` to compute in lower precision (outputs stay float32)."""
+        preprocess_params, forward_params, postprocess_params = self._task_parameters(**kwargs)
+        forward_params = dict(forward_params)
+        if max_tokens is not None:
+            forward_params["max_tokens"] = max_tokens
+        if autocast is not None:
+            forward_params["autocast"] = check_autocast(autocast)
+        return preprocess_params, forward_params, postprocess_params
+
+    def _in_length_order(self, inputs, batch_size: int, preprocess_params, forward_params, postprocess_params):
+        """The results for a list of inputs: longest first in token-budget batches of at most `batch_size` samples
+        (each backbone's padded tokens within `max_tokens`), handed back in input order."""
+        prepared = [self.preprocess(item, **preprocess_params) for item in inputs]
+        rows = [row for item in prepared for row in item["features"]]
+        counts, lengths = zip(*(sample_token_lengths(row, i) for i, row in enumerate(rows))) if rows else ((), ())
+        max_tokens = forward_params.get("max_tokens") or DEFAULT_MAX_TOKENS
+        results = [None] * len(prepared)
+        for batch in plan_batches(lengths, max_tokens, batch_size, counts):
+            outputs = self.forward(_concat_features([prepared[i] for i in batch]), **forward_params)
+            for row, position in enumerate(batch):
+                results[position] = self.postprocess(_one_sample(outputs, row), **postprocess_params)
+        return results
 
     def get_iterator(
         self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params
     ):
-        """As `Pipeline.get_iterator`, but batches are padded by the MetaEmbed processor (in `_forward`)."""
+        """As `Pipeline.get_iterator`, but batches are padded by the MetaEmbed processor (in `_forward`), and a list
+        read with `batch_size` > 1 runs longest first in token-budget batches (results in input order)."""
+        if isinstance(inputs, Sized) and batch_size > 1:
+            params = (preprocess_params, forward_params, postprocess_params)
+            return iter(self._in_length_order(inputs, batch_size, *params))
         if isinstance(inputs, Sized):
             dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
         else:  # a generator or other iterable: read in order by one worker
@@ -166,7 +203,7 @@ class MetaEmbedFeatureExtractionPipeline(MetaEmbedPipelineMixin, Pipeline):
         super().__init__(model=model, processor=self._processor_for(model, processor), **kwargs)
         self.base = self.model.base_model
 
-    def _sanitize_parameters(self, truncation: bool | None = None, return_tensors: bool | None = None, **kwargs):
+    def _task_parameters(self, truncation: bool | None = None, return_tensors: bool | None = None, **kwargs):
         preprocess_params = {} if truncation is None else {"truncation": truncation}
         postprocess_params = {} if return_tensors is None else {"return_tensors": return_tensors}
         return preprocess_params, {}, postprocess_params
@@ -174,10 +211,11 @@ class MetaEmbedFeatureExtractionPipeline(MetaEmbedPipelineMixin, Pipeline):
     def preprocess(self, inputs: str | Mapping, truncation: bool | None = None) -> dict:
         return {"features": self._features(inputs, truncation)}
 
-    def _forward(self, model_inputs: dict) -> dict:
+    def _forward(self, model_inputs: dict, max_tokens=None, autocast: str | None = None) -> dict:
         features = model_inputs["features"]
         batch = self._batch(features)
-        outputs = self.base(**batch)
+        with precision(self.device, autocast):
+            outputs = self.base(**batch)
         # split the batch per sample, so the pipeline's unbatching hands postprocess one sample at a time
         segment_sample = batch.get("segment_sample_index")
         if segment_sample is None:
@@ -205,7 +243,7 @@ class MetaEmbedFeatureExtractionPipeline(MetaEmbedPipelineMixin, Pipeline):
             sample = sample[0]
 
         def convert(tensor: torch.Tensor):
-            tensor = tensor.detach().cpu()
+            tensor = tensor.detach().cpu().float()
             return tensor if return_tensors else tensor.tolist()
 
         segments = [
@@ -244,11 +282,15 @@ class MetaEmbedTextClassificationPipeline(MetaEmbedPipelineMixin, TextClassifica
     def check_model_type(self, supported_models) -> None:
         """The model was checked in `__init__` (MetaEmbed classifiers are not in transformers' own mapping)."""
 
+    _task_parameters = TextClassificationPipeline._sanitize_parameters
+
     def preprocess(self, inputs: str | Mapping, truncation: bool | None = None) -> dict:
         return {"features": self._features(inputs, truncation)}
 
-    def _forward(self, model_inputs: dict) -> dict:
-        return {"logits": self.model(**self._batch(model_inputs["features"])).logits}
+    def _forward(self, model_inputs: dict, max_tokens=None, autocast: str | None = None) -> dict:
+        with precision(self.device, autocast):
+            logits = self.model(**self._batch(model_inputs["features"])).logits
+        return {"logits": logits.float()}
 
 
 __all__ = [
