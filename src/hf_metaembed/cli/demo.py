@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..batching import DEFAULT_MAX_TOKENS, feature_rows, plan_batches, sample_token_lengths
 from ..io.files import atomic_write_json
 from .demo_report import (
     BACKBONE_LABELS,
@@ -131,16 +132,17 @@ def compute_states(
     """
     from tqdm.auto import tqdm
 
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i].split()))  # similar lengths share a batch
+    features = feature_rows(processor(texts, return_tensors=None))
+    lengths = [sample_token_lengths(row, index)[1] for index, row in enumerate(features)]
+    # longest first in token-budget batches: similar lengths share a batch, memory bounded by the budget
+    plan = plan_batches(lengths, DEFAULT_MAX_TOKENS, STATE_BATCH_SIZE)
     units = max(len(text.split()) for text in texts)
     count = model.config.num_backbones
     states = [torch.zeros(len(texts), units, d) for d in model.config.backbone_hidden_sizes]
     unit_mask = torch.zeros(len(texts), units, dtype=torch.long)
     model.eval()
-    starts = range(0, len(order), STATE_BATCH_SIZE)
-    for start in tqdm(starts, desc="backbone states", unit="batch", disable=not progress):
-        rows = order[start : start + STATE_BATCH_SIZE]
-        batch = processor([texts[i] for i in rows])
+    for rows in tqdm(plan, desc="backbone states", unit="batch", disable=not progress):
+        batch = processor.pad([features[i] for i in rows])
         with torch.inference_mode():
             batch_states = model.metaembed.compute_backbone_states(
                 batch["input_ids"], batch["attention_mask"], batch["token_unit_index"], batch["unit_mask"].shape[1]
