@@ -211,3 +211,38 @@ def test_classification_pipeline_batches_by_tokens_in_input_order(saved_folders)
     for got, expected in zip(batched, alone):
         assert [item["label"] for item in got] == [item["label"] for item in expected]
         np.testing.assert_allclose([i["score"] for i in got], [i["score"] for i in expected], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def test_trainer_evaluates_and_predicts_in_token_budget_batches_in_dataset_order(saved_folders, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from hf_metaembed.integrations.trainer import MetaEmbedDataCollator, MetaEmbedDataset, MetaEmbedTrainer
+
+    model = MetaEmbedForSequenceClassification.from_pretrained(saved_folders["classifier"]).eval()
+    processor = MetaEmbedProcessor.from_pretrained(saved_folders["classifier"])
+    sequences = _proteins(21, seed=4)
+    dataset = MetaEmbedDataset(processor, sequences, labels=[i % 3 for i in range(21)])
+    collator = MetaEmbedDataCollator(processor)
+    padded = []
+
+    def recording(features):
+        batch = collator(features)
+        padded.append(tuple(batch["input_ids"].shape))
+        return batch
+
+    args = TrainingArguments(tmp_path, per_device_eval_batch_size=8, report_to="none", use_cpu=True)
+    budgeted = MetaEmbedTrainer(model=model, args=args, data_collator=recording, eval_max_tokens=150)
+    plain = Trainer(model=model, args=args, data_collator=collator)
+    got, expected = budgeted.predict(dataset), plain.predict(dataset)
+    assert sum(shape[0] for shape in padded) == 21 and len(padded) > 3
+    assert all(shape[0] * shape[2] <= 150 or shape[0] == 1 for shape in padded)
+    np.testing.assert_allclose(got.predictions, expected.predictions, atol=1e-5)  # in dataset order
+    np.testing.assert_array_equal(got.label_ids, expected.label_ids)
+    assert got.metrics["test_loss"] == pytest.approx(expected.metrics["test_loss"], abs=1e-5)
+    padded.clear()
+    budgeted.eval_dataset = dataset
+    assert budgeted.evaluate()["eval_loss"] == pytest.approx(expected.metrics["test_loss"], abs=1e-5)
+    assert sum(shape[0] for shape in padded) == 21

@@ -425,10 +425,10 @@ def run_train(args) -> int:
 
 
 def _fit(args, model, processor, train_features, eval_features, task: str, scratch: str) -> dict:
-    from transformers import Trainer
+    from ..integrations.trainer import MetaEmbedTrainer  # evaluates in token-budget batches, longest first
 
     # Trainer's output folder only receives scratch files here: the model is saved to --output-dir afterwards
-    trainer = Trainer(
+    trainer = MetaEmbedTrainer(
         model=model,
         args=_training_arguments_for(args, scratch, eval_features is not None),
         train_dataset=train_features,
@@ -474,9 +474,9 @@ def run_evaluate(args) -> int:
 
 
 def _predict_and_print(args, model, processor, features: list[dict], task: str, scratch: str) -> int:
-    from transformers import Trainer
+    from ..integrations.trainer import MetaEmbedTrainer  # predicts in token-budget batches, longest first
 
-    trainer = Trainer(
+    trainer = MetaEmbedTrainer(
         model=model,
         args=_training_arguments_for(args, scratch, False),
         data_collator=processor.pad,

@@ -10,7 +10,7 @@ writes it (one row per sample, independent of the other samples):
     labels                        a number, a list of numbers (multi-label / several targets) or per-unit labels
 
 and `MetaEmbedDataCollator` (or `transformers.DataCollatorWithPadding(processor)`) pads a list of such rows with
-`MetaEmbedProcessor.pad`.
+`MetaEmbedProcessor.pad`. `MetaEmbedTrainer` is a `Trainer` that evaluates and predicts in token-budget batches.
 
 ```python
 train = MetaEmbedDataset(processor, sequences, labels=affinities)
@@ -25,9 +25,14 @@ Not a model file: the model files never import it.
 
 from collections.abc import Mapping, Sequence
 
-from torch.utils.data import Dataset
-from transformers import BatchEncoding
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from transformers import BatchEncoding, Trainer
+from transformers.trainer_pt_utils import find_batch_size
+from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify_detensorize
+from transformers.utils import is_datasets_available
 
+from ..batching import DEFAULT_MAX_TOKENS, TokenBudgetBatchSampler
 from ..modeling.feature_rows import LABEL_KEYS, check_labels, feature_rows, label_of, sample_row, sample_segments
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 
@@ -137,11 +142,118 @@ class MetaEmbedDataCollator:
         return self.processor.pad(features, per_unit_labels=self.per_unit_labels)
 
 
+class MetaEmbedTrainer(Trainer):
+    """`transformers.Trainer` that evaluates and predicts longest first in token-budget batches
+    (`hf_metaembed.batching`): at most `eval_max_tokens` padded tokens per backbone pass and
+    `per_device_eval_batch_size` samples per batch, so evaluation sets of mixed lengths waste little on padding.
+    Predictions, labels and metrics come out in dataset order, as from `Trainer`; the loss is the mean over samples.
+    Training batches are `Trainer`'s own. In a multi-process run, for datasets of cached backbone states and with
+    `include_for_metrics` or `batch_eval_metrics`, evaluation batches as `Trainer` does.
+
+    Args:
+        eval_max_tokens: the token budget, one number or one per backbone; every other argument is `Trainer`'s.
+    """
+
+    def __init__(self, *args, eval_max_tokens: int | Sequence[int] = DEFAULT_MAX_TOKENS, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_max_tokens = eval_max_tokens
+        self._batch_losses: list[tuple[float, int]] | None = None
+
+    def _token_budget_loader(self, dataset, description: str) -> DataLoader | None:
+        """A prepared DataLoader over token-budget batches of `dataset`, or None where `Trainer`'s own batching
+        applies (several processes, an iterable or empty dataset, samples without token ids, per-batch metrics)."""
+        if self.args.world_size > 1 or self.args.include_for_metrics or self.args.batch_eval_metrics:
+            return None
+        if dataset is None or isinstance(dataset, IterableDataset):
+            return None
+        collator = self._get_collator_with_removed_columns(self.data_collator, description=description)
+        if is_datasets_available():
+            import datasets
+
+            if isinstance(dataset, datasets.Dataset):  # as Trainer does: drop the columns forward() does not take
+                dataset, collator = self._remove_unused_columns(dataset, description=description), self.data_collator
+        rows = [dataset[index] for index in range(len(dataset))]
+        if not rows or not all(isinstance(row, Mapping) and ("input_ids" in row or "segments" in row) for row in rows):
+            return None
+        sampler = TokenBudgetBatchSampler.from_features(
+            rows, max_tokens=self.eval_max_tokens, max_batch_size=self.args.eval_batch_size
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        loader = self.accelerator.prepare(loader)
+        # read by `evaluation_loop`, which puts the results back in dataset order
+        loader.token_budget_order = [position for batch in sampler for position in batch]
+        return loader
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else eval_dataset
+        loader = self._token_budget_loader(dataset if dataset is not None else self.eval_dataset, "Evaluation")
+        return loader if loader is not None else super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        loader = self._token_budget_loader(test_dataset, "test")
+        return loader if loader is not None else super().get_test_dataloader(test_dataset)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if loss is not None and self._batch_losses is not None:
+            self._batch_losses.append((float(loss), find_batch_size(inputs)))
+        return loss, logits, labels
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> EvalLoopOutput:
+        """`Trainer.evaluation_loop`; over token-budget batches, predictions and labels are put back in dataset order
+        before the metrics are computed (order-dependent ones, such as a bootstrap interval, match `Trainer`'s), and
+        the loss is the mean over samples (`Trainer` weights every batch as a full one)."""
+        order = getattr(dataloader, "token_budget_order", None)
+        if order is None:
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        compute_metrics, self.compute_metrics, self._batch_losses = self.compute_metrics, None, []
+        try:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+            batch_losses = self._batch_losses
+        finally:
+            self.compute_metrics, self._batch_losses = compute_metrics, None
+        inverse = np.argsort(order)
+
+        def in_dataset_order(value):
+            if value is None:
+                return None
+            if isinstance(value, tuple | list):
+                return type(value)(in_dataset_order(item) for item in value)
+            return value[inverse]
+
+        predictions, labels = in_dataset_order(output.predictions), in_dataset_order(output.label_ids)
+        metrics = dict(output.metrics)
+        if batch_losses:
+            samples = sum(count for _, count in batch_losses)
+            metrics[f"{metric_key_prefix}_loss"] = sum(loss * count for loss, count in batch_losses) / samples
+        if compute_metrics is not None and predictions is not None and labels is not None:
+            computed = denumpify_detensorize(
+                compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
+            )
+            metrics.update({f"{metric_key_prefix}_{key}": value for key, value in computed.items()})
+        return EvalLoopOutput(
+            predictions=predictions, label_ids=labels, metrics=metrics, num_samples=output.num_samples
+        )
+
+
 __all__ = [
     "FEATURE_KEYS",
     "LABEL_KEYS",
     "MetaEmbedDataCollator",
     "MetaEmbedDataset",
+    "MetaEmbedTrainer",
     "from_trainer_feature",
     "to_trainer_features",
 ]
