@@ -116,3 +116,10 @@ def test_clear_errors(tiny_esm, tiny_prott5, extractor):
         MetaEmbedFeatureExtractionPipeline(model=model)
     with pytest.raises(TypeError, match="reads plain sequences"):
         extractor({"ligand": ["MKT"], "receptor": ["GSH"]})
+
+
+def test_empty_input_gives_empty_results(extractor):
+    """transformers' own pipelines fail with an IndexError on []; ours return no results, as for any shorter list."""
+    assert extractor([]) == []
+    assert extractor(()) == []
+    assert extractor([], batch_size=4) == []

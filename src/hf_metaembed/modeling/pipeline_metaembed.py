@@ -89,6 +89,13 @@ class MetaEmbedPipelineMixin:
     _load_image_processor = False
     _load_video_processor = False
 
+    def __call__(self, inputs, *args, **kwargs):
+        """The pipeline's call; an empty list (or tuple) of inputs gives an empty list of results, where transformers'
+        own pipelines fail with an IndexError deep inside."""
+        if isinstance(inputs, list | tuple) and len(inputs) == 0:
+            return []
+        return super().__call__(inputs, *args, **kwargs)
+
     def _processor_for(self, model, processor: MetaEmbedProcessor | None) -> MetaEmbedProcessor:
         if processor is None:
             source = getattr(model, "name_or_path", None)
