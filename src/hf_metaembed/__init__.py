@@ -11,7 +11,7 @@ from transformers import (
 
 from . import _moved
 from .integrations import cards as _cards  # noqa: F401  (plugs the card-writing upload into push_to_hub)
-from .modeling.backbones import BackboneFamily, list_backbone_families, register_backbone_family
+from .modeling.backbone_families import BackboneFamily, list_backbone_families, register_backbone_family
 from .modeling.configuration_metaembed import MetaEmbedConfig
 from .modeling.fusion import list_fusions
 from .modeling.heads import list_heads

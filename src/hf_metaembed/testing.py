@@ -8,7 +8,7 @@ Tests load them through the ordinary ``from_pretrained`` paths (``AutoConfig``, 
 ``AutoModel`` or ``T5EncoderModel``) with ``HF_HUB_OFFLINE=1``. Nothing here downloads anything.
 
 Which builders exist is read off the backbone family records (``BackboneFamily.tiny_builders`` in
-``hf_metaembed.modeling.backbones``): ``tiny_builders_for(family)`` resolves one family's builders,
+``hf_metaembed.modeling.backbone_families``): ``tiny_builders_for(family)`` resolves one family's builders,
 ``tiny_backbone_builders()`` every registered family's, so a family registered with a tiny builder
 is built by ``make_all_tiny_backbones`` (and tested) the day it is registered.
 
@@ -59,7 +59,7 @@ from transformers import (
 )
 
 from .io.static_vectors import build_static_vectors_tokenizer
-from .modeling.backbones import BackboneFamily, backbone_families, backbone_family
+from .modeling.backbone_families import BackboneFamily, backbone_families, backbone_family
 from .modeling.static_vectors import StaticVectorsConfig, StaticVectorsModel
 
 __all__ = [

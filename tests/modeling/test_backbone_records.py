@@ -12,17 +12,16 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from hf_metaembed import MetaEmbedConfig, MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.integrations.peft import backbone_lora_names, lora_target_modules
-from hf_metaembed.modeling import backbones
-from hf_metaembed.modeling.backbones import (
+from hf_metaembed.modeling import backbone_families as families
+from hf_metaembed.modeling.backbone_families import (
     GENERIC_FAMILY,
     BackboneFamily,
-    backbone_class,
     backbone_families,
     backbone_family,
-    infer_unit_type,
     list_backbone_families,
     register_backbone_family,
 )
+from hf_metaembed.modeling.backbones import backbone_class, infer_unit_type
 from hf_metaembed.modeling.windowing import position_limit
 from hf_metaembed.testing import TINY_BUILDERS, build_tiny_esm, tiny_builders_for
 
@@ -40,7 +39,7 @@ PROTEIN, TEXT = "MKTAYIAKQRQISF", "the movie was not very good"
 @pytest.fixture
 def registry(monkeypatch):
     """A private copy of the family registry, so a test's registrations end with it."""
-    monkeypatch.setattr(backbones, "_FAMILIES", dict(backbones._FAMILIES))
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))
 
 
 # ------------------------------------------------------------------------------- family records

@@ -29,7 +29,7 @@ from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPP
 from torch import nn
 
 from .._utils import metaembed_of
-from ..modeling.backbones import backbone_family
+from ..modeling.backbone_families import backbone_family
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
 from ..modeling.trainable_blocks import trainable_blocks
 

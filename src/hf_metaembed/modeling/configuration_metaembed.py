@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from .backbones import UNIT_TYPES, backbone_family
+from .backbone_families import UNIT_TYPES, backbone_family
 from .fusion import FUSIONS
 from .heads import HEADS
 from .losses import LOSSES

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .backbones import backbone_family
+from .backbone_families import backbone_family
 
 WINDOW_COMBINES = ("center", "mean", "first")
 
