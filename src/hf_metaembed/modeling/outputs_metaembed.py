@@ -1,0 +1,52 @@
+"""The output dataclasses of MetaEmbed models, with the shapes of their tensors.
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch and transformers only.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class MetaEmbedModelOutput(ModelOutput):
+    """Output of `MetaEmbedModel`.
+
+    Args:
+        last_hidden_state: `(segments, units, dim)` fused (and head-refined) unit states; padded units are zero.
+        pooler_output: `(samples, pooled_dim)` one vector per sample, after the pair architecture.
+        fusion_weights: `(segments, units, backbones)` how much each unit relied on each backbone
+            (`(segments, backbones)` at `level="sequence"`).
+        unit_mask: `(segments, units)` 1 for real units.
+        backbone_states: per backbone, `(segments, units, d_i)` aligned states before fusion (when requested).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    fusion_weights: torch.FloatTensor | None = None
+    unit_mask: torch.LongTensor | None = None
+    backbone_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MetaEmbedSequenceClassifierOutput(ModelOutput):
+    """Output of `MetaEmbedForSequenceClassification`: `logits (samples, num_labels)`, `loss` when labels are given,
+    and the `fusion_weights`/`pooler_output` of the base model."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    fusion_weights: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    unit_mask: torch.LongTensor | None = None
+
+
+@dataclass
+class MetaEmbedTokenClassifierOutput(ModelOutput):
+    """Output of `MetaEmbedForTokenClassification`: per-unit `logits (segments, units, num_labels)`, `loss` when
+    labels `(segments, units)` are given (-100 ignored), and the per-unit `fusion_weights`."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    fusion_weights: torch.FloatTensor | None = None
+    unit_mask: torch.LongTensor | None = None

@@ -1,0 +1,357 @@
+"""`MetaEmbedPreTrainedModel`: what every MetaEmbed model shares: building over pretrained backbones
+(`from_backbones`), loading (full and backbone-free checkpoints, checked before any tensor is built), crash-safe
+saving, Hub upload, initialisation of new layers and keeping frozen backbones frozen.
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its sibling files.
+"""
+
+import copy
+import os
+import re
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_utils import load_state_dict
+from transformers.utils import cached_file, logging
+
+from .backbones import sentence_pooling
+from .configuration_metaembed import MetaEmbedConfig, check_setting_names
+from .loading_metaembed import fetch_backbones, load_backbone_safely
+from .pipeline_metaembed import custom_pipelines
+from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
+from .sentence_metaembed import write_sentence_transformers_files
+from .trainable_blocks import warn_frozen_blocks
+
+logger = logging.get_logger(__name__)
+
+_BACKBONE_KEY = re.compile(r"^(?:metaembed\.)?backbone_\d+\.")
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_metaembed.MetaEmbedConfig",
+    "AutoModel": "modeling_metaembed.MetaEmbedModel",
+    "AutoModelForSequenceClassification": "modeling_metaembed.MetaEmbedForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_metaembed.MetaEmbedForTokenClassification",
+}
+
+
+def _after_load(model: PreTrainedModel) -> PreTrainedModel:
+    """Finish `from_pretrained` so the loaded model computes exactly what the saved one did.
+
+    Loading replaces parameters with fresh ones that require gradients, which would silently train (and change the
+    autograd path of) backbones the config says are frozen: freeze them again. Weights read from a safetensors file
+    can sit at any byte offset, and CPU kernels pick their summation order by alignment, so the small fusion and head
+    tensors (never the backbones) are copied into freshly allocated, aligned memory.
+    """
+    backbone_names = ("backbone_",)
+    for module in model.modules():
+        if hasattr(module, "freeze_backbones") and module.config.freeze_backbones:  # a MetaEmbedModel
+            module.freeze_backbones()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if any(part.startswith(backbone_names) for part in name.split(".")) or param.device.type != "cpu":
+                continue
+            if param.data_ptr() % 64:
+                param.data = param.data.clone()
+    return model
+
+
+@contextmanager
+def _config_as_saved(config: MetaEmbedConfig, with_backbones: bool, fingerprints: list[dict | None]):
+    """Give `config` what one save writes (whether the folder holds backbone weights, and each backbone's fingerprint)
+    for the duration of that save only: a save's options never stick to the model."""
+    before = config.save_backbone_weights, [record.get("fingerprint") for record in config.backbones]
+    config.save_backbone_weights = with_backbones
+    for record, fingerprint in zip(config.backbones, fingerprints):
+        record["fingerprint"] = fingerprint
+    try:
+        yield config
+    finally:
+        config.save_backbone_weights = before[0]
+        for record, fingerprint in zip(config.backbones, before[1]):
+            record["fingerprint"] = fingerprint
+
+
+class MetaEmbedPreTrainedModel(PreTrainedModel):
+    """Shared loading, saving, initialisation and freezing of MetaEmbed models."""
+
+    config_class = MetaEmbedConfig
+    base_model_prefix = "metaembed"
+    main_input_name = "input_ids"
+    # backbones that support it checkpoint their layers (`gradient_checkpointing_enable()`), for fine-tuning
+    supports_gradient_checkpointing = True
+    _no_split_modules = []
+
+    def post_init(self) -> None:
+        super().post_init()
+        # checkpoints leave out a backbone's tied copies (T5's encoder.embed_tokens is its shared embedding), as
+        # transformers does for any tied weight; listing them here lets Trainer's reload re-tie them silently
+        # instead of reporting them as missing keys
+        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
+
+    def train(self, mode: bool = True) -> "MetaEmbedPreTrainedModel":
+        if mode:  # adapters (peft) that froze the fusion or head: say once what to add to the config
+            warn_frozen_blocks(self)
+        return super().train(mode)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            if module.in_proj_bias is not None:
+                init.zeros_(module.in_proj_bias)
+        elif isinstance(module, nn.LSTM):
+            bound = module.hidden_size**-0.5
+            for weight in module.parameters(recurse=False):
+                init.uniform_(weight, -bound, bound)
+        elif isinstance(module, nn.Conv1d):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif hasattr(module, "init_block_weights"):  # a block's own parameters (e.g. ScalarMix's layer scores)
+            module.init_block_weights()
+
+    @classmethod
+    def from_backbones(
+        cls,
+        backbones: list,
+        *,
+        revisions: list[str | None] | None = None,
+        layers: list[str | int] | None = None,
+        unit_types: list[str] | None = None,
+        backbone_kwargs: dict | None = None,
+        allow_pickle: bool = False,
+        **config_kwargs,
+    ) -> "MetaEmbedPreTrainedModel":
+        """Build a model over pretrained backbones, loading each exactly once.
+
+        Args:
+            backbones: Hub ids or local folders (or already loaded `PreTrainedModel`s).
+            revisions: Hub revision per backbone.
+            layers: per backbone `"last"`, an int hidden-state index, or `"mix"`.
+            unit_types: per backbone `"residue"` or `"word"`; guessed from each tokenizer when omitted.
+            backbone_kwargs: extra `from_pretrained` arguments for every backbone (e.g. `dtype`).
+            allow_pickle: also load backbones that only have pickle weights (`pytorch_model.bin`), which can run
+                code when loaded; by default only safetensors weights are read (docs/RELIABILITY.md).
+            **config_kwargs: any `MetaEmbedConfig` field (`fusion`, `architecture`, `num_labels`, ...).
+        """
+        from .backbones import infer_unit_type
+
+        check_setting_names(config_kwargs, f"{cls.__name__}.from_backbones")
+        revisions = list(revisions or [None] * len(backbones))
+        loaded, names = [], []
+        for index, (spec, revision) in enumerate(zip(backbones, revisions)):
+            if isinstance(spec, PreTrainedModel):
+                loaded.append(spec)
+                names.append(spec.config._name_or_path or None)
+            else:
+                extra = dict(backbone_kwargs or {})
+                extra["use_safetensors"] = safetensors_flag(extra.get("use_safetensors"), allow_pickle)
+                loaded.append(load_backbone_safely(str(spec), revision, index, allow_pickle, **extra))
+                names.append(str(spec))
+        if unit_types is None:
+            unit_types = [
+                infer_unit_type(_try_tokenizer(name, rev), b.config) for name, rev, b in zip(names, revisions, loaded)
+            ]
+        config = MetaEmbedConfig(
+            backbone_configs=[b.config.to_dict() for b in loaded],
+            backbone_names=names,
+            backbone_revisions=revisions,
+            backbone_unit_types=list(unit_types),
+            backbone_layers=list(layers) if layers is not None else None,
+            **config_kwargs,
+        )
+        if "pooling" not in config_kwargs and "pool_special_tokens" not in config_kwargs:
+            # a sentence-transformers backbone makes its sentence vector (level="sequence") as its own config says
+            for record, name, revision in zip(config.backbones, names, revisions):
+                record["sentence_pooling"] = sentence_pooling(name, revision)
+        for backbone in loaded:
+            for module in backbone.modules():
+                module._is_hf_initialized = True
+        return cls(config, backbones=loaded)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *model_args,
+        allow_pickle: bool = False,
+        backbone_paths: dict[int | str, str | os.PathLike] | None = None,
+        verify_backbones: bool = True,
+        **kwargs,
+    ):
+        """`PreTrainedModel.from_pretrained`, plus the backbone-free form: when the checkpoint holds only fusion and
+        head weights, every backbone is loaded from its stored name and revision and merged in.
+
+        Loading is safe by default (docs/RELIABILITY.md): weights come from safetensors only (`allow_pickle=True`
+        opts in to pickle files such as `pytorch_model.bin`, which can run code when loaded), and a truncated or
+        damaged weight file, or a config that does not describe the weights, is reported before the model is built.
+
+        Args:
+            backbone_paths: for a checkpoint saved without backbone weights, where to read backbones now (a folder
+                or Hub id per backbone index or stored name) instead of their stored names.
+            verify_backbones: for such a checkpoint, check each backbone's weights against the fingerprint recorded
+                when it was saved and refuse a mismatch (`False`: use whatever weights are found).
+        """
+        kwargs["use_safetensors"] = safetensors_flag(kwargs.get("use_safetensors"), allow_pickle)
+        config = kwargs.get("config")
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+        if not isinstance(config, MetaEmbedConfig) and pretrained_model_name_or_path is not None:
+            config = MetaEmbedConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        plain_folder = not any(key in kwargs for key in ("state_dict", "subfolder", "variant", "gguf_file"))
+        if pretrained_model_name_or_path is not None and plain_folder:
+            shapes = checkpoint_shapes(pretrained_model_name_or_path, allow_pickle, hub_kwargs)
+            if shapes is not None and config is not None and not kwargs.get("ignore_mismatched_sizes"):
+                cls._check_checkpoint_shapes(config, shapes)
+        if config is None or config.save_backbone_weights or pretrained_model_name_or_path is None:
+            if backbone_paths:
+                raise ValueError(
+                    "backbone_paths is for checkpoints saved without backbone weights; "
+                    f"{pretrained_model_name_or_path} holds its backbones' weights already"
+                )
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        else:
+            checkpoint = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
+            own_weights = load_state_dict(checkpoint)
+            prefix = "metaembed." if any(key.startswith("metaembed.") for key in own_weights) else ""
+            merged = dict(own_weights)
+            backbones = fetch_backbones(
+                config, backbone_paths, verify_backbones, allow_pickle, kwargs["use_safetensors"]
+            )
+            for index, backbone in enumerate(backbones):
+                merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
+            kwargs["config"] = config
+            loaded = super().from_pretrained(None, *model_args, state_dict=merged, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # the stored value described the folder read; the loaded model saves in full unless a save says otherwise
+        model.config.save_backbone_weights = True
+        _after_load(model)
+        return loaded
+
+    @classmethod
+    def _check_checkpoint_shapes(cls, config: MetaEmbedConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Compare the checkpoint's tensor shapes with those the config builds (on the meta device: no memory)."""
+        with torch.device("meta"):
+            skeleton = cls(copy.deepcopy(config))
+        expected = {key.removeprefix("metaembed."): tuple(v.shape) for key, v in skeleton.state_dict().items()}
+        wrong = [
+            f"{name} is {list(shape)} in the checkpoint but {list(expected[name.removeprefix('metaembed.')])} in the "
+            "config"
+            for name, shape in shapes.items()
+            if expected.get(name.removeprefix("metaembed."), shape) != shape
+        ]
+        if wrong:
+            raise ValueError(
+                f"config.json does not describe these weights ({len(wrong)} tensors differ, e.g. "
+                f"{'; '.join(wrong[:3])}): the config was edited, or the weights come from another model. Restore the "
+                "config that was saved with the weights, or pass ignore_mismatched_sizes=True to re-initialise the "
+                "layers that differ"
+            )
+
+    # Set by `hf_metaembed.integrations.cards` when the library is installed: the function that uploads model,
+    # processor and rendered card in one commit. The remote-code copy of this file never imports the library.
+    hub_publisher = None
+
+    def push_to_hub(self, repo_id: str, *args, processor=None, eval_results=None, **kwargs):
+        """Upload the model to the Hub in one commit: weights, config, the model code files, `processor` (its
+        tokenizers and code) when given, and a model card rendered from the packaged template
+        (`hf_metaembed.integrations.cards.push_to_hub`; keyword arguments go to it: `private`, `token`, `revision`,
+        `create_pr`, `commit_message`, and card fields such as `eval_dataset`, `license`, `description`).
+
+        Where the model was loaded as remote code without `hf_metaembed` installed, this is transformers' own
+        `push_to_hub` (model and code files, a generic card); push the processor with `processor.push_to_hub`.
+        """
+        publish = MetaEmbedPreTrainedModel.hub_publisher
+        if publish is None:
+            if processor is not None or eval_results is not None:
+                raise ValueError(
+                    "processor= and eval_results= need hf_metaembed installed (pip install hf_metaembed); without "
+                    "it, call processor.push_to_hub(repo_id) separately"
+                )
+            return super().push_to_hub(repo_id, *args, **kwargs)
+        if args:
+            raise TypeError("push_to_hub takes repo_id as its only positional argument; pass the rest by name")
+        # without processor=, the publisher uploads the one saved where the model was loaded from (or warns)
+        return publish(self, processor, repo_id, eval_results=eval_results, **kwargs)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *args, save_backbone_weights: bool | None = None, **kwargs
+    ):
+        """`PreTrainedModel.save_pretrained`, crash-safe, with the backbone weights optional.
+
+        Args:
+            save_backbone_weights: for this call only (never stored on the model): `False` writes only fusion and
+                head weights plus, per backbone, its name, revision and a fingerprint of its weights (a small
+                checkpoint; `from_pretrained` reads the backbones again and checks them against the fingerprints).
+                Defaults to `config.save_backbone_weights` (True unless set on the model: a full checkpoint).
+
+        Backbone weights are stored under the names their classes use today (transformers'
+        `save_original_format=False`; e.g. ESM-2 layer norms as `weight`/`bias`, not the legacy `gamma`/`beta`), so
+        the checkpoint's keys are the model's own and Accelerate's `load_checkpoint_and_dispatch` and `Trainer`'s
+        reloads read it as is. Crash-safe (docs/RELIABILITY.md): files are written to a staging folder beside
+        `save_directory` and moved in only when all are complete, so a writer killed mid-write leaves the previous
+        save loadable. With `push_to_hub=True` the finished folder is then uploaded.
+        """
+        with_backbones = self.config.save_backbone_weights if save_backbone_weights is None else save_backbone_weights
+        kwargs.setdefault("save_original_format", False)
+        self.config.auto_map = dict(AUTO_MAP)
+        if not with_backbones:
+            state_dict = kwargs.get("state_dict")
+            state_dict = self.state_dict() if state_dict is None else state_dict
+            kwargs["state_dict"] = {k: v for k, v in state_dict.items() if not _BACKBONE_KEY.match(k)}
+        fingerprints = [None] * self.config.num_backbones if with_backbones else self._backbone_fingerprints()
+        is_main_process = args[0] if args else kwargs.get("is_main_process", True)
+        with _config_as_saved(self.config, bool(with_backbones), fingerprints):
+            if not is_main_process or kwargs.get("distributed_checkpoint"):
+                # other ranks write nothing; distributed checkpoints keep transformers' own layout
+                return super().save_pretrained(save_directory, *args, **kwargs)
+            push_to_hub = kwargs.pop("push_to_hub", False)
+            hub_keys = ("repo_id", "commit_message", "create_pr", "private")
+            hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
+            with staged_save(save_directory, last=("config.json",), stale_files=MODEL_WEIGHT_FILES) as staging:
+                super().save_pretrained(staging, *args, **kwargs)
+                # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
+                self.config.auto_map = dict(AUTO_MAP)
+                self.config.custom_pipelines = custom_pipelines(type(self).__name__)
+                self.config.save_pretrained(staging)
+                write_sentence_transformers_files(staging)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+            self.push_to_hub(repo_id, token=kwargs.get("token"), **hub_kwargs)
+
+    def _backbone_fingerprints(self) -> list[dict | None]:
+        """Per backbone, the fingerprint a save without backbone weights records (None where the weights are not in
+        memory, e.g. offloaded by a device map: that backbone then loads unverified, and a warning says so)."""
+        fingerprints = []
+        for index, backbone in enumerate(self.base_model.backbones):
+            try:
+                fingerprints.append(weights_fingerprint(backbone))
+            except ValueError as error:
+                logger.warning(
+                    f"backbone {index} ({self.config.backbone_names[index]}): no fingerprint recorded ({error}); "
+                    "loading this checkpoint cannot check that it finds the same weights"
+                )
+                fingerprints.append(None)
+        return fingerprints
+
+
+def _try_tokenizer(name: str | None, revision: str | None):
+    """The backbone's tokenizer if it has one (only used to guess its unit type)."""
+    if name is None:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=revision)
+    except (OSError, ValueError, TypeError):
+        return None
