@@ -6,12 +6,10 @@ torch, transformers and its sibling files only.
 """
 
 import json
-import math
 import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 import torch
 from transformers import AutoTokenizer, BatchEncoding
@@ -19,8 +17,6 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
 from .backbones import (
-    GENERIC_FAMILY,
-    BackboneFamily,
     backbone_family,
     infer_unit_type,
     load_backbone_config,
@@ -28,109 +24,30 @@ from .backbones import (
 )
 from .feature_rows import collate_labels, feature_rows, label_of, sample_row, sample_segments
 from .pairing import PAIRINGS, layout_segments
+from .processing_options import (
+    CALL_OPTIONS,
+    RETURN_TENSORS,
+    TRUNCATION_VALUES,
+    EncodingOptions,
+    check_options,
+    padding_strategy,
+    round_up,
+)
 from .safe_files import staged_save
+from .tokenization_metaembed import (
+    EXTRA_RESIDUES,
+    PROTEIN_LETTERS,
+    STANDARD_RESIDUES,
+    BackboneTokenization,
+    is_residue,
+    looks_like_text,
+    token_limit,
+)
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 # where AutoTokenizer looks first; it sends AutoTokenizer to `MetaEmbedTokenizers`, which names AutoProcessor
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
-# accepted amino-acid letters beyond the 20: unknown (X), selenocysteine (U), pyrrolysine (O), ambiguous B and Z
-EXTRA_RESIDUES = "XUOBZ"
-PROTEIN_LETTERS = frozenset(STANDARD_RESIDUES + EXTRA_RESIDUES)
-# "window": inputs longer than a backbone accepts pass through, for a model with a window policy to read in windows
-LONG_SEQUENCE_POLICIES = ("error", "window")
-UNKNOWN_RESIDUE_POLICIES = ("error", "x")
-# the settings a saved processor stores that `from_pretrained` and every call may override
-CALL_OPTIONS = ("architecture", "truncation", "unknown_residues", "per_unit_labels", "long_sequences")
-# tokenizer keyword values (transformers' `PaddingStrategy` and `TruncationStrategy` are str enums of these)
-PADDING_VALUES = {True: "longest", "longest": "longest", "max_length": "max_length", False: False, "do_not_pad": False}
-TRUNCATION_VALUES = {
-    True: True,
-    "longest_first": True,
-    "only_first": True,
-    "only_second": True,
-    False: False,
-    "do_not_truncate": False,
-}
-RETURN_TENSORS = ("pt", "np", None)
-_UNBOUNDED = 10**8
 _TOKENIZER_FOLDER = re.compile(r"tokenizer_\d+")
-
-
-def _special_token_frame(tokenizer, probe: str) -> tuple[list[int], list[int]]:
-    """The special tokens a tokenizer puts before and after a sequence (e.g. [CLS] ... [SEP], <cls> ... <eos>)."""
-    with_special = tokenizer(probe, add_special_tokens=True)["input_ids"]
-    without = tokenizer(probe, add_special_tokens=False)["input_ids"]
-    for start in range(len(with_special) - len(without) + 1):
-        if with_special[start : start + len(without)] == without:
-            return with_special[:start], with_special[start + len(without) :]
-    return [], []
-
-
-class BackboneTokenization:
-    """How one backbone turns a segment (a list of chains) into token ids and a token -> unit map."""
-
-    def __init__(
-        self,
-        tokenizer,
-        unit_type: str,
-        max_length: int | None,
-        name: str,
-        family: BackboneFamily = GENERIC_FAMILY,
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.unit_type = unit_type
-        self.max_length = max_length
-        self.name = name
-        self.prefix, self.suffix = _special_token_frame(tokenizer, "A" if unit_type == "residue" else "a")
-        self.separator = family.separator_ids(tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        if unit_type == "residue":
-            self.residue_ids = {letter: self._residue_ids(letter) for letter in PROTEIN_LETTERS}
-            # letters this vocabulary lacks are read as X (ProtT5 has no U, Z, O, B)
-            for letter, ids in self.residue_ids.items():
-                if ids is None:
-                    self.residue_ids[letter] = self.residue_ids["X"] or [tokenizer.unk_token_id]
-
-    def _residue_ids(self, letter: str) -> list[int] | None:
-        unk = self.tokenizer.unk_token_id
-        for token in (letter, "\u2581" + letter):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if token_id is not None and token_id != unk:
-                return [token_id]
-        ids = self.tokenizer(letter, add_special_tokens=False)["input_ids"]
-        return ids if ids and unk not in ids else None
-
-    def encode(self, chains: Sequence) -> tuple[list[int], list[int]]:
-        """Token ids and the unit of each token (-1 for special tokens) for one segment of chains.
-
-        `chains` holds residue strings (protein) or word lists (text); units are numbered across chains.
-        """
-        ids, units = list(self.prefix), [-1] * len(self.prefix)
-        offset = 0
-        for position, chain in enumerate(chains):
-            if position:
-                ids += self.separator
-                units += [-1] * len(self.separator)
-            chain_ids, chain_units = self._encode_chain(chain)
-            ids += chain_ids
-            units += [offset + unit for unit in chain_units]
-            offset += len(chain)
-        ids += self.suffix
-        units += [-1] * len(self.suffix)
-        return ids, units
-
-    def _encode_chain(self, chain) -> tuple[list[int], list[int]]:
-        if self.unit_type == "residue":
-            ids, units = [], []
-            for position, letter in enumerate(chain):
-                piece = self.residue_ids[letter]
-                ids += piece
-                units += [position] * len(piece)
-            return ids, units
-        encoding = self.tokenizer(list(chain), is_split_into_words=True, add_special_tokens=False)
-        word_ids = encoding.word_ids()
-        return list(encoding["input_ids"]), [-1 if w is None else w for w in word_ids]
 
 
 class MetaEmbedProcessor:
@@ -182,7 +99,7 @@ class MetaEmbedProcessor:
         long_sequences: str = "error",
         model_types: list[str | None] | None = None,
     ) -> None:
-        _check_options(
+        check_options(
             architecture=architecture,
             truncation=truncation,
             unknown_residues=unknown_residues,
@@ -234,7 +151,7 @@ class MetaEmbedProcessor:
                 tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision, add_prefix_space=True)
             tokenizers.append(tokenizer)
             kinds.append(unit_types[index] if unit_types else infer_unit_type(tokenizer, config))
-            limit = _token_limit(tokenizer, config)
+            limit = token_limit(tokenizer, config)
             # a sentence-transformers model reads at most its own max_seq_length (e.g. 256 for all-MiniLM-L6-v2)
             sentence = sentence_transformers_settings(str(name), revision, warn=False)
             if sentence and sentence["max_seq_length"]:
@@ -334,7 +251,7 @@ class MetaEmbedProcessor:
             ) from None
         read = {}
         if "residue" in self.unit_types:
-            if _looks_like_text(item):
+            if looks_like_text(item):
                 raise ValueError(
                     f"sample {sample}{where}: this looks like text, not a protein ({item!r:.40}): words of different "
                     "lengths between spaces. This processor's backbones read residues: pass amino-acid sequences "
@@ -343,7 +260,7 @@ class MetaEmbedProcessor:
                 )
             residues = "".join(item.split())
             # only ASCII letters are upper-cased: str.upper() would turn "ß" into "SS", two valid residues
-            bad = sorted({letter for letter in residues if not _is_residue(letter)})
+            bad = sorted({letter for letter in residues if not is_residue(letter)})
             if bad:
                 if unknown_residues == "error":
                     raise ValueError(
@@ -351,8 +268,8 @@ class MetaEmbedProcessor:
                         f"{STANDARD_RESIDUES} and {EXTRA_RESIDUES}, either case); fix the sequence, or pass "
                         "unknown_residues='x' to read them as X"
                     )
-                counts["mapped_to_x"] = counts.get("mapped_to_x", 0) + sum(not _is_residue(r) for r in residues)
-                residues = "".join(r if _is_residue(r) else "X" for r in residues)
+                counts["mapped_to_x"] = counts.get("mapped_to_x", 0) + sum(not is_residue(r) for r in residues)
+                residues = "".join(r if is_residue(r) else "X" for r in residues)
             read["residue"] = residues.upper()
         if "word" in self.unit_types:
             read["word"] = item.split()
@@ -509,7 +426,7 @@ class MetaEmbedProcessor:
 
     def _encoding_options(self, truncation, unknown_residues, long_sequences, max_length) -> "EncodingOptions":
         """The call's options, the processor's settings where the call gives none; invalid values raise."""
-        _check_options(truncation=truncation, unknown_residues=unknown_residues, long_sequences=long_sequences)
+        check_options(truncation=truncation, unknown_residues=unknown_residues, long_sequences=long_sequences)
         if max_length is not None and (
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
         ):
@@ -593,8 +510,8 @@ class MetaEmbedProcessor:
             if sequences is not None:
                 raise ValueError("pass the sequences once: as the first argument or as text=, not both")
             sequences = text
-        _check_options(architecture=architecture, per_unit_labels=per_unit_labels)
-        padding = _padding_strategy(padding, return_tensors)
+        check_options(architecture=architecture, per_unit_labels=per_unit_labels)
+        padding = padding_strategy(padding, return_tensors)
         architecture = architecture or self.architecture
         options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length)
         samples = self._segments(sequences, ligand, receptor, architecture)
@@ -657,10 +574,10 @@ class MetaEmbedProcessor:
             `unit_mask (segments, units)`, for pair architectures `segment_sample_index` and `segment_side_index`
             `(segments,)`, and `labels` (per-unit labels padded with -100) when every sample has one.
         """
-        _check_options(architecture=architecture, per_unit_labels=per_unit_labels)
+        check_options(architecture=architecture, per_unit_labels=per_unit_labels)
         architecture = architecture or self.architecture
         per_unit_labels = self.per_unit_labels if per_unit_labels is None else per_unit_labels
-        padding = _padding_strategy(padding, return_tensors)
+        padding = padding_strategy(padding, return_tensors)
         if return_tensors not in RETURN_TENSORS:
             raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
         rows = feature_rows(features)
@@ -681,7 +598,7 @@ class MetaEmbedProcessor:
             target = max_length or max((limit for limit in self.max_lengths if limit is not None), default=tokens)
             tokens, units = max(tokens, target), max(units, target)
         if pad_to_multiple_of:
-            tokens, units = _round_up(tokens, pad_to_multiple_of), _round_up(units, pad_to_multiple_of)
+            tokens, units = round_up(tokens, pad_to_multiple_of), round_up(units, pad_to_multiple_of)
         count = len(self.backbones)
         input_ids = torch.empty(len(segments), count, tokens, dtype=torch.long)
         for index, backbone in enumerate(self.backbones):
@@ -720,23 +637,6 @@ class MetaEmbedProcessor:
         return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
 
 
-def _is_residue(letter: str) -> bool:
-    """An amino-acid letter in either case (ASCII only)."""
-    return letter.isascii() and letter.upper() in PROTEIN_LETTERS
-
-
-def _looks_like_text(item: str) -> bool:
-    """Words of different lengths between whitespace: prose, not a protein.
-
-    Proteins may hold whitespace between single residues ("M K T A", as ProtT5 reads them) or between equal blocks
-    with a shorter last one (UniProt prints blocks of 10, FASTA wraps lines at 60 or 80); neither counts as text.
-    """
-    lengths = [len(chunk) for chunk in item.split()]
-    if len(lengths) < 2 or max(lengths) == 1:
-        return False
-    return len(set(lengths[:-1])) > 1 or lengths[-1] > lengths[0]
-
-
 def _as_list(value, name: str) -> list:
     """A batch argument as a list; a string or a non-iterable is a `TypeError` that says what to pass."""
     if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
@@ -763,58 +663,6 @@ class MetaEmbedTokenizers:
             f"subfolder='tokenizer_0')); for a pipeline, pipeline('feature-extraction', model={folder!r}, "
             "trust_remote_code=True)"
         )
-
-
-class EncodingOptions(NamedTuple):
-    """The options one call encodes with (the processor's settings where the call gives none)."""
-
-    truncation: bool
-    unknown_residues: str
-    long_sequences: str
-    max_length: int | None
-
-
-def _check_options(**options) -> None:
-    """Raise a `ValueError` naming the setting and its choices for an invalid value (None: not given)."""
-    choices = {
-        "truncation": tuple(TRUNCATION_VALUES),
-        "unknown_residues": UNKNOWN_RESIDUE_POLICIES,
-        "long_sequences": LONG_SEQUENCE_POLICIES,
-        "per_unit_labels": (True, False),
-    }
-    for name, value in options.items():
-        if value is None:
-            continue
-        if name == "architecture":
-            PAIRINGS.get_class(value)  # an unknown name lists the registered architectures
-        elif value not in choices[name] or (name == "per_unit_labels" and not isinstance(value, bool)):
-            raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices[name]))}")
-
-
-def _padding_strategy(padding, return_tensors) -> str | bool:
-    """`padding` as "longest", "max_length" or False; None: pad when tensors are asked for."""
-    if padding is None:
-        return "longest" if return_tensors is not None else False
-    if padding not in PADDING_VALUES:
-        raise ValueError(f"unknown padding {padding!r}; choose one of: {', '.join(map(str, PADDING_VALUES))}")
-    return PADDING_VALUES[padding]
-
-
-def _round_up(length: int, multiple: int) -> int:
-    return -(-length // multiple) * multiple
-
-
-def _token_limit(tokenizer, config) -> int | None:
-    """Longest token sequence a backbone accepts: the tokenizer's limit, capped by absolute positions where the
-    backbone's family has them (`BackboneFamily.absolute_positions`; relative T5 does not)."""
-    limits = []
-    if tokenizer.model_max_length and tokenizer.model_max_length < _UNBOUNDED:
-        limits.append(int(tokenizer.model_max_length))
-    positions = getattr(config, "max_position_embeddings", None)
-    absolute = backbone_family(config.model_type).absolute_positions
-    if isinstance(positions, int) and absolute and not math.isinf(positions):
-        limits.append(positions)
-    return min(limits) if limits else None
 
 
 MetaEmbedProcessor.register_for_auto_class()

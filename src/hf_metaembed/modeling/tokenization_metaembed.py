@@ -1,0 +1,123 @@
+"""How one backbone's tokenizer reads a segment (a list of chains): its special-token frame, chain separators, the
+token -> unit map, the amino-acid alphabet and the longest input it accepts.
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its sibling files.
+"""
+
+import math
+from collections.abc import Sequence
+
+from .backbones import GENERIC_FAMILY, BackboneFamily, backbone_family
+
+STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
+# accepted amino-acid letters beyond the 20: unknown (X), selenocysteine (U), pyrrolysine (O), ambiguous B and Z
+EXTRA_RESIDUES = "XUOBZ"
+PROTEIN_LETTERS = frozenset(STANDARD_RESIDUES + EXTRA_RESIDUES)
+# a tokenizer "limit" at least this large means unlimited (transformers' VERY_LARGE_INTEGER placeholder)
+_UNBOUNDED = 10**8
+
+
+def special_token_frame(tokenizer, probe: str) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after a sequence (e.g. [CLS] ... [SEP], <cls> ... <eos>)."""
+    with_special = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    without = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    for start in range(len(with_special) - len(without) + 1):
+        if with_special[start : start + len(without)] == without:
+            return with_special[:start], with_special[start + len(without) :]
+    return [], []
+
+
+class BackboneTokenization:
+    """How one backbone turns a segment (a list of chains) into token ids and a token -> unit map."""
+
+    def __init__(
+        self,
+        tokenizer,
+        unit_type: str,
+        max_length: int | None,
+        name: str,
+        family: BackboneFamily = GENERIC_FAMILY,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.unit_type = unit_type
+        self.max_length = max_length
+        self.name = name
+        self.prefix, self.suffix = special_token_frame(tokenizer, "A" if unit_type == "residue" else "a")
+        self.separator = family.separator_ids(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        if unit_type == "residue":
+            self.residue_ids = {letter: self._residue_ids(letter) for letter in PROTEIN_LETTERS}
+            # letters this vocabulary lacks are read as X (ProtT5 has no U, Z, O, B)
+            for letter, ids in self.residue_ids.items():
+                if ids is None:
+                    self.residue_ids[letter] = self.residue_ids["X"] or [tokenizer.unk_token_id]
+
+    def _residue_ids(self, letter: str) -> list[int] | None:
+        unk = self.tokenizer.unk_token_id
+        for token in (letter, "\u2581" + letter):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id != unk:
+                return [token_id]
+        ids = self.tokenizer(letter, add_special_tokens=False)["input_ids"]
+        return ids if ids and unk not in ids else None
+
+    def encode(self, chains: Sequence) -> tuple[list[int], list[int]]:
+        """Token ids and the unit of each token (-1 for special tokens) for one segment of chains.
+
+        `chains` holds residue strings (protein) or word lists (text); units are numbered across chains.
+        """
+        ids, units = list(self.prefix), [-1] * len(self.prefix)
+        offset = 0
+        for position, chain in enumerate(chains):
+            if position:
+                ids += self.separator
+                units += [-1] * len(self.separator)
+            chain_ids, chain_units = self._encode_chain(chain)
+            ids += chain_ids
+            units += [offset + unit for unit in chain_units]
+            offset += len(chain)
+        ids += self.suffix
+        units += [-1] * len(self.suffix)
+        return ids, units
+
+    def _encode_chain(self, chain) -> tuple[list[int], list[int]]:
+        if self.unit_type == "residue":
+            ids, units = [], []
+            for position, letter in enumerate(chain):
+                piece = self.residue_ids[letter]
+                ids += piece
+                units += [position] * len(piece)
+            return ids, units
+        encoding = self.tokenizer(list(chain), is_split_into_words=True, add_special_tokens=False)
+        word_ids = encoding.word_ids()
+        return list(encoding["input_ids"]), [-1 if w is None else w for w in word_ids]
+
+
+def is_residue(letter: str) -> bool:
+    """An amino-acid letter in either case (ASCII only)."""
+    return letter.isascii() and letter.upper() in PROTEIN_LETTERS
+
+
+def looks_like_text(item: str) -> bool:
+    """Words of different lengths between whitespace: prose, not a protein.
+
+    Proteins may hold whitespace between single residues ("M K T A", as ProtT5 reads them) or between equal blocks
+    with a shorter last one (UniProt prints blocks of 10, FASTA wraps lines at 60 or 80); neither counts as text.
+    """
+    lengths = [len(chunk) for chunk in item.split()]
+    if len(lengths) < 2 or max(lengths) == 1:
+        return False
+    return len(set(lengths[:-1])) > 1 or lengths[-1] > lengths[0]
+
+
+def token_limit(tokenizer, config) -> int | None:
+    """Longest token sequence a backbone accepts: the tokenizer's limit, capped by absolute positions where the
+    backbone's family has them (`BackboneFamily.absolute_positions`; relative T5 does not)."""
+    limits = []
+    if tokenizer.model_max_length and tokenizer.model_max_length < _UNBOUNDED:
+        limits.append(int(tokenizer.model_max_length))
+    positions = getattr(config, "max_position_embeddings", None)
+    absolute = backbone_family(config.model_type).absolute_positions
+    if isinstance(positions, int) and absolute and not math.isinf(positions):
+        limits.append(positions)
+    return min(limits) if limits else None
