@@ -8,7 +8,6 @@ from scipy import stats
 
 from hf_metaembed.integrations.metrics import (
     LABEL_TRANSFORMS,
-    _bootstrap_spearman,
     compute_metrics,
     get_label_transform,
     kd_to_pkd,
@@ -16,6 +15,7 @@ from hf_metaembed.integrations.metrics import (
     spearman,
     spearman_ci,
 )
+from hf_metaembed.integrations.metrics.regression import _bootstrap_spearman
 
 
 def test_transforms_are_registered_by_name():
