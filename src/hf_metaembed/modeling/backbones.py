@@ -20,9 +20,7 @@ from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import cached_file
 
-# GENERIC_FAMILY and BackboneFamily are re-exported for processing_metaembed's import until it imports them from
-# backbone_families itself
-from .backbone_families import GENERIC_FAMILY, BackboneFamily, backbone_family  # noqa: F401
+from .backbone_families import backbone_family
 
 
 def backbone_class(config: PreTrainedConfig) -> type[PreTrainedModel]:

@@ -16,12 +16,8 @@ from transformers import AutoTokenizer, BatchEncoding
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
-from .backbones import (
-    backbone_family,
-    infer_unit_type,
-    load_backbone_config,
-    sentence_transformers_settings,
-)
+from .backbone_families import backbone_family
+from .backbones import infer_unit_type, load_backbone_config, sentence_transformers_settings
 from .feature_rows import collate_labels, feature_rows, label_of, sample_row, sample_segments
 from .pairing import PAIRINGS, layout_segments
 from .processing_options import (

@@ -7,7 +7,7 @@ Model code (copied next to a saved model for `trust_remote_code`): imports torch
 import math
 from collections.abc import Sequence
 
-from .backbones import GENERIC_FAMILY, BackboneFamily, backbone_family
+from .backbone_families import GENERIC_FAMILY, BackboneFamily, backbone_family
 
 STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 # accepted amino-acid letters beyond the 20: unknown (X), selenocysteine (U), pyrrolysine (O), ambiguous B and Z
