@@ -20,7 +20,7 @@ from ..distributed import launched_rank
 from ..io.records import INPUT_FORMATS, TABLE_FORMATS, detect_input_format, read_records, read_rows, records_to_inputs
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
-from .embed import max_tokens_argument
+from .embed import add_max_tokens_argument
 from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, one_line
 from .loading import load_saved_model, processor_for, saved_model_type, torch_device
 
@@ -191,13 +191,7 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument("--chain-separator", default=",", help="separator of several chains in one cell (default: ,)")
     parser.add_argument("--batch-size", type=int, default=64, help="segments per backbone pass at most (default: 64)")
-    parser.add_argument(
-        "--max-tokens",
-        type=max_tokens_argument,
-        default=DEFAULT_MAX_TOKENS,
-        help=f"padded tokens per backbone pass, one number or one per backbone (a,b): segments run longest first in "
-        f"batches within it (default: {DEFAULT_MAX_TOKENS})",
-    )
+    add_max_tokens_argument(parser, "segments")
     parser.add_argument("--shard-size-mb", type=float, default=256.0, help="approximate size of each shard")
     parser.add_argument("--device", help="device to run the backbones on: cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache built for another model")

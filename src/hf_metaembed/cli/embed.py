@@ -44,13 +44,7 @@ from .loading import batches, check_model_folder, encode, load_processor, progre
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     """The batching, output and device arguments of `hf-metaembed embed` (input, model and column arguments are the
     parser's, shared with the other commands); run with `run_embed`."""
-    parser.add_argument(
-        "--max-tokens",
-        type=max_tokens_argument,
-        default=DEFAULT_MAX_TOKENS,
-        help=f"padded tokens per backbone pass, one number or one per backbone (a,b); records run longest first in "
-        f"batches within this budget, which bounds peak memory (default: {DEFAULT_MAX_TOKENS})",
-    )
+    add_max_tokens_argument(parser, "records")
     parser.add_argument("--batch-size", type=int, default=64, help="records per batch at most (default: 64)")
     parser.add_argument(
         "--shard-size", type=int, default=1000, help="records per output shard; bounds memory (default: 1000)"
@@ -142,6 +136,17 @@ def _validate_input(args, processor, items: Iterator, architecture: str, show: b
     if count == 0:
         raise InputError(f"{Path(args.input).name} holds no records")
     return count
+
+
+def add_max_tokens_argument(parser: argparse.ArgumentParser, inputs: str) -> None:
+    """`--max-tokens` (embed and cache build): the token budget `inputs` (records, segments) are batched within."""
+    parser.add_argument(
+        "--max-tokens",
+        type=max_tokens_argument,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"padded tokens per backbone pass, one number or one per backbone (a,b); {inputs} run longest first in "
+        f"batches within this budget, which bounds peak memory (default: {DEFAULT_MAX_TOKENS})",
+    )
 
 
 def max_tokens_argument(text: str) -> int | list[int]:

@@ -60,15 +60,15 @@ def _subparser(subparsers, name: str, help_text: str, description: str, **kwargs
     return parser
 
 
-def _input_arguments(parser: argparse.ArgumentParser, column_help: str) -> None:
+def _input_arguments(parser: argparse.ArgumentParser) -> None:
+    """How records are read: the format, the sequence and id columns, or the ligand and receptor columns."""
     parser.add_argument(
         "--input-format", choices=list(INPUT_FORMATS), help="input format (default: from the file suffix)"
     )
-    parser.add_argument("--column", default="sequence", help=column_help)
+    parser.add_argument(
+        "--column", default="sequence", help="CSV column / JSONL field with the sequences (default: sequence)"
+    )
     parser.add_argument("--id-column", help="CSV column / JSONL field with record ids (default: the record number)")
-
-
-def _pair_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ligand-column",
         help="column with the ligand's chains, e.g. 'Ligand Sequences' (complexes, with --receptor-column)",
@@ -157,8 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("input", help="sequence file (.fasta/.fa, .csv, .tsv, .jsonl, .txt; optionally .gz)")
     embed.add_argument("--model", required=True, help="folder of a saved MetaEmbed model and its processor")
     embed.add_argument("-o", "--output", required=True, help="output folder, or a .npy / .npz file")
-    _input_arguments(embed, "CSV column / JSONL field with the sequences (default: sequence)")
-    _pair_arguments(embed)
+    _input_arguments(embed)
     add_embed_arguments(embed)  # batching (--max-tokens), output, precision and device
     _common(embed)
     embed.set_defaults(handler=run_embed)
@@ -177,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--backbones", help="comma-separated backbone folders or Hub ids to build a new model")
     train.add_argument("--eval-data", help="evaluation file, scored after every epoch")
     train.add_argument("--output-dir", required=True, help="folder for the trained model and processor")
-    _input_arguments(train, "CSV column / JSONL field with the sequences (default: sequence)")
-    _pair_arguments(train)
+    _input_arguments(train)
     _training_arguments(train)
     _new_model_arguments(train)
     train.add_argument("--epochs", type=float, default=3.0, help="training epochs (default: 3)")
@@ -198,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("data", help="evaluation file (.csv, .tsv, .jsonl)")
     evaluate.add_argument("--model", required=True, help="folder of a saved MetaEmbed model and processor")
-    _input_arguments(evaluate, "CSV column / JSONL field with the sequences (default: sequence)")
-    _pair_arguments(evaluate)
+    _input_arguments(evaluate)
     _training_arguments(evaluate)
     _common(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
