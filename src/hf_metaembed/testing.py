@@ -90,6 +90,13 @@ HIDDEN = 16
 LAYERS = 2
 HEADS = 2
 FFN = 32
+# the shape of every tiny BERT-style encoder (BERT, RoBERTa, ESM), in their configs' field names
+_ENCODER_SHAPE = {
+    "hidden_size": HIDDEN,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "intermediate_size": FFN,
+}
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
@@ -152,10 +159,7 @@ def build_tiny_bert(seed: int = 0, max_length: int = 64) -> tuple[BertModel, Ber
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=max_length)
     config = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=FFN,
+        **_ENCODER_SHAPE,
         max_position_embeddings=max_length,
         type_vocab_size=2,
         pad_token_id=vocab["[PAD]"],
@@ -214,10 +218,7 @@ def build_tiny_roberta(seed: int = 0, max_length: int = 64) -> tuple[RobertaMode
     tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, add_prefix_space=True, model_max_length=max_length)
     config = RobertaConfig(
         vocab_size=len(vocab),
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=FFN,
+        **_ENCODER_SHAPE,
         max_position_embeddings=max_length + 2,
         type_vocab_size=1,
         pad_token_id=vocab["<pad>"],
@@ -254,10 +255,7 @@ def build_tiny_esm(seed: int = 0, max_length: int = 64, **shape) -> tuple[EsmMod
         tokenizer = EsmTokenizer(vocab_file=str(vocab_file), model_max_length=max_length + 2)
     config = EsmConfig(
         vocab_size=len(ESM2_VOCAB),
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=FFN,
+        **_ENCODER_SHAPE,
         max_position_embeddings=max_length + 2,
         pad_token_id=ESM2_VOCAB.index("<pad>"),
         mask_token_id=ESM2_VOCAB.index("<mask>"),
