@@ -30,7 +30,7 @@ from transformers.utils import cached_file, logging
 
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
-from ..modeling.pipeline_metaembed import custom_pipelines
+from ..modeling.pipeline_metaembed import AUTO_CLASSES, custom_pipelines
 from ..modeling.processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
 
 logger = logging.get_logger(__name__)
@@ -41,11 +41,6 @@ LIBRARY_NAME = "transformers"  # the checkpoint loads with plain transformers (r
 PIPELINE_TAGS = {
     name: "text-classification" if "text-classification" in custom_pipelines(name) else "feature-extraction"
     for name in ("MetaEmbedModel", "MetaEmbedForSequenceClassification", "MetaEmbedForTokenClassification")
-}
-AUTO_CLASSES = {
-    "MetaEmbedModel": "AutoModel",
-    "MetaEmbedForSequenceClassification": "AutoModelForSequenceClassification",
-    "MetaEmbedForTokenClassification": "AutoModelForTokenClassification",
 }
 # Trainer's evaluate() keys that are bookkeeping, not metrics
 _NOT_METRICS = re.compile(
