@@ -20,7 +20,7 @@ import os
 import struct
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -134,6 +134,19 @@ def detect_static_vectors_format(path: str | os.PathLike) -> str:
     return "word2vec-binary"
 
 
+def _check_finite(values: Sequence[float], where: str, position: str) -> None:
+    """Raise naming the first nan/inf among one word's `values`; `position`: where they stand ("of the word 'x'")."""
+    # One sum finds nan/inf cheaply; it can also overflow on huge finite values (a text row's doubles), so a non-finite
+    # sum is confirmed value by value; values beyond float32 are reported by the packing.
+    if math.isfinite(sum(values)) or all(math.isfinite(value) for value in values):
+        return
+    column, value = next((i, v) for i, v in enumerate(values, start=1) if not math.isfinite(v))
+    raise ValueError(
+        f"{where}: value {value} (number {column} {position}) is not finite; "
+        "replace nan/inf values with finite numbers"
+    )
+
+
 def _parse_numbers(fields: list[str], packer: struct.Struct, where: str, word: str) -> bytes:
     """The numbers of one text row packed as native float32, after checking they are finite."""
     try:
@@ -144,13 +157,7 @@ def _parse_numbers(fields: list[str], packer: struct.Struct, where: str, word: s
             f"{where}: value {value!r} (number {column} after the word {word!r}) is not a number; "
             f"every field after the word must be a decimal number"
         ) from None
-    # One sum finds nan/inf cheaply; it can also overflow on huge finite values, which the packing below reports.
-    if not math.isfinite(sum(values)) and any(not math.isfinite(v) for v in values):
-        column, value = next((i, v) for i, v in enumerate(values, start=1) if not math.isfinite(v))
-        raise ValueError(
-            f"{where}: value {value} (number {column} after the word {word!r}) is not finite; "
-            f"replace nan/inf values with finite numbers"
-        )
+    _check_finite(values, where, f"after the word {word!r}")
     try:
         return packer.pack(*values)
     except OverflowError:
@@ -340,12 +347,7 @@ def _read_binary(path: Path, table: VectorTable) -> int:
                     f"after {len(data)}; the file is truncated: re-download or regenerate it"
                 )
             values = file_order.unpack(data)
-            if not math.isfinite(sum(values)):
-                column, value = next((i, v) for i, v in enumerate(values, start=1) if not math.isfinite(v))
-                raise ValueError(
-                    f"{where}: value {value} (number {column} of the word {word!r}) is not finite; "
-                    f"replace nan/inf values with finite numbers"
-                )
+            _check_finite(values, where, f"of the word {word!r}")
             table.add(word, data if sys.byteorder == "little" else native_order.pack(*values))
             if table.full:
                 return dim
