@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..integrations.metrics import KD_UNITS, LABEL_TRANSFORMS, get_label_transform
+from ..integrations.metrics import LABEL_TRANSFORMS, check_kd_unit, get_label_transform
 from .tables import TableError, read_table
 
 logger = logging.getLogger(__name__)
@@ -302,8 +302,7 @@ def load_ppb_affinity(
         ValueError: an unknown setting or a missing column, listing the choices.
     """
     transform = get_label_transform(label_transform)
-    if kd_unit not in KD_UNITS:
-        raise ValueError(f"unknown KD unit {kd_unit!r}; choose one of: {', '.join(KD_UNITS)}")
+    check_kd_unit(kd_unit)
     if duplicates not in DUPLICATE_RULES:
         raise ValueError(f"unknown duplicates rule {duplicates!r}; choose one of: {', '.join(DUPLICATE_RULES)}")
     if on_bad_row not in ("error", "drop"):

@@ -29,10 +29,15 @@ def kd_to_pkd(kd: float | Sequence[float] | np.ndarray, unit: str = "M") -> floa
     return float(pkd) if scalar else pkd
 
 
-def _checked_kd(kd, unit: str) -> tuple[np.ndarray, bool]:
-    """`kd` as a float64 array (in `unit`) and whether it was a scalar; raises on an unknown unit or a bad KD."""
+def check_kd_unit(unit: str) -> None:
+    """Raise a `ValueError` listing `KD_UNITS` for a unit not among them."""
     if unit not in KD_UNITS:
         raise ValueError(f"unknown KD unit {unit!r}; choose one of: {', '.join(KD_UNITS)}")
+
+
+def _checked_kd(kd, unit: str) -> tuple[np.ndarray, bool]:
+    """`kd` as a float64 array (in `unit`) and whether it was a scalar; raises on an unknown unit or a bad KD."""
+    check_kd_unit(unit)
     values = to_numpy(kd, np.float64)
     scalar = values.ndim == 0
     bad = ~(np.isfinite(values) & (values > 0))
