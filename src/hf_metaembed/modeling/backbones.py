@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import cached_file
 
 from .backbone_families import backbone_family
+from .safe_files import find_file
 
 
 def backbone_class(config: PreTrainedConfig) -> type[PreTrainedModel]:
@@ -46,11 +46,15 @@ class BackboneNotFoundError(OSError):
     """A backbone name or path that cannot be found locally or reached on the Hub."""
 
 
+def looks_local(name: str) -> bool:
+    """A Hub id is "name" or "owner/name"; anything else (or an existing folder) is a local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.isdir(os.path.expanduser(name))
+
+
 def load_backbone_config(name: str, revision: str | None = None, index: int = 0, **kwargs) -> PreTrainedConfig:
     """Load one backbone's config, turning "not found" into an error that names the backbone and the fix."""
-    # a Hub id is "name" or "owner/name"; anything else is a folder, and a missing folder needs no network check
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_local and not os.path.isdir(os.path.expanduser(name)):
+    # a missing folder needs no network check
+    if looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
         raise BackboneNotFoundError(f"backbone {index} {name!r}: no such folder; pass an existing local folder")
     try:
         return AutoConfig.from_pretrained(name, revision=revision, **kwargs)
@@ -122,18 +126,9 @@ _LEGACY_POOLING_KEYS = {
 
 def _json_file(name: str, filename: str, revision: str | None) -> dict | list | None:
     """A JSON file of a model folder or Hub repo, None if it has none (nothing is downloaded but that file)."""
-    folder = os.path.expanduser(name)
-    if os.path.isdir(folder):
-        path = os.path.join(folder, filename)
-        path = path if os.path.isfile(path) else None
-    else:
-        path = cached_file(
-            name,
-            filename,
-            revision=revision,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-        )
+    path = find_file(
+        os.path.expanduser(name), filename, revision=revision, _raise_exceptions_for_connection_errors=False
+    )
     if path is None:
         return None
     with open(path, encoding="utf-8") as handle:

@@ -9,36 +9,23 @@ import os
 
 import torch
 from transformers import PreTrainedModel
-from transformers.utils import cached_file, logging
+from transformers.utils import logging
 
-from .backbones import BackboneNotFoundError, build_backbone, load_backbone
+from .backbones import BackboneNotFoundError, build_backbone, load_backbone, looks_local
 from .configuration_metaembed import MetaEmbedConfig, backbone_hidden_size, backbone_num_layers
-from .safe_files import PICKLE_WEIGHTS, SAFE_WEIGHTS, BackboneMismatchError, weights_sha256
+from .safe_files import PICKLE_WEIGHTS, SAFE_WEIGHTS, BackboneMismatchError, find_file, weights_sha256
 
 logger = logging.get_logger(__name__)
 
 
-def _looks_local(name: str) -> bool:
-    """A Hub id is "name" or "owner/name"; anything else (or an existing folder) is a local path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.isdir(os.path.expanduser(name))
-
-
 def _has_only_pickle_weights(name: str, revision: str | None) -> bool:
     """Whether the backbone at `name` has pickle weights and no safetensors (looked up without downloading)."""
-    if _looks_local(name):
-        folder = os.path.expanduser(name)
-        has = lambda filename: os.path.isfile(os.path.join(folder, filename))  # noqa: E731
-    else:
 
-        def has(filename: str) -> bool:
-            found = cached_file(
-                name,
-                filename,
-                revision=revision,
-                _raise_exceptions_for_missing_entries=False,
-                _raise_exceptions_for_connection_errors=False,
-            )
-            return found is not None
+    def has(filename: str) -> bool:
+        found = find_file(
+            os.path.expanduser(name), filename, revision=revision, _raise_exceptions_for_connection_errors=False
+        )
+        return found is not None
 
     return not has(SAFE_WEIGHTS) and any(has(filename) for filename in PICKLE_WEIGHTS)
 
@@ -51,7 +38,7 @@ def load_backbone_safely(
     A missing folder names the absolute path looked at plus `how_to_point` (the backbone-free loader's
     `backbone_paths` hint); a backbone with only pickle weights names `allow_pickle=True`, and only then.
     """
-    if how_to_point and _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+    if how_to_point and looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
         where = os.path.abspath(os.path.expanduser(name))
         raise BackboneNotFoundError(
             f"backbone {index} ({name}) was not found: there is no folder {where}; {how_to_point}"

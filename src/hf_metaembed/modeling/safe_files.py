@@ -225,6 +225,15 @@ def safetensors_shapes(path: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def find_file(source: str, filename: str, **hub_kwargs) -> str | None:
+    """The path of `filename` in the folder `source`, or in the local cache of the Hub repo `source` (downloading that
+    file only); None when it has no such file. `hub_kwargs` go to `cached_file` (`revision`, `token`, ...)."""
+    if os.path.isdir(source):
+        path = os.path.join(source, filename)
+        return path if os.path.isfile(path) else None
+    return cached_file(source, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+
+
 def checkpoint_shapes(
     pretrained_model_name_or_path: str | os.PathLike, allow_pickle: bool, hub_kwargs: dict
 ) -> dict[str, tuple[int, ...]] | None:
@@ -235,17 +244,10 @@ def checkpoint_shapes(
     check without unpickling). None is also returned when there are no weights at all (transformers then says so).
     """
     source = os.fspath(pretrained_model_name_or_path)
-
-    def find(filename: str) -> str | None:
-        if os.path.isdir(source):
-            path = os.path.join(source, filename)
-            return path if os.path.isfile(path) else None
-        return cached_file(source, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-
-    single = find(SAFE_WEIGHTS)
+    single = find_file(source, SAFE_WEIGHTS, **hub_kwargs)
     if single is not None:
         return safetensors_shapes(single)
-    index = find(SAFE_WEIGHTS_INDEX)
+    index = find_file(source, SAFE_WEIGHTS_INDEX, **hub_kwargs)
     if index is not None:
         try:
             with open(index, encoding="utf-8") as handle:
@@ -256,7 +258,7 @@ def checkpoint_shapes(
             ) from None
         shapes = {}
         for shard in sorted(set(weight_map.values())):
-            path = find(shard)
+            path = find_file(source, shard, **hub_kwargs)
             if path is None:
                 raise CorruptedWeightsError(f"{index} names the shard {shard}, which is missing; save the model again")
             shapes.update(safetensors_shapes(path))
