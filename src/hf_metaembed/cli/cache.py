@@ -20,9 +20,8 @@ from ..distributed import launched_rank
 from ..io.records import INPUT_FORMATS, TABLE_FORMATS, detect_input_format, read_records, read_rows, records_to_inputs
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
-from .embed import add_max_tokens_argument
 from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, one_line
-from .loading import load_saved_model, processor_for, saved_model_type, torch_device
+from .loading import add_max_tokens_argument, load_saved_model, processor_for, saved_model_type, torch_device
 
 CACHE_SUBCOMMANDS = ("build", "inspect")
 

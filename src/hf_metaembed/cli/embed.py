@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..batching import DEFAULT_MAX_TOKENS, autocast, feature_rows, move_to_device, plan_batches, sample_token_lengths
+from ..batching import autocast, feature_rows, move_to_device, plan_batches, sample_token_lengths
 from ..distributed import Workers, current_workers
 from ..io.embedding_parts import EmbeddingParts
 from ..io.embeddings import EMBEDDING_INDEX_NAME, EmbeddingShardWriter, write_npy, write_npz
@@ -38,7 +38,16 @@ from ..io.records import (
     read_records,
 )
 from .errors import EXIT_OK, UsageError, check_positive
-from .loading import batches, check_model_folder, encode, load_processor, progress, saved_architecture, torch_device
+from .loading import (
+    add_max_tokens_argument,
+    batches,
+    check_model_folder,
+    encode,
+    load_processor,
+    progress,
+    saved_architecture,
+    torch_device,
+)
 
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,30 +145,6 @@ def _validate_input(args, processor, items: Iterator, architecture: str, show: b
     if count == 0:
         raise InputError(f"{Path(args.input).name} holds no records")
     return count
-
-
-def add_max_tokens_argument(parser: argparse.ArgumentParser, inputs: str) -> None:
-    """`--max-tokens` (embed and cache build): the token budget `inputs` (records, segments) are batched within."""
-    parser.add_argument(
-        "--max-tokens",
-        type=max_tokens_argument,
-        default=DEFAULT_MAX_TOKENS,
-        help=f"padded tokens per backbone pass, one number or one per backbone (a,b); {inputs} run longest first in "
-        f"batches within this budget, which bounds peak memory (default: {DEFAULT_MAX_TOKENS})",
-    )
-
-
-def max_tokens_argument(text: str) -> int | list[int]:
-    """`--max-tokens`: one positive number (every backbone), or one per backbone joined by commas."""
-    try:
-        budgets = [int(part) for part in text.split(",")]
-    except ValueError:
-        budgets = []
-    if not budgets or any(budget < 1 for budget in budgets):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a token budget: give one positive number, or one per backbone (e.g. 4096,2048)"
-        )
-    return budgets[0] if len(budgets) == 1 else budgets
 
 
 def _check_budget(max_tokens: int | list[int], num_backbones: int) -> None:

@@ -2,6 +2,7 @@
 records encoded batch by batch with errors that name the record. One home for every command (`embed`, `train`,
 `evaluate`, `cache`)."""
 
+import argparse
 import json
 import os
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..batching import DEFAULT_MAX_TOKENS
 from ..io.records import InputError, PairRecord, Record
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
@@ -157,6 +159,30 @@ def encode(
             except (ValueError, TypeError) as error:
                 raise _record_error(record, error, side_columns) from error
         raise batch_error
+
+
+def add_max_tokens_argument(parser: argparse.ArgumentParser, inputs: str) -> None:
+    """`--max-tokens` (embed and cache build): the token budget `inputs` (records, segments) are batched within."""
+    parser.add_argument(
+        "--max-tokens",
+        type=max_tokens_argument,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"padded tokens per backbone pass, one number or one per backbone (a,b); {inputs} run longest first in "
+        f"batches within this budget, which bounds peak memory (default: {DEFAULT_MAX_TOKENS})",
+    )
+
+
+def max_tokens_argument(text: str) -> int | list[int]:
+    """`--max-tokens`: one positive number (every backbone), or one per backbone joined by commas."""
+    try:
+        budgets = [int(part) for part in text.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or any(budget < 1 for budget in budgets):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a token budget: give one positive number, or one per backbone (e.g. 4096,2048)"
+        )
+    return budgets[0] if len(budgets) == 1 else budgets
 
 
 def batches(items: Iterable, size: int) -> Iterator[list]:
