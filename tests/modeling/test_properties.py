@@ -17,7 +17,7 @@ from hf_metaembed import (
     MetaEmbedProcessor,
     list_fusions,
 )
-from hf_metaembed.modeling.processing_metaembed import EXTRA_RESIDUES, STANDARD_RESIDUES
+from hf_metaembed.modeling.tokenization_metaembed import EXTRA_RESIDUES, STANDARD_RESIDUES
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_RESIDUES = 16

@@ -19,7 +19,7 @@ from transformers.utils import cached_file
 from .backbone_families import backbone_family
 from .backbones import infer_unit_type, load_backbone_config, sentence_transformers_settings
 from .feature_rows import collate_labels, feature_rows, label_of, sample_row, sample_segments
-from .pairing import PAIRINGS, layout_segments
+from .pairing import PAIRINGS
 from .processing_options import (
     CALL_OPTIONS,
     RETURN_TENSORS,
@@ -30,13 +30,11 @@ from .processing_options import (
     round_up,
 )
 from .safe_files import staged_save
+from .segments import as_list, input_segments
 from .tokenization_metaembed import (
-    EXTRA_RESIDUES,
     PROTEIN_LETTERS,
-    STANDARD_RESIDUES,
     BackboneTokenization,
-    is_residue,
-    looks_like_text,
+    normalise_item,
     token_limit,
 )
 
@@ -232,45 +230,6 @@ class MetaEmbedProcessor:
     def is_protein(self) -> bool:
         return "residue" in self.unit_types
 
-    def _normalise(self, item, sample: int, where: str, counts: dict, unknown_residues: str) -> dict[str, object]:
-        """Per unit type, the chain as the backbones of that type read it (residue string or word list)."""
-        if not isinstance(item, str):
-            raise TypeError(f"sample {sample}{where}: expected a string, got {type(item).__name__} ({item!r:.40})")
-        if not item.strip():
-            raise ValueError(f"sample {sample}{where}: the sequence is empty or whitespace only; remove the sample")
-        try:
-            item.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise ValueError(
-                f"sample {sample}{where}: character {error.start} ({item[error.start]!r}) is a lone surrogate, not "
-                "valid Unicode; decode the input file properly (e.g. errors='replace')"
-            ) from None
-        read = {}
-        if "residue" in self.unit_types:
-            if looks_like_text(item):
-                raise ValueError(
-                    f"sample {sample}{where}: this looks like text, not a protein ({item!r:.40}): words of different "
-                    "lengths between spaces. This processor's backbones read residues: pass amino-acid sequences "
-                    "(spaces may separate single residues, or equal blocks as UniProt prints them; if this is a "
-                    "protein, remove its spaces), or use text backbones for text"
-                )
-            residues = "".join(item.split())
-            # only ASCII letters are upper-cased: str.upper() would turn "ß" into "SS", two valid residues
-            bad = sorted({letter for letter in residues if not is_residue(letter)})
-            if bad:
-                if unknown_residues == "error":
-                    raise ValueError(
-                        f"sample {sample}{where}: {bad} are not amino-acid letters (allowed: "
-                        f"{STANDARD_RESIDUES} and {EXTRA_RESIDUES}, either case); fix the sequence, or pass "
-                        "unknown_residues='x' to read them as X"
-                    )
-                counts["mapped_to_x"] = counts.get("mapped_to_x", 0) + sum(not is_residue(r) for r in residues)
-                residues = "".join(r if is_residue(r) else "X" for r in residues)
-            read["residue"] = residues.upper()
-        if "word" in self.unit_types:
-            read["word"] = item.split()
-        return read
-
     # ---------------------------------------------------------------- encoding
 
     def _limit(self, index: int, options: "EncodingOptions") -> int | None:
@@ -349,49 +308,6 @@ class MetaEmbedProcessor:
         stats["truncated_units"] = stats.get("truncated_units", 0) + total - sum(len(chain[kind]) for chain in kept)
         return kept
 
-    def _segments(self, sequences, ligand, receptor, architecture: str) -> list[list[tuple[int, list]]]:
-        """Per sample, its segments as (side, chains), laid out as the architecture's `layout` says."""
-        if sequences is not None:
-            if ligand is not None or receptor is not None:
-                raise ValueError("pass either `sequences` or `ligand`/`receptor`, not both")
-            if isinstance(sequences, str):
-                sequences = [sequences]
-            sequences = _as_list(sequences, "sequences")
-            if PAIRINGS.get_class(architecture).is_pair:
-                example = f" ({str(sequences[0])!r:.30})" if len(sequences) else ""
-                raise ValueError(
-                    f"sample 0 is a plain sequence{example} but architecture {architecture!r} "
-                    "compares two sides: call the processor with ligand=[[chain, ...], ...] and "
-                    "receptor=[[chain, ...], ...]"
-                )
-            return [[(0, [sequence])] for sequence in sequences]
-        if ligand is None or receptor is None:
-            raise ValueError("pass `sequences`, or both `ligand` and `receptor`")
-        if not PAIRINGS.get_class(architecture).is_pair:
-            raise ValueError(
-                "sample 0 is a ligand/receptor complex but architecture 'single' reads plain sequences: call the "
-                "processor with a list of sequences, or use a pair architecture (sc, ec, hp, pad) for complexes"
-            )
-        ligand, receptor = _as_list(ligand, "ligand"), _as_list(receptor, "receptor")
-        if len(ligand) != len(receptor):
-            missing = "receptor" if len(ligand) > len(receptor) else "ligand"
-            raise ValueError(
-                f"ligand lists {len(ligand)} complexes but receptor lists {len(receptor)}: sample "
-                f"{min(len(ligand), len(receptor))} has no {missing}; give one of each per sample"
-            )
-        samples = []
-        for index, sides in enumerate(zip(ligand, receptor)):
-            for side, chains in zip(("ligand", "receptor"), sides):
-                if isinstance(chains, str) or not isinstance(chains, Sequence):
-                    raise ValueError(
-                        f"sample {index}: the {side} must be a list of chain strings, got {type(chains).__name__} "
-                        f"({chains!r:.30}); wrap a single chain as [chain]"
-                    )
-                if not chains:
-                    raise ValueError(f"sample {index}: the {side} has no chains; every side needs at least one chain")
-            samples.append(layout_segments(list(sides[0]), list(sides[1]), architecture))
-        return samples
-
     def encode_segment(
         self,
         chains: Sequence[str],
@@ -435,7 +351,9 @@ class MetaEmbedProcessor:
         )
 
     def _encode_chains(self, chains, sample: int, where: str, stats: dict, options: "EncodingOptions") -> dict:
-        read = [self._normalise(chain, sample, where, stats, options.unknown_residues) for chain in chains]
+        read = [
+            normalise_item(chain, self.unit_types, sample, where, stats, options.unknown_residues) for chain in chains
+        ]
         return self._encode_segment(read, sample, where, stats, options)
 
     @staticmethod
@@ -510,11 +428,11 @@ class MetaEmbedProcessor:
         padding = padding_strategy(padding, return_tensors)
         architecture = architecture or self.architecture
         options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length)
-        samples = self._segments(sequences, ligand, receptor, architecture)
+        samples = input_segments(sequences, ligand, receptor, architecture, PAIRINGS.get_class(architecture))
         if not samples:
             raise ValueError("the batch is empty: pass at least one sequence")
         if labels is not None:
-            labels = _as_list(labels, "labels")
+            labels = as_list(labels, "labels")
             if len(labels) != len(samples):
                 raise ValueError(
                     f"got {len(labels)} labels for {len(samples)} samples; give exactly one label per sample"
@@ -631,13 +549,6 @@ class MetaEmbedProcessor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
-
-
-def _as_list(value, name: str) -> list:
-    """A batch argument as a list; a string or a non-iterable is a `TypeError` that says what to pass."""
-    if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
-        raise TypeError(f"`{name}` must be a list, got {type(value).__name__} ({value!r:.40})")
-    return list(value)
 
 
 class MetaEmbedTokenizers:

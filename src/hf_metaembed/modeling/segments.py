@@ -4,6 +4,8 @@ the index arithmetic that regroups segments by sample and side (no Python loop o
 Model code (copied next to a saved model for `trust_remote_code`): imports torch only.
 """
 
+from collections.abc import Sequence
+
 import torch
 
 SIDE_NAMES = ("ligand", "receptor")
@@ -137,3 +139,56 @@ def join_sides(
     joined_mask = torch.zeros(samples, width, dtype=unit_mask.dtype, device=unit_mask.device)
     joined_mask[joined_sample, joined_position] = 1
     return joined, joined_mask, (segment_of, unit_of, joined_sample, joined_position)
+
+
+def input_segments(sequences, ligand, receptor, architecture: str, pairing: type) -> list[list[tuple[int, list]]]:
+    """Per sample, its segments as `(side, chains)`, laid out as the architecture's `layout` says (`pairing` is its
+    registered class): plain `sequences` for `single`, `ligand`/`receptor` lists of chains for pair architectures.
+    Input of the wrong form is an error naming the sample and what to pass."""
+    if sequences is not None:
+        if ligand is not None or receptor is not None:
+            raise ValueError("pass either `sequences` or `ligand`/`receptor`, not both")
+        if isinstance(sequences, str):
+            sequences = [sequences]
+        sequences = as_list(sequences, "sequences")
+        if pairing.is_pair:
+            example = f" ({str(sequences[0])!r:.30})" if len(sequences) else ""
+            raise ValueError(
+                f"sample 0 is a plain sequence{example} but architecture {architecture!r} "
+                "compares two sides: call the processor with ligand=[[chain, ...], ...] and "
+                "receptor=[[chain, ...], ...]"
+            )
+        return [[(0, [sequence])] for sequence in sequences]
+    if ligand is None or receptor is None:
+        raise ValueError("pass `sequences`, or both `ligand` and `receptor`")
+    if not pairing.is_pair:
+        raise ValueError(
+            "sample 0 is a ligand/receptor complex but architecture 'single' reads plain sequences: call the "
+            "processor with a list of sequences, or use a pair architecture (sc, ec, hp, pad) for complexes"
+        )
+    ligand, receptor = as_list(ligand, "ligand"), as_list(receptor, "receptor")
+    if len(ligand) != len(receptor):
+        missing = "receptor" if len(ligand) > len(receptor) else "ligand"
+        raise ValueError(
+            f"ligand lists {len(ligand)} complexes but receptor lists {len(receptor)}: sample "
+            f"{min(len(ligand), len(receptor))} has no {missing}; give one of each per sample"
+        )
+    samples = []
+    for index, sides in enumerate(zip(ligand, receptor)):
+        for side, chains in zip(("ligand", "receptor"), sides):
+            if isinstance(chains, str) or not isinstance(chains, Sequence):
+                raise ValueError(
+                    f"sample {index}: the {side} must be a list of chain strings, got {type(chains).__name__} "
+                    f"({chains!r:.30}); wrap a single chain as [chain]"
+                )
+            if not chains:
+                raise ValueError(f"sample {index}: the {side} has no chains; every side needs at least one chain")
+        samples.append(segments_of(list(sides[0]), list(sides[1]), pairing.layout))
+    return samples
+
+
+def as_list(value, name: str) -> list:
+    """A batch argument as a list; a string or a non-iterable is a `TypeError` that says what to pass."""
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        raise TypeError(f"`{name}` must be a list, got {type(value).__name__} ({value!r:.40})")
+    return list(value)

@@ -121,3 +121,46 @@ def token_limit(tokenizer, config) -> int | None:
     if isinstance(positions, int) and absolute and not math.isinf(positions):
         limits.append(positions)
     return min(limits) if limits else None
+
+
+def normalise_item(
+    item, unit_types: list[str], sample: int, where: str, counts: dict, unknown_residues: str
+) -> dict[str, object]:
+    """Per unit type in `unit_types`, the chain as the backbones of that type read it (residue string or word list);
+    input that no backbone can read is an error naming the sample (`where`: its side or chain) and the fix."""
+    if not isinstance(item, str):
+        raise TypeError(f"sample {sample}{where}: expected a string, got {type(item).__name__} ({item!r:.40})")
+    if not item.strip():
+        raise ValueError(f"sample {sample}{where}: the sequence is empty or whitespace only; remove the sample")
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"sample {sample}{where}: character {error.start} ({item[error.start]!r}) is a lone surrogate, not "
+            "valid Unicode; decode the input file properly (e.g. errors='replace')"
+        ) from None
+    read = {}
+    if "residue" in unit_types:
+        if looks_like_text(item):
+            raise ValueError(
+                f"sample {sample}{where}: this looks like text, not a protein ({item!r:.40}): words of different "
+                "lengths between spaces. This processor's backbones read residues: pass amino-acid sequences "
+                "(spaces may separate single residues, or equal blocks as UniProt prints them; if this is a "
+                "protein, remove its spaces), or use text backbones for text"
+            )
+        residues = "".join(item.split())
+        # only ASCII letters are upper-cased: str.upper() would turn "ß" into "SS", two valid residues
+        bad = sorted({letter for letter in residues if not is_residue(letter)})
+        if bad:
+            if unknown_residues == "error":
+                raise ValueError(
+                    f"sample {sample}{where}: {bad} are not amino-acid letters (allowed: "
+                    f"{STANDARD_RESIDUES} and {EXTRA_RESIDUES}, either case); fix the sequence, or pass "
+                    "unknown_residues='x' to read them as X"
+                )
+            counts["mapped_to_x"] = counts.get("mapped_to_x", 0) + sum(not is_residue(r) for r in residues)
+            residues = "".join(r if is_residue(r) else "X" for r in residues)
+        read["residue"] = residues.upper()
+    if "word" in unit_types:
+        read["word"] = item.split()
+    return read
