@@ -71,7 +71,7 @@ def measure(args) -> list[dict]:
         for label, dtype, options in (("float32", None, []), ("bfloat16 autocast", torch.bfloat16, ["bf16"])):
             cli_options = ["--device", "cuda", "--max-tokens", str(args.max_tokens)]
             cli_options += ["--autocast", *options] if options else []
-            times = alternated(
+            times, _ = alternated(
                 {
                     "backbones alone": lambda dtype=dtype: raw_loop(
                         backbones, fasta, root / "raw.npy", "cuda", dtype, args.max_tokens

@@ -246,3 +246,19 @@ def test_trainer_evaluates_and_predicts_in_token_budget_batches_in_dataset_order
     budgeted.eval_dataset = dataset
     assert budgeted.evaluate()["eval_loss"] == pytest.approx(expected.metrics["test_loss"], abs=1e-5)
     assert sum(shape[0] for shape in padded) == 21
+
+
+# ---------------------------------------------------------------------------------------------- GPU readiness
+
+
+def test_backbones_run_with_sdpa_attention_where_transformers_supports_it(tiny_backbones_root, tmp_path):
+    """Built by `from_backbones` and rebuilt from a saved config, each backbone uses PyTorch's scaled-dot-product
+    attention (fused, memory-efficient kernels on GPUs and CPUs) when its class supports it."""
+    for family, folder in tiny_backbones_root.items():
+        model = MetaEmbedModel.from_backbones([folder])
+        model.save_pretrained(tmp_path / family)
+        reloaded = MetaEmbedModel.from_pretrained(tmp_path / family)
+        for backbone in (model.backbone_0, reloaded.backbone_0):
+            expected = "sdpa" if getattr(type(backbone), "_supports_sdpa", False) else "eager"
+            assert backbone.config._attn_implementation == expected, family
+    assert {"esm", "bert", "roberta", "prott5", "ankh"} <= set(tiny_backbones_root)

@@ -5,15 +5,15 @@ shards another process finished before a crash are adopted, not recomputed."""
 import csv
 import json
 import os
+import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from launching import LAUNCH_TIMEOUT, LINUX_PROC, TORCHRUN, finish, launch, rank_processes
 
 import hf_metaembed.cache.build as cache_build
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
@@ -21,8 +21,6 @@ from hf_metaembed.cache import FeatureCache, build_feature_cache, segment_key
 from hf_metaembed.cache.store import INDEX_NAME, write_shard
 
 RESIDUES = list("ACDEFGHIKLMNPQRSTVWY")
-LAUNCH_TIMEOUT = 240
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 
 
 def _proteins(count: int, seed: int, low: int = 3, high: int = 60) -> list[str]:
@@ -103,27 +101,12 @@ def _table(path: Path, sequences: list[str]) -> Path:
     return path
 
 
-def _launch(argv: list) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    command = [*TORCHRUN, "-m", "hf_metaembed", *map(str, argv)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-    return process.returncode, out, err
-
-
 def test_two_processes_build_the_single_process_cache(saved_model, model_and_processor, tmp_path):
     model, processor = model_and_processor
     sequences = _proteins(60, seed=2)
     table = _table(tmp_path / "in.csv", sequences)
     argv = ["cache", "build", table, tmp_path / "two", "--model", saved_model, "--max-tokens", 200, "--no-progress"]
-    code, out, err = _finish(_launch(argv))
+    code, out, err = finish(launch(TORCHRUN, argv))
     assert code == 0, err[-3000:]
     assert out.count("cached 60 new segments") == 1  # the main process reports for both
     two = FeatureCache(tmp_path / "two")
@@ -134,55 +117,34 @@ def test_two_processes_build_the_single_process_cache(saved_model, model_and_pro
     two.verify()
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _rank_of(pid: int) -> int | None:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    return next((int(item[5:]) for item in environ if item.startswith(b"RANK=")), None)
-
-
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through Linux /proc")
+@pytest.mark.skipif(not LINUX_PROC, reason="finds the ranks through Linux /proc")
 def test_a_killed_rank_is_resumed_with_every_segment_once(saved_model, model_and_processor, tmp_path):
     model, processor = model_and_processor
     sequences = _proteins(400, seed=3, low=20, high=60)
     table = _table(tmp_path / "in.csv", sequences)
     folder = tmp_path / "cache"
     argv = ["cache", "build", table, folder, "--model", saved_model, "--batch-size", 2, "--no-progress"]
-    process = _launch([*argv, "--shard-size-mb", 0.02])
+    process = launch(TORCHRUN, [*argv, "--shard-size-mb", 0.02])
     killed = None
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     try:
         while time.monotonic() < deadline and process.poll() is None:
             if list(folder.glob("index-rank-1.json")) and len(list(folder.glob("shard-*.safetensors"))) >= 4:
-                killed = {_rank_of(child): child for child in _children(process.pid)}.get(1)
+                killed = rank_processes(process.pid).get(1)
                 break
             time.sleep(0.05)
         assert killed is not None, f"the build ended before a rank could be killed: {process.stderr.read()[-2000:]}"
         os.kill(killed, signal.SIGKILL)
     finally:
-        code, _, err = _finish(process)
+        code, _, err = finish(process)
     assert code != 0
     finished_by_rank_1 = set(json.loads((folder / "index-rank-1.json").read_text()))
     assert finished_by_rank_1
 
-    code, out, err = _finish(_launch(argv))
+    code, out, err = finish(launch(TORCHRUN, argv))
     assert code == 0, err[-3000:]
-    summary = out.strip().splitlines()[-1]
-    assert "0 new segments" not in summary and "400 unique" in summary
+    computed, unique = re.search(r"cached (\d+) new segments .* (\d+) unique", out).groups()
+    assert 0 < int(computed) < 400 and unique == "400"  # the rerun computes only what no process finished
     cache = FeatureCache(folder)
     assert finished_by_rank_1 <= set(cache.shards)  # adopted, not recomputed
     keys = [segment_key([s], processor.unit_types) for s in sequences]

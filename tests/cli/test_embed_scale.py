@@ -6,14 +6,13 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from launching import ACCELERATE, LAUNCH_TIMEOUT, LINUX_PROC, TORCHRUN, finish, launch, rank_processes
 
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.cli import main
@@ -22,7 +21,6 @@ from hf_metaembed.io.embedding_parts import PARTS_FOLDER
 from hf_metaembed.io.embeddings import EMBEDDING_INDEX_NAME, load_embeddings
 
 RESIDUES = list("ACDEFGHIKLMNPQRSTVWY")
-LAUNCH_TIMEOUT = 240
 
 
 def _proteins(count: int, seed: int, low: int = 3, high: int = 60) -> list[str]:
@@ -51,32 +49,6 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def _launch(launcher: list[str], argv: list, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.Popen(
-        [*launcher, "-m", "hf_metaembed", *map(str, argv)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
-ACCELERATE += ["--mixed_precision", "no", "--dynamo_backend", "no", "--cpu"]
-
-
-def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-    return process.returncode, out, err
-
-
 @pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate"])
 def test_two_processes_give_the_single_process_output(launcher, two_backbone_model, tmp_path, capsys):
     sequences = _proteins(45, seed=1)
@@ -86,7 +58,7 @@ def test_two_processes_give_the_single_process_output(launcher, two_backbone_mod
     code, _, err = _run(capsys, "embed", fasta, "-o", tmp_path / "one.npz", *options)
     assert code == EXIT_OK, err
 
-    code, out, err = _finish(_launch(launcher, ["embed", fasta, "-o", tmp_path / "two.npz", *options]))
+    code, out, err = finish(launch(launcher, ["embed", fasta, "-o", tmp_path / "two.npz", *options]))
     assert code == 0, err[-3000:]
     assert out.count("wrote 45 embeddings") == 1  # the main process reports, once
     one, two = load_embeddings(tmp_path / "one.npz"), load_embeddings(tmp_path / "two.npz")
@@ -97,61 +69,35 @@ def test_two_processes_give_the_single_process_output(launcher, two_backbone_mod
     assert not (tmp_path / "two.npz.parts").exists()
 
 
-def _children(pid: int) -> list[int]:
-    """Process ids whose parent is `pid` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _rank_of(pid: int) -> int | None:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    for item in environ:
-        if item.startswith(b"RANK="):
-            return int(item[5:])
-    return None
-
-
 def _records_in_shards(folder: Path) -> int:
     index = folder / EMBEDDING_INDEX_NAME
     return json.loads(index.read_text())["records"] if index.exists() else 0
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through Linux /proc")
+@pytest.mark.skipif(not LINUX_PROC, reason="finds the ranks through Linux /proc")
 def test_a_killed_rank_is_resumed_with_every_id_exactly_once(two_backbone_model, tmp_path, capsys):
     sequences = _proteins(600, seed=2, low=20, high=60)
     fasta = _fasta(tmp_path / "in.fasta", sequences)
     output = tmp_path / "out"
     options = ["--model", two_backbone_model, "--shard-size", 20, "--batch-size", 4, "--no-progress"]
-    process = _launch(TORCHRUN, ["embed", fasta, "-o", output, *options])
+    process = launch(TORCHRUN, ["embed", fasta, "-o", output, *options])
     killed = None
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     try:
         while time.monotonic() < deadline and process.poll() is None:
             if output.is_dir() and _records_in_shards(output) >= 40:
-                ranks = {_rank_of(child): child for child in _children(process.pid)}
-                killed = ranks.get(1)
+                killed = rank_processes(process.pid).get(1)
                 break
             time.sleep(0.05)
         assert killed is not None, f"the run ended before a rank could be killed: {process.stderr.read()[-2000:]}"
         os.kill(killed, signal.SIGKILL)
     finally:
-        code, _, err = _finish(process)
+        code, _, err = finish(process)
     assert code != 0  # the launcher stops the other rank when one dies
     index = json.loads((output / EMBEDDING_INDEX_NAME).read_text())
     assert not index["complete"] and index["records"] < 600
 
-    code, out, err = _finish(_launch(TORCHRUN, ["embed", fasta, "-o", output, *options]))
+    code, out, err = finish(launch(TORCHRUN, ["embed", fasta, "-o", output, *options]))
     assert code == 0, err[-3000:]
     result = load_embeddings(output)
     assert result["ids"].tolist() == [f"p{i}" for i in range(600)]  # each id exactly once, in input order

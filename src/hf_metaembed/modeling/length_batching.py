@@ -18,9 +18,11 @@ import torch
 
 from .feature_rows import sample_segments
 
-# Padded tokens per backbone pass. Measured on 2 CPU threads with an ESM-2-8M-shaped backbone over 400 proteins of
-# 30-1000 residues (benchmarks/RESULTS.md, "Embedding throughput"); on a GPU, raise it until memory is full.
-DEFAULT_MAX_TOKENS = 4096
+# Padded tokens per backbone pass. Chosen by measurement (benchmarks/RESULTS.md, "Throughput of hf-metaembed embed"):
+# on 2 CPU threads, an ESM-2-8M-shaped backbone over 400 proteins of 30-1000 residues runs as fast at 2,048 as at
+# 4,096-16,384, while peak memory grows with the budget (about 70 kB per token for that backbone). On a GPU, raise it
+# until memory is full.
+DEFAULT_MAX_TOKENS = 2048
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -154,7 +154,7 @@ class MetaEmbedPipelineMixin:
 
     def _sanitize_parameters(self, max_tokens=None, autocast: str | None = None, **kwargs):
         """The options of every MetaEmbed pipeline, then the task's own (`_task_parameters`): `max_tokens`, padded
-        tokens per backbone pass when a list is read with `batch_size` > 1 (default 4096); `autocast`, `"bf16"` or
+        tokens per backbone pass when a list is read with `batch_size` > 1 (default 2048); `autocast`, `"bf16"` or
         `"fp16"` to compute in lower precision (outputs stay float32)."""
         preprocess_params, forward_params, postprocess_params = self._task_parameters(**kwargs)
         forward_params = dict(forward_params)
