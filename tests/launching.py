@@ -8,8 +8,9 @@ from pathlib import Path
 
 LAUNCH_TIMEOUT = 240
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
-ACCELERATE += ["--mixed_precision", "no", "--dynamo_backend", "no", "--cpu"]
+# accelerate's `--cpu` starts a single process; `--multi_gpu` starts torchrun's processes, on CPUs too (gloo)
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+ACCELERATE += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def launch(launcher: list[str], argv: list) -> subprocess.Popen:

@@ -60,7 +60,7 @@ def test_two_processes_give_the_single_process_output(launcher, two_backbone_mod
 
     code, out, err = finish(launch(launcher, ["embed", fasta, "-o", tmp_path / "two.npz", *options]))
     assert code == 0, err[-3000:]
-    assert out.count("wrote 45 embeddings") == 1  # the main process reports, once
+    assert out.count("wrote 45 embeddings") == 1 and "(2 processes)" in out  # the main process reports, once
     one, two = load_embeddings(tmp_path / "one.npz"), load_embeddings(tmp_path / "two.npz")
     assert two["ids"].tolist() == [f"p{i}" for i in range(45)]
     np.testing.assert_allclose(two["embeddings"], one["embeddings"], atol=1e-5)
@@ -99,6 +99,7 @@ def test_a_killed_rank_is_resumed_with_every_id_exactly_once(two_backbone_model,
 
     code, out, err = finish(launch(TORCHRUN, ["embed", fasta, "-o", output, *options]))
     assert code == 0, err[-3000:]
+    assert "wrote 600 embeddings" in out and "(2 processes)" in out
     result = load_embeddings(output)
     assert result["ids"].tolist() == [f"p{i}" for i in range(600)]  # each id exactly once, in input order
     assert not (output / PARTS_FOLDER).exists()

@@ -264,7 +264,8 @@ def run_embed(args) -> int:
         write_npz(work_folder, output)
     if kind != "folder" and not args.keep_shards:
         shutil.rmtree(work_folder)
-    print(f"wrote {writer.records_done} embeddings of dimension {writer.index['dim']} to {output}")
+    processes = f" ({workers.world_size} processes)" if workers.world_size > 1 else ""
+    print(f"wrote {writer.records_done} embeddings of dimension {writer.index['dim']} to {output}{processes}")
     return EXIT_OK
 
 
