@@ -26,12 +26,13 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers.utils import cached_file, logging
+from transformers.utils import logging
 
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
 from ..modeling.pipeline_metaembed import AUTO_CLASSES, custom_pipelines
 from ..modeling.processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
+from ..modeling.safe_files import find_file
 
 logger = logging.get_logger(__name__)
 
@@ -365,14 +366,13 @@ def _saved_processor(model) -> MetaEmbedProcessor | None:
     """The processor saved beside the model's weights (in the folder or Hub repo it was loaded from), or None with a
     warning that the upload will hold no tokenizers."""
     source = str(getattr(model, "name_or_path", "") or "")
-    if source:
-        try:
-            cached_file(source, PROCESSOR_CONFIG_NAME)
-        except OSError:
-            pass
-        else:
-            logger.info(f"push_to_hub: uploading the processor saved in {source}")
-            return MetaEmbedProcessor.from_pretrained(source)
+    try:
+        found = find_file(source, PROCESSOR_CONFIG_NAME) if source else None
+    except OSError:  # a Hub id that cannot be reached (offline, unknown repo) holds no processor we can read
+        found = None
+    if found is not None:
+        logger.info(f"push_to_hub: uploading the processor saved in {source}")
+        return MetaEmbedProcessor.from_pretrained(source)
     logger.warning(
         "push_to_hub without processor=, and none is saved where the model was loaded from: the repo will hold no "
         "tokenizers, so AutoProcessor.from_pretrained(repo_id) will fail; pass processor=processor to upload it too"
