@@ -309,19 +309,19 @@ class MetaEmbedConfig(PreTrainedConfig):
         preset = kwargs.pop("preset", None)  # applied once, never stored: the settings it chose are
         if preset is not None:
             _check_choice(preset, tuple(PRESETS), "preset")
+            declared = type(self).__dataclass_fields__
             for field, value in PRESETS[preset].items():
-                if field in ("pooling", "unit_encoder", "head", "loss"):
-                    if getattr(self, field) == type(self).__dataclass_fields__[field].default:
-                        setattr(self, field, value)
-                else:
+                if field not in declared:  # a block's setting: arrives in kwargs when given explicitly
                     kwargs.setdefault(field, value)
+                elif getattr(self, field) == declared[field].default:  # a declared field left at its default
+                    setattr(self, field, value)
         if self.head == "convbert":  # release 0.1's name for a linear head over ConvBERT-refined units
             self.head = "linear"
             self.unit_encoder = "convbert"
         for field, default in block_config_fields().items():
             kwargs.setdefault(field, default)
         if self.pooling is None:
-            self.pooling = PAIRINGS.check(self.architecture) and PAIRINGS[self.architecture].default_pooling
+            self.pooling = PAIRINGS.get_class(self.architecture).default_pooling
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs) -> "MetaEmbedConfig":
