@@ -251,7 +251,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--skip-reload-check", action="store_true", help="skip the trust_remote_code reload check")
     _common(demo)
     demo.set_defaults(handler=run_demo)
+    _serve_and_export_commands(subparsers)
     return parser
+
+
+def _serve_and_export_commands(subparsers) -> None:
+    """`serve` and `export onnx`; their modules import torch, FastAPI and onnx only when the command runs."""
+    from .export import add_export_onnx_arguments, run_export_onnx
+    from .serve import add_serve_arguments, run_serve
+
+    serve = _subparser(
+        subparsers,
+        "serve",
+        "serve a saved model over HTTP (OpenAI /v1/embeddings, /embed, /predict)",
+        "Serve a saved MetaEmbed model over HTTP (FastAPI on uvicorn): POST /v1/embeddings (OpenAI format),\n"
+        "/embed and /predict; GET /health, /ready and /metrics (Prometheus). Concurrent requests are batched\n"
+        "together within the token budget; a full queue answers 503 with Retry-After. SIGTERM finishes the\n"
+        "requests in flight.\n"
+        "Needs: pip install 'hf_metaembed[serve]'",
+    )
+    add_serve_arguments(serve)
+    _common(serve)
+    serve.set_defaults(handler=run_serve)
+    export = _subparser(subparsers, "export", "export a saved model (onnx)", "Export a saved MetaEmbed model.")
+    formats = export.add_subparsers(dest="export_format", metavar="{onnx}", required=True)
+    onnx = _subparser(
+        formats,
+        "onnx",
+        "the whole fused graph as one ONNX model, checked with onnxruntime",
+        "Export every backbone, the alignment, fusion, pooling and head as one ONNX model with dynamic batch and\n"
+        "length axes (model.onnx), the processor files beside it, and check it with onnxruntime against torch\n"
+        "(the largest difference is printed). Needs: pip install 'hf_metaembed[export]'",
+    )
+    add_export_onnx_arguments(onnx)
+    onnx.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
+    onnx.set_defaults(handler=run_export_onnx)
 
 
 # ---------------------------------------------------------------------------------------------- main
