@@ -131,6 +131,21 @@ def _new_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _compare_command(subparsers) -> None:
+    """`compare`; its module imports only the standard library until the command runs."""
+    from .compare import COMPARE_DESCRIPTION, add_compare_arguments, run_compare
+
+    compare = _subparser(
+        subparsers,
+        "compare",
+        "does fusing help? each fusion against each backbone alone, with intervals",
+        COMPARE_DESCRIPTION,
+    )
+    add_compare_arguments(compare)
+    _common(compare)
+    compare.set_defaults(handler=run_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `hf-metaembed` argument parser with all subcommands."""
     from .. import __version__
@@ -251,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--skip-reload-check", action="store_true", help="skip the trust_remote_code reload check")
     _common(demo)
     demo.set_defaults(handler=run_demo)
+    _compare_command(subparsers)
     _serve_and_export_commands(subparsers)
     return parser
 
