@@ -23,6 +23,7 @@ import base64
 import hmac
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -370,6 +371,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 "predict": engine.has_head,
                 "device": str(engine.device),
                 "dtype": settings.dtype,
+                "pid": os.getpid(),  # which worker answered (--workers N)
             }
         )
 
