@@ -257,11 +257,17 @@ class Comparison:
                     records = [_Complex(lig, rec) for lig, rec in zip(self.inputs["ligand"], self.inputs["receptor"])]
                 splits = identity_splits(records, identity=identity, seed=seed)
             else:
-                splits = kfold_splits(self.labels, folds or 5, seed, stratify=self.task == "classification")
-            check_labels_in_splits(splits, self.labels, self.task)
+                splits = kfold_splits(self._named_labels(), folds or 5, seed, stratify=self.task == "classification")
+            check_labels_in_splits(splits, self._named_labels(), self.task)
         except SplitError as error:
             raise ComparisonError(str(error)) from None
         return splits
+
+    def _named_labels(self) -> list:
+        """Class names (classification) or numbers, as errors should show them."""
+        if self.class_names is None:
+            return self.labels
+        return [self.class_names[label] for label in self.labels]
 
     # ------------------------------------------------------------------------------------------ protocol
 

@@ -86,7 +86,7 @@ def kfold_splits(labels: Sequence, folds: int, seed: int = 0, stratify: bool = T
     if stratify:
         values, counts = np.unique(np.asarray(labels), return_counts=True)
         if counts.min() < folds:
-            rare = values[counts.argmin()]
+            rare = values[counts.argmin()].item()
             raise SplitError(
                 f"class {rare!r} has {counts.min()} items, fewer than the {folds} folds: every fold's test part "
                 f"needs one; use --folds {max(3, int(counts.min()))} or fewer, or add items of that class"
@@ -169,8 +169,8 @@ def check_labels_in_splits(splits: Splits, labels: Sequence, task: str) -> None:
         present = np.unique(values[train])
         if len(present) < 2:
             raise SplitError(
-                f"fold {number}: every training label is {present[0]!r}; classification needs two or more classes "
-                "in each training part"
+                f"fold {number}: every training label is {present[0].item()!r}; classification needs two or more "
+                "classes in each training part"
             )
 
 
