@@ -32,15 +32,15 @@ from .grid import (
     build_grid,
     check_architectures,
     check_fusions,
-    check_layer_ranges,
     check_layers,
     check_poolings,
     is_fitted_fusion,
 )
+from .reading import read_backbones_once
 from .report import markdown_table, write_reports
 from .splits import SplitError, Splits, check_labels_in_splits, column_splits, identity_splits, kfold_splits
-from .statistics import DEFAULT_METRIC, check_metric, task_metrics
-from .summary import summarise
+from .statistics import DEFAULT_METRIC, check_metric
+from .summary import run_rows, summarise
 from .training import Budget, CellSkipped, RunContext, run_cell
 
 PROTOCOL_FILE = "protocol.json"
@@ -308,75 +308,6 @@ class Comparison:
         remove_leftover_temporaries(runs)
         return _digest(protocol)
 
-    # ------------------------------------------------------------------------------------------ reading
-
-    def _build_cache(self) -> tuple[dict, list[int], dict]:
-        """Load the backbones, check layer indices, read each backbone once into the cache.
-
-        Returns:
-            The reading config (a dict), each backbone's number of hidden states, and the cache summary with the
-            backbone forward counts.
-        """
-        from ..cache import build_feature_cache
-        from ..modeling.configuration_metaembed import backbone_num_layers
-        from ..modeling.modeling_metaembed import MetaEmbedModel
-        from ..modeling.processing_metaembed import MetaEmbedProcessor
-
-        stacked = self.layers != ["last"]
-        settings = {"layers": ["mix" if stacked else "last"] * len(self.backbones), **self.reader_settings}
-        try:
-            reader = MetaEmbedModel.from_backbones(self.backbones, **settings)
-        except (OSError, ValueError) as error:
-            raise ComparisonError(f"cannot load the backbones: {error}") from None
-        hidden_states = [
-            backbone_num_layers(reader.config.get_backbone_config(i)) + 1 for i in range(len(self.backbones))
-        ]
-        try:
-            check_layer_ranges(self.layers, hidden_states, self.names)
-        except ValueError as error:
-            raise ComparisonError(str(error)) from None
-        processor_settings = {"truncation": True} if self.truncation else {}
-        processor = MetaEmbedProcessor.from_backbones(self.backbones, **processor_settings)
-        if self.device:
-            reader.to(self.device)
-        calls, segments = [0] * len(self.backbones), [0] * len(self.backbones)
-
-        def counter(index):
-            def count(module, args, kwargs):
-                ids = kwargs.get("input_ids", args[0] if args else None)
-                calls[index] += 1
-                segments[index] += int(ids.shape[0]) if ids is not None else 0
-
-            return count
-
-        hooks = [
-            backbone.register_forward_pre_hook(counter(i), with_kwargs=True)
-            for i, backbone in enumerate(reader.backbones)
-        ]
-        try:
-            cache = build_feature_cache(
-                reader,
-                processor,
-                self.cache_dir,
-                **self.inputs,
-                architecture=self.architectures,
-                progress=self.progress,
-            )
-        except ValueError as error:
-            raise ComparisonError(f"reading the data failed: {error}") from None
-        finally:
-            for hook in hooks:
-                hook.remove()
-        config = reader.config.to_dict()
-        del reader
-        summary = dict(cache.build_summary or {})
-        summary.update(
-            path=str(self.cache_dir),
-            backbone_forward_calls=dict(zip(self.names, calls)),
-            backbone_segments_read=dict(zip(self.names, segments)),
-        )
-        return config, hidden_states, summary
-
     # ------------------------------------------------------------------------------------------ runs
 
     def _run_path(self, cell: Cell, seed: int) -> Path:
@@ -401,7 +332,22 @@ class Comparison:
 
         protocol = self._open_output()
         skipped = self._skipped_upfront()
-        config, hidden_states, cache_summary = self._build_cache()
+        try:
+            reading = read_backbones_once(
+                self.backbones,
+                self.names,
+                self.inputs,
+                self.architectures,
+                self.layers,
+                self.cache_dir,
+                reader_settings=self.reader_settings,
+                truncation=self.truncation,
+                device=self.device,
+                progress=self.progress,
+            )
+        except ValueError as error:
+            raise ComparisonError(str(error)) from None
+        config, hidden_states, cache_summary = reading.config, reading.hidden_states, reading.summary
         threads = torch.get_num_threads() if self.jobs == 1 else max(1, torch.get_num_threads() // self.jobs)
         context = RunContext(
             cache_dir=str(self.cache_dir),
@@ -496,25 +442,7 @@ class Comparison:
         )
         if not rows:
             raise ComparisonError("no cell could run; see the skipped cells' reasons")
-        runs = []
-        metrics = task_metrics(self.task)
-        from .statistics import METRICS
-
-        for cell, cell_records in records.items():
-            for record in cell_records:
-                predictions = np.asarray(record["predictions"])
-                entry = {
-                    "cell": cell.label(self.names),
-                    "fusion": "alone" if cell.alone else cell.fusion,
-                    "layer": cell.layer,
-                    "pooling": cell.pooling or "default",
-                    "architecture": cell.architecture,
-                    "seed": record["seed"],
-                    **{name: float(METRICS[name](predictions, test_labels)) for name in metrics},
-                }
-                for key in ("epochs", "best_epochs", "seconds", "split_digest", "backbone_forward_calls"):
-                    entry[key] = record[key]
-                runs.append(entry)
+        runs = run_rows(records, test_labels, self.task, self.names)
         skipped_list = [{"cell": f"{c.label(self.names)} ({c.fusion})", "reason": r} for c, r in skipped.items()]
         summary = {
             "task": self.task,

@@ -4,7 +4,7 @@ metric of the task, and the paired test of each fusion against the best single b
 import numpy as np
 
 from .grid import Cell
-from .statistics import LOWER_IS_BETTER, bootstrap_interval, paired_test, per_seed_values, task_metrics
+from .statistics import LOWER_IS_BETTER, METRICS, bootstrap_interval, paired_test, per_seed_values, task_metrics
 
 
 def _better(metric: str, a: float, b: float) -> bool:
@@ -102,4 +102,26 @@ def summarise(
     return rows
 
 
-__all__ = ["cell_predictions", "summarise"]
+def run_rows(records: dict[Cell, list[dict]], labels: np.ndarray, task: str, names: list[str]) -> list[dict]:
+    """One row per (cell, seed) run: the cell's settings, every metric of the task on its test predictions, and the
+    run's epochs, seconds, split digest and backbone forward calls."""
+    rows = []
+    for cell, cell_records in records.items():
+        for record in cell_records:
+            predictions = np.asarray(record["predictions"])
+            row = {
+                "cell": cell.label(names),
+                "fusion": "alone" if cell.alone else cell.fusion,
+                "layer": cell.layer,
+                "pooling": cell.pooling or "default",
+                "architecture": cell.architecture,
+                "seed": record["seed"],
+                **{name: float(METRICS[name](predictions, labels)) for name in task_metrics(task)},
+            }
+            for key in ("epochs", "best_epochs", "seconds", "split_digest", "backbone_forward_calls"):
+                row[key] = record[key]
+            rows.append(row)
+    return rows
+
+
+__all__ = ["cell_predictions", "run_rows", "summarise"]
