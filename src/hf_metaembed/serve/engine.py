@@ -157,7 +157,7 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ rows -> results
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def run_batch(self, jobs: list[Job]) -> list[dict[str, Any]]:
         """Run one batch; per job `{"embedding": (dim,) float32 tensor}` plus, when the job asked, `unit_embeddings`
         and `fusion_weights` per segment (`[{"side", "unit_embeddings" (units, dim), "fusion_weights" (units,
