@@ -17,13 +17,12 @@ from ..cache.lock import CacheLockedError
 from ..cache.segments import pair_architectures
 from ..cache.store import INDEX_NAME
 from ..distributed import launched_rank
-from ..io.records import INPUT_FORMATS, TABLE_FORMATS, detect_input_format, read_records, read_rows, records_to_inputs
+from ..io.records import TABLE_FORMATS, detect_input_format, read_records, read_rows, records_to_inputs
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, one_line
-from .loading import add_max_tokens_argument, load_saved_model, processor_for, saved_model_type, torch_device
-
-CACHE_SUBCOMMANDS = ("build", "inspect")
+from .loading import load_saved_model, processor_for, saved_model_type, torch_device
+from .options import CACHE_SUBCOMMANDS, add_cache_arguments, add_inspect_arguments, with_default_cache_subcommand
 
 # the cache library's hints name Python arguments; a command-line user gets the flag that does the same
 _PYTHON_TO_CLI = (
@@ -150,71 +149,6 @@ def build_cache_from_file(
 
 
 # ---------------------------------------------------------------------------------------------- arguments
-
-
-def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of `hf-metaembed cache build` to `parser`; run with `run_cache_command`."""
-    parser.add_argument("input", help="FASTA, text (one sequence per line), CSV, TSV or JSONL file; optionally .gz")
-    parser.add_argument("output_dir", help="cache folder (resumed when it already holds this model's cache)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a MetaEmbed model folder saved with save_pretrained")
-    source.add_argument("--backbones", nargs="+", help="backbone Hub ids or local folders")
-    parser.add_argument("--layers", nargs="+", help="with --backbones: layer per backbone ('last', an index, 'mix')")
-    parser.add_argument("--level", default="unit", choices=["unit", "sequence"], help="with --backbones")
-    parser.add_argument("--subword-pooling", default="mean", choices=["mean", "first"], help="with --backbones")
-    parser.add_argument("--pooling", default="mean", help="with --backbones and --level sequence: mean or max")
-    parser.add_argument("--dtype", help="with --backbones: load them in this torch dtype (e.g. float16)")
-    parser.add_argument("--architecture", nargs="+", help="architecture(s) whose segments to cache (single, sc, ...)")
-    parser.add_argument(
-        "--input-format", choices=list(INPUT_FORMATS), help="input format (default: from the file suffix)"
-    )
-    parser.add_argument(
-        "--column",
-        "--sequence-column",
-        dest="column",
-        help="CSV column / JSONL field with plain sequences (default: sequence; --sequence-column is an alias)",
-    )
-    parser.add_argument(
-        "--ligand-column",
-        "--ligand-columns",
-        dest="ligand_columns",
-        nargs="+",
-        help="column(s) holding the ligand chains, e.g. 'Ligand Sequences'",
-    )
-    parser.add_argument(
-        "--receptor-column",
-        "--receptor-columns",
-        dest="receptor_columns",
-        nargs="+",
-        help="column(s) holding the receptor chains, e.g. 'Receptor Sequences'",
-    )
-    parser.add_argument("--chain-separator", default=",", help="separator of several chains in one cell (default: ,)")
-    parser.add_argument("--batch-size", type=int, default=64, help="segments per backbone pass at most (default: 64)")
-    add_max_tokens_argument(parser, "segments")
-    parser.add_argument("--shard-size-mb", type=float, default=256.0, help="approximate size of each shard")
-    parser.add_argument("--device", help="device to run the backbones on: cpu, cuda, cuda:1, ... (default: cpu)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a cache built for another model")
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        help="seconds to wait while another build writes to OUTPUT_DIR (0: fail at once; default: wait until free)",
-    )
-    return parser
-
-
-def add_inspect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of `hf-metaembed cache inspect` to `parser`; run with `run_inspect_command`."""
-    parser.add_argument("cache_dir", help="a cache folder built by `hf-metaembed cache build`")
-    parser.add_argument("--verify", action="store_true", help="check every shard's sha256 against the index")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    return parser
-
-
-def with_default_cache_subcommand(argv: list[str]) -> list[str]:
-    """`cache INPUT OUTPUT ...` (the form before `cache build` existed) as `cache build INPUT OUTPUT ...`."""
-    if len(argv) >= 2 and argv[0] == "cache" and argv[1] not in (*CACHE_SUBCOMMANDS, "-h", "--help"):
-        return ["cache", "build", *argv[1:]]
-    return argv
 
 
 def _cli_hint(message: str) -> str:

@@ -39,7 +39,6 @@ from ..io.records import (
 )
 from .errors import EXIT_OK, UsageError, check_positive
 from .loading import (
-    add_max_tokens_argument,
     batches,
     check_model_folder,
     encode,
@@ -48,30 +47,6 @@ from .loading import (
     saved_architecture,
     torch_device,
 )
-
-
-def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    """The batching, output and device arguments of `hf-metaembed embed` (input, model and column arguments are the
-    parser's, shared with the other commands); run with `run_embed`."""
-    add_max_tokens_argument(parser, "records")
-    parser.add_argument("--batch-size", type=int, default=64, help="records per batch at most (default: 64)")
-    parser.add_argument(
-        "--shard-size", type=int, default=1000, help="records per output shard; bounds memory (default: 1000)"
-    )
-    parser.add_argument(
-        "--autocast", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision (default: fp32)"
-    )
-    parser.add_argument(
-        "--fusion-weights", action="store_true", help="also store each unit's backbone weights (not with .npy)"
-    )
-    parser.add_argument("--truncation", action="store_true", help="cut sequences longer than a backbone accepts")
-    parser.add_argument("--overwrite", action="store_true", help="discard an existing output instead of resuming")
-    parser.add_argument("--keep-shards", action="store_true", help="keep the shard folder after writing .npy/.npz")
-    parser.add_argument(
-        "--max-batches", type=int, help="stop after this many batches (per process), keeping the results"
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-
 
 # ---------------------------------------------------------------------------------------------- reading records
 

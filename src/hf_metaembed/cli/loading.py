@@ -2,8 +2,6 @@
 records encoded batch by batch with errors that name the record. One home for every command (`embed`, `train`,
 `evaluate`, `cache`)."""
 
-import argparse
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -11,51 +9,13 @@ from pathlib import Path
 
 import torch
 
-from ..batching import DEFAULT_MAX_TOKENS
 from ..io.records import InputError, PairRecord, Record
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import UsageError, one_line
-
-PROCESSOR_FILE = "processor_config.json"
-
-
-def saved_model_type(folder: str | os.PathLike) -> str | None:
-    """The `model_type` in `folder/config.json`, or None when `folder` holds no config.json (e.g. a Hub id)."""
-    config_path = Path(folder) / "config.json"
-    if not config_path.is_file():
-        return None
-    try:
-        return json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {str(config_path)!r}: {error}") from None
-
-
-def saved_architecture(folder: str | os.PathLike) -> str:
-    """The pair architecture in a checked model folder's config.json (`single` when unset), read without loading."""
-    try:
-        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("architecture", "single")
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the config.json of {str(folder)!r}: {error}") from None
-
-
-def check_model_folder(folder: str | os.PathLike, require_processor: bool = True) -> Path:
-    """`folder` as a path, after checking it holds a saved MetaEmbed model (and, if required, its processor)."""
-    path = Path(folder)
-    if not path.is_dir():
-        raise UsageError(f"model folder {str(folder)!r} does not exist; pass a folder written by save_pretrained")
-    if not (path / "config.json").is_file():
-        raise UsageError(f"{str(folder)!r} has no config.json; pass a folder written by model.save_pretrained")
-    model_type = saved_model_type(path)
-    if model_type != "metaembed":
-        raise UsageError(
-            f"{str(folder)!r} holds a {model_type!r} model, not a MetaEmbed model; build one with "
-            "`hf-metaembed train --backbones ...` or MetaEmbedModel.from_backbones(...).save_pretrained(folder)"
-        )
-    if require_processor and not (path / PROCESSOR_FILE).is_file():
-        raise UsageError(f"{str(folder)!r} has no {PROCESSOR_FILE}; save it with processor.save_pretrained(folder)")
-    return path
+from .folders import PROCESSOR_FILE, check_model_folder, saved_architecture, saved_model_type
+from .options import add_max_tokens_argument, max_tokens_argument
 
 
 def processor_for(config: MetaEmbedConfig) -> MetaEmbedProcessor:
@@ -161,30 +121,6 @@ def encode(
         raise batch_error
 
 
-def add_max_tokens_argument(parser: argparse.ArgumentParser, inputs: str) -> None:
-    """`--max-tokens` (embed and cache build): the token budget `inputs` (records, segments) are batched within."""
-    parser.add_argument(
-        "--max-tokens",
-        type=max_tokens_argument,
-        default=DEFAULT_MAX_TOKENS,
-        help=f"padded tokens per backbone pass, one number or one per backbone (a,b); {inputs} run longest first in "
-        f"batches within this budget, which bounds peak memory (default: {DEFAULT_MAX_TOKENS})",
-    )
-
-
-def max_tokens_argument(text: str) -> int | list[int]:
-    """`--max-tokens`: one positive number (every backbone), or one per backbone joined by commas."""
-    try:
-        budgets = [int(part) for part in text.split(",")]
-    except ValueError:
-        budgets = []
-    if not budgets or any(budget < 1 for budget in budgets):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a token budget: give one positive number, or one per backbone (e.g. 4096,2048)"
-        )
-    return budgets[0] if len(budgets) == 1 else budgets
-
-
 def batches(items: Iterable, size: int) -> Iterator[list]:
     """Consecutive lists of `size` items (the last one shorter), read lazily from `items`."""
     batch = []
@@ -205,11 +141,14 @@ def progress(total: int | None, description: str, disable: bool, initial: int = 
 
 
 __all__ = [
+    "PROCESSOR_FILE",
+    "add_max_tokens_argument",
     "batches",
     "check_model_folder",
     "encode",
     "load_processor",
     "load_saved_model",
+    "max_tokens_argument",
     "processor_for",
     "progress",
     "saved_architecture",

@@ -1,35 +1,25 @@
-"""`hf-metaembed`: embed sequence files, train and evaluate MetaEmbed models, build the feature cache, run the demo.
+"""`hf-metaembed`: embed sequence files, build, train and evaluate MetaEmbed models, build the feature cache, run the
+demo.
 
-This module holds the parser and the dispatch; each subcommand lives in its own module (`embed`, `train`, `cache`,
-`demo`). Every subcommand prints one-line errors (a traceback only with `--debug`) and exits with a code scripts can
-rely on (`errors.EXIT_CODES`). `Trainer`, tqdm and the demo's plotting are imported only by the commands using them.
+This module holds the parser and the dispatch; each subcommand lives in its own module (`embed`, `build`, `train`,
+`cache`, `demo`, ...). The parser imports neither torch nor transformers: `--help`, `--version` and argument errors
+(an unknown flag, a missing input file or model folder) answer at once. A subcommand's module is imported only when
+that command runs: `set_defaults(handler="module:function")` names it (a function object works too, for modules that
+are themselves light). Names of registered blocks (fusions, architectures, ...) are checked when the command runs,
+against the registries, so a block registered from a user's module is accepted like a built-in one. Every subcommand
+prints one-line errors (a traceback only with `--debug`) and exits with a code scripts can rely on
+(`errors.EXIT_CODES`).
 """
 
 import argparse
 import contextlib
+import importlib
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from ..data.ppb_affinity import DUPLICATE_RULES
-from ..integrations.metrics import LABEL_TRANSFORMS
-from ..io.records import INPUT_FORMATS
-from ..modeling.configuration_metaembed import PRESETS
-from ..modeling.fusion import list_fusions
-from ..modeling.heads import list_heads
-from ..modeling.losses import list_losses
-from ..modeling.pairing import list_architectures
-from ..modeling.pooling import list_poolings
-from ..modeling.unit_encoders import list_unit_encoders
-from .cache import (
-    add_cache_arguments,
-    add_inspect_arguments,
-    run_cache_command,
-    run_inspect_command,
-    with_default_cache_subcommand,
-)
-from .demo import run_demo
-from .embed import add_embed_arguments, run_embed
+from ..io.records import INPUT_FORMATS, InputError
 from .errors import (
     DEMO_EXTRA_HINT,
     EXIT_CODES,
@@ -39,7 +29,15 @@ from .errors import (
     exit_code,
     one_line,
 )
-from .train import run_evaluate, run_train
+from .folders import check_model_folder
+from .options import (
+    add_cache_arguments,
+    add_embed_arguments,
+    add_inspect_arguments,
+    add_new_model_arguments,
+    add_processor_arguments,
+    with_default_cache_subcommand,
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +79,6 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default="label", help="column or field with the labels (default: label)")
     parser.add_argument(
         "--label-transform",
-        choices=list(LABEL_TRANSFORMS),
         help="labels are dissociation constants (e.g. column 'KD(M)'): pkd trains on -log10 KD; reference on the "
         "study's |log10(KD + 1e-10)| (for comparison with published figures only); implies --task regression",
     )
@@ -95,40 +92,20 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duplicates",
         default="keep",
-        choices=list(DUPLICATE_RULES),
-        help="with --label-transform: how rows of the same complex merge ('reference' is the study's rule: the best "
-        "affinity method's mean KD; default: keep, no merging)",
+        help="with --label-transform: how rows of the same complex merge: reference (the study's rule: the best "
+        "affinity method's mean KD), median, mean, first or keep (default: keep, no merging)",
     )
     parser.add_argument(
         "--task",
         choices=["auto", "classification", "regression"],
         default="auto",
         help="auto: regression when every label is a number and one is not an integer, classification when they "
-        "are integers or names; a blank, 'nan' or non-numeric label among numbers is an error",
+        "are integers or when every label is a name; a blank or 'nan' label, or numbers mixed with names, is an "
+        "error (pass --task to say which is meant)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="samples per batch (default: 16)")
-    parser.add_argument("--truncation", action="store_true", help="cut sequences longer than a backbone accepts")
+    add_processor_arguments(parser)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-
-
-def _new_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Settings of a model built from --backbones (MetaEmbedConfig fields; unset ones keep the config's defaults)."""
-    group = parser.add_argument_group("new model (with --backbones; a saved --model keeps its own settings)")
-    group.add_argument("--fusion", help=f"one of {', '.join(list_fusions())} (default: dme)")
-    group.add_argument("--level", choices=["unit", "sequence"], help="fusion level (default: unit)")
-    group.add_argument(
-        "--architecture",
-        help=f"one of {', '.join(list_architectures())} (default: single; complexes need a pair architecture)",
-    )
-    group.add_argument("--preset", choices=list(PRESETS), help="paper: the study's reference settings in one flag")
-    group.add_argument("--unit-encoder", help=f"one of {', '.join(list_unit_encoders())} (default: none)")
-    group.add_argument(
-        "--pooling", help=f"one of {', '.join(list_poolings())} (default: the architecture's, attention for pairs)"
-    )
-    group.add_argument("--head", help=f"one of {', '.join(list_heads())} (default: linear)")
-    group.add_argument(
-        "--loss", help=f"regression loss, one of {', '.join(list_losses())} (default: mse; also for a saved --model)"
-    )
 
 
 def _compare_command(subparsers) -> None:
@@ -152,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="hf-metaembed",
-        description="Fuse several pretrained encoders with meta-embeddings: embed, train, evaluate, cache, demo.",
+        description="Fuse several pretrained encoders with meta-embeddings: embed, build, train, evaluate, cache, "
+        "demo.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -162,20 +140,57 @@ def build_parser() -> argparse.ArgumentParser:
     embed = _subparser(
         subparsers,
         "embed",
-        "embed the sequences of a file with a saved MetaEmbed model",
-        "Embed every sequence of a FASTA, CSV, TSV, JSONL or text file (one per line) with a saved MetaEmbed model,\n"
-        "in batches, streaming input and output so memory does not grow with the number of sequences.\n\n"
+        "embed the sequences of a file with a saved MetaEmbed model, or with backbones",
+        "Embed every sequence of a FASTA, CSV, TSV, JSONL or text file (one per line) with a saved MetaEmbed model\n"
+        "(--model) or with a model built from backbones on the spot (--backbones A,B --fusion concat), in batches,\n"
+        "streaming input and output so memory does not grow with the number of sequences.\n\n"
         "OUTPUT is a folder of safetensors shards with index.json (default), a .npy file (the embeddings only, rows\n"
         "in input order) or a .npz file (embeddings, ids and, with --fusion-weights, fusion_weights and num_units).\n"
-        "Results are written shard by shard, atomically; an interrupted run resumes when the same command is rerun.",
+        "Work in progress is written to OUTPUT.partial/, shard by shard, atomically, and becomes OUTPUT when every\n"
+        "record is done; an interrupted run resumes when the same command is rerun. A rerun of a finished run\n"
+        "leaves OUTPUT as it is and says so; --overwrite computes it again.\n\n"
+        "A model built from --backbones is untrained: concat and average fusions need no training, the others\n"
+        "(dme, ...) start from random projections (seeded with --seed); to reuse one, save it with\n"
+        "`hf-metaembed build`.",
     )
     embed.add_argument("input", help="sequence file (.fasta/.fa, .csv, .tsv, .jsonl, .txt; optionally .gz)")
-    embed.add_argument("--model", required=True, help="folder of a saved MetaEmbed model and its processor")
+    source = embed.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="folder of a saved MetaEmbed model and its processor")
+    source.add_argument("--backbones", help="comma-separated backbone folders or Hub ids to build a model from")
     embed.add_argument("-o", "--output", required=True, help="output folder, or a .npy / .npz file")
     _input_arguments(embed)
     add_embed_arguments(embed)  # batching (--max-tokens), output, precision and device
+    add_processor_arguments(embed)
+    add_new_model_arguments(embed)
     _common(embed)
-    embed.set_defaults(handler=run_embed)
+    embed.set_defaults(handler="embed:run_embed")
+
+    build = _subparser(
+        subparsers,
+        "build",
+        "save an untrained MetaEmbed model and processor over backbones",
+        "Build a MetaEmbed model over the backbones named with --backbones and save it, with its processor, to\n"
+        "OUTPUT: a folder that embed, cache, train and evaluate take as --model, and that loads anywhere with\n"
+        "AutoModel.from_pretrained(OUTPUT, trust_remote_code=True). The fusion and head are untrained (concat and\n"
+        "average fusions need no training); --num-labels adds a sequence classification or regression head.",
+    )
+    build.add_argument("--backbones", required=True, help="comma-separated backbone folders or Hub ids")
+    build.add_argument("-o", "--output", required=True, help="folder to save the model and processor in")
+    build.add_argument(
+        "--num-labels",
+        type=int,
+        help="add a sequence head with this many outputs (classes, or numbers with --problem-type regression)",
+    )
+    build.add_argument(
+        "--problem-type",
+        choices=["regression", "single_label_classification", "multi_label_classification"],
+        help="the head's task, with --num-labels (default: regression for 1 output, classification otherwise)",
+    )
+    build.add_argument("--overwrite", action="store_true", help="replace a model already saved in OUTPUT")
+    add_new_model_arguments(build, "every setting is saved with the model")
+    add_processor_arguments(build, truncation=False)
+    _common(build)
+    build.set_defaults(handler="build:run_build")
 
     train = _subparser(
         subparsers,
@@ -183,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tune fusion and head on a labelled CSV/JSONL file",
         "Train a MetaEmbed sequence classifier or regressor with transformers' Trainer on a labelled CSV, TSV or\n"
         "JSONL file, starting from a saved model (--model) or from backbones (--backbones a,b --fusion dme).\n"
-        "The trained model and processor are saved to --output-dir; metrics are printed as JSON on stdout.",
+        "The trained model and processor are saved to --output-dir (a folder that already holds a saved model,\n"
+        "the --model folder included, is replaced only with --overwrite); metrics are printed as JSON on stdout.",
     )
     train.add_argument("data", help="training file (.csv, .tsv, .jsonl)")
     source = train.add_mutually_exclusive_group(required=True)
@@ -191,15 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--backbones", help="comma-separated backbone folders or Hub ids to build a new model")
     train.add_argument("--eval-data", help="evaluation file, scored after every epoch")
     train.add_argument("--output-dir", required=True, help="folder for the trained model and processor")
+    train.add_argument("--overwrite", action="store_true", help="replace a model already saved in --output-dir")
     _input_arguments(train)
     _training_arguments(train)
-    _new_model_arguments(train)
+    add_new_model_arguments(train)
     train.add_argument("--epochs", type=float, default=3.0, help="training epochs (default: 3)")
     train.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default: 0)")
-    train.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     _common(train)
-    train.set_defaults(handler=run_train)
+    train.set_defaults(handler="train:run_train")
 
     evaluate = _subparser(
         subparsers,
@@ -214,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _input_arguments(evaluate)
     _training_arguments(evaluate)
     _common(evaluate)
-    evaluate.set_defaults(handler=run_evaluate)
+    evaluate.set_defaults(handler="train:run_evaluate")
 
     cache = _subparser(
         subparsers,
@@ -224,18 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
         "`hf-metaembed cache INPUT OUTPUT ...` is short for `hf-metaembed cache build INPUT OUTPUT ...`.",
     )
     cache_commands = cache.add_subparsers(dest="cache_command", metavar="{build,inspect}", required=True)
-    build = _subparser(
+    cache_build = _subparser(
         cache_commands,
         "build",
         "build (or resume) a cache from a FASTA, text, CSV, TSV or JSONL file",
         "Build (or resume) the backbone feature cache of the sequences or complexes in a FASTA, text, CSV, TSV or\n"
-        "JSONL file, for a saved MetaEmbed model (--model) or for backbones (--backbones): each frozen backbone runs\n"
-        "once per unique segment, and training then reads the cached states (see hf_metaembed.cache). One build\n"
-        "writes to a folder at a time: a second one waits for it (or gives up after --lock-timeout seconds).",
+        "JSONL file, for a saved MetaEmbed model (--model) or for backbones (--backbones A,B): each frozen backbone\n"
+        "runs once per unique segment, and training then reads the cached states (see hf_metaembed.cache). One\n"
+        "build writes to a folder at a time: a second one waits for it (or gives up after --lock-timeout seconds).",
     )
-    add_cache_arguments(build)
-    _common(build)
-    build.set_defaults(handler=run_cache_command)
+    add_cache_arguments(cache_build)
+    _common(cache_build)
+    cache_build.set_defaults(handler="cache:run_cache_command")
     inspect = _subparser(
         cache_commands,
         "inspect",
@@ -245,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_inspect_arguments(inspect)
     inspect.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
-    inspect.set_defaults(handler=run_inspect_command)
+    inspect.set_defaults(handler="cache:run_inspect_command")
 
     demo = _subparser(
         subparsers,
@@ -265,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--skip-reload-check", action="store_true", help="skip the trust_remote_code reload check")
     _common(demo)
-    demo.set_defaults(handler=run_demo)
+    demo.set_defaults(handler="demo:run_demo")
     _compare_command(subparsers)
     _serve_and_export_commands(subparsers)
     return parser
@@ -351,22 +367,49 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _handler(target: str | Callable) -> Callable:
+    """The function a subcommand runs: `"module:function"` of this package, imported now, or a function."""
+    if callable(target):
+        return target
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(f".{module}", __package__), function)
+
+
+# positional and option arguments that name an input file: checked before the command's module (and torch) loads
+_INPUT_FILES = ("input", "data", "eval_data")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked without torch before a command runs: its input files exist, its --model folder holds a
+    saved MetaEmbed model, counts are positive."""
+    for name in _INPUT_FILES:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not Path(value).exists():
+            raise InputError(f"input file {value!r} does not exist")
+    model = getattr(args, "model", None)
+    if isinstance(model, str) and args.command in ("embed", "train", "evaluate"):
+        check_model_folder(model)
+    for name in ("batch_size", "shard_size", "max_batches", "threads", "num_labels", "window_size"):
+        check_positive(getattr(args, name, None), "--" + name.replace("_", "-"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hf-metaembed` console script; returns the exit code (see `EXIT_CODES`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(with_default_cache_subcommand(argv))
-    with _quiet_libraries(args.debug):
-        try:
-            with _torch_threads(getattr(args, "threads", None)):
-                return args.handler(args)
-        except KeyboardInterrupt:
-            print(f"hf-metaembed {args.command}: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except Exception as error:
-            if args.debug:
-                raise
-            print(error_message(args.command, error), file=sys.stderr)
-            return exit_code(error)
+    try:
+        check_arguments(args)
+        handler = _handler(args.handler)
+        with _quiet_libraries(args.debug), _torch_threads(getattr(args, "threads", None)):
+            return handler(args)
+    except KeyboardInterrupt:
+        print(f"hf-metaembed {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.debug:
+            raise
+        print(error_message(args.command, error), file=sys.stderr)
+        return exit_code(error)
 
 
 if __name__ == "__main__":

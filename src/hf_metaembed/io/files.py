@@ -3,7 +3,8 @@
 A writer never leaves a half-written file under the final name: it writes a temporary file in the same folder, flushes
 it to disk, `os.replace`s it into place and flushes the folder entry, so a crash leaves the previous version (or
 nothing) behind. Whole model folders are saved the same way by the bundle's `safe_files.staged_save`; both flush
-folders with its `_fsync_folder`, so crash-safe writing has one set of primitives.
+folders with its `_fsync_folder`, so crash-safe writing has one set of primitives. Importing this module loads
+neither torch nor transformers (the command line parses its arguments without them).
 
 Not model code: the cache, the CLI and the demo use it; the model files never import it.
 """
@@ -17,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..modeling.safe_files import _fsync_folder
 from .records import InputError
 
 
@@ -37,6 +37,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    from ..modeling.safe_files import _fsync_folder  # here, not at the top: `hf-metaembed --help` never loads torch
+
     _fsync_folder(path.parent)
 
 
