@@ -323,6 +323,14 @@ def _trace(module: ExportableMetaEmbed, batch: dict[str, torch.Tensor], path: Pa
         ) from error
 
 
+def _external_data(path: Path) -> bool:
+    """Whether the exported graph keeps its weights in files beside it (models past protobuf's 2 GB)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in graph.initializer)
+
+
 def _check_onnx_packages() -> None:
     for package in ("onnx", "onnxruntime"):
         try:
@@ -414,7 +422,9 @@ def export_onnx(
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process first, logged on the root logger
         try:
-            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(path), str(quantized), weight_type=QuantType.QInt8, use_external_data_format=_external_data(path)
+            )
         finally:
             root.setLevel(level)
         produced = _session(quantized).run(

@@ -80,9 +80,11 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def stop(self) -> None:
-        """Finish every input already queued, then stop the loop and the model thread."""
-        while self.depth > 0:
+    async def stop(self, timeout: float = 60.0) -> None:
+        """Finish every input already queued (for at most `timeout` seconds), then stop the loop and the model
+        thread."""
+        deadline = time.monotonic() + timeout
+        while self.depth > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -136,36 +138,46 @@ class DynamicBatcher:
         return taken
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             taken = await self._gather()
             live = [item for item in taken if not item.future.cancelled()]  # a client that left is not computed
             self.depth -= len(taken) - len(live)
-            if not live:
-                continue
-            plan = plan_batches(
-                [item.lengths for item in live], self.budgets, self.max_batch_size, [item.segments for item in live]
-            )
-            for batch in plan:
-                items = [live[i] for i in batch]
-                started = time.monotonic()
-                try:
-                    results = await loop.run_in_executor(self._executor, self.run_batch, [i.job for i in items])
-                except Exception as error:  # the requests of this batch answer 500; the server goes on
-                    results = [error] * len(items)
-                elapsed = time.monotonic() - started
-                self.seconds_per_input = 0.8 * self.seconds_per_input + 0.2 * elapsed / len(items)
-                if self.on_batch is not None:
-                    segments = sum(item.segments for item in items)
-                    self.on_batch(len(items), segments * max(max(item.lengths) for item in items))
-                for item, result in zip(items, results):
-                    self.depth -= 1
-                    if item.future.cancelled():
-                        continue
-                    if isinstance(result, Exception):
-                        item.future.set_exception(result)
-                    else:
-                        item.future.set_result(result)
+            try:
+                await self._run(live)
+            except Exception as error:  # never leave a request waiting: what is unanswered gets the error
+                for item in live:
+                    if not item.future.done():
+                        self.depth -= 1
+                        item.future.set_exception(error)
+
+    async def _run(self, live: list[_Waiting]) -> None:
+        """Plan the taken inputs into token-budget batches and run them one by one, answering each batch's inputs as
+        soon as it is done."""
+        if not live:
+            return
+        loop = asyncio.get_running_loop()
+        segments = [item.segments for item in live]
+        plan = plan_batches([item.lengths for item in live], self.budgets, self.max_batch_size, segments)
+        for batch in plan:
+            items = [live[i] for i in batch]
+            started = time.monotonic()
+            try:
+                results = await loop.run_in_executor(self._executor, self.run_batch, [i.job for i in items])
+            except Exception as error:  # the requests of this batch answer 500; the server goes on
+                results = [error] * len(items)
+            elapsed = time.monotonic() - started
+            self.seconds_per_input = 0.8 * self.seconds_per_input + 0.2 * elapsed / len(items)
+            if self.on_batch is not None:
+                count = sum(item.segments for item in items)
+                self.on_batch(len(items), count * max(max(item.lengths) for item in items))
+            for item, result in zip(items, results):
+                self.depth -= 1
+                if item.future.done():  # cancelled: the client left
+                    continue
+                if isinstance(result, Exception):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
 
 
 __all__ = ["DynamicBatcher", "QueueFull"]
