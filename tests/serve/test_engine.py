@@ -99,3 +99,14 @@ def test_serve_refuses_bad_options_before_starting(tmp_path, pair_folder, capsys
         assert "--device cuda" in capsys.readouterr().err
     assert main(["serve", "--model", pair_folder, "--workers", "0"]) == 2
     assert "--workers must be a positive integer" in capsys.readouterr().err
+
+
+def test_bfloat16_engine_runs_in_bfloat16_and_stays_close(engine, pair_folder):
+    low = Engine(ServeSettings(model=pair_folder, device="cpu", dtype="bfloat16"))
+    assert next(low.model.parameters()).dtype == torch.bfloat16
+    rows = low.encode(COMPLEXES)
+    got = np.stack([result["embedding"].numpy() for result in low.run_batch([Job(row) for row in rows])])
+    want = np.stack([result["embedding"].numpy() for result in engine.run_batch([Job(row) for row in rows])])
+    assert got.dtype == np.float32
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() > 0.98
