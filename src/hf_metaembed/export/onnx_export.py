@@ -342,20 +342,10 @@ def _check_onnx_packages() -> None:
 def load_for_export(folder: str | os.PathLike):
     """`(model, processor)` of a saved MetaEmbed folder, the model built as the class it was saved as, in float32 eval
     mode on the CPU."""
-    from ..modeling.modeling_metaembed import (
-        MetaEmbedForSequenceClassification,
-        MetaEmbedForTokenClassification,
-        MetaEmbedModel,
-    )
     from ..modeling.processing_metaembed import MetaEmbedProcessor
+    from ..serve.engine import saved_model_class
 
-    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    classes = {
-        "MetaEmbedForSequenceClassification": MetaEmbedForSequenceClassification,
-        "MetaEmbedForTokenClassification": MetaEmbedForTokenClassification,
-    }
-    model_class = next((classes[name] for name in config.get("architectures") or [] if name in classes), None)
-    model = (model_class or MetaEmbedModel).from_pretrained(str(folder), dtype=torch.float32).eval()
+    model = saved_model_class(folder).from_pretrained(str(folder), dtype=torch.float32).eval()
     return model, MetaEmbedProcessor.from_pretrained(str(folder))
 
 
