@@ -110,3 +110,11 @@ def test_bfloat16_engine_runs_in_bfloat16_and_stays_close(engine, pair_folder):
     assert got.dtype == np.float32
     cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cosine.min() > 0.98
+
+
+def test_serve_names_a_hub_id_it_cannot_reach_offline(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["serve", "--model", "nobody-here/no-such-metaembed-model"]) == 2
+    message = capsys.readouterr().err
+    assert "'nobody-here/no-such-metaembed-model' is neither a local folder nor a reachable Hub repo" in message
+    assert "HF_HUB_OFFLINE=1" in message

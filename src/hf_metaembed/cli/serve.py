@@ -14,7 +14,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     from ..serve.settings import API_KEY_ENV, DTYPES, ServeSettings
 
     defaults = ServeSettings(model=".")
-    parser.add_argument("--model", required=True, help="folder of a saved MetaEmbed model and its processor")
+    parser.add_argument(
+        "--model", required=True, help="folder (or Hub id) of a saved MetaEmbed model and its processor"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes, each loading the model once")
@@ -82,6 +84,30 @@ def _max_tokens(text: str) -> int | list[int]:
     return max_tokens_argument(text)
 
 
+def _local_folder(model: str) -> str:
+    """`model` itself when it is a local path; for a Hub id (`owner/name`), its snapshot in the Hub cache, downloaded
+    once (every worker then reads the same files)."""
+    from ..modeling.backbones import looks_local
+    from .errors import UsageError
+
+    if looks_local(model) or os.path.exists(model):
+        return model
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(model)
+    except Exception as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = (
+            "download it once without HF_HUB_OFFLINE=1, or pass a local folder"
+            if offline
+            else ("check the name, or pass a local folder written by save_pretrained")
+        )
+        raise UsageError(
+            f"--model {model!r} is neither a local folder nor a reachable Hub repo: {hint} ({error})"
+        ) from None
+
+
 def run_serve(args) -> int:
     """`hf-metaembed serve`: check the model folder and the options (exit code 2 on a problem), then serve until
     SIGTERM or Ctrl-C."""
@@ -94,14 +120,16 @@ def run_serve(args) -> int:
         check_positive(getattr(args, name), "--" + name.replace("_", "-"))
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be from 1 to 65535, got {args.port}")
-    folder = check_model_folder(args.model)
+    local = _local_folder(args.model)
+    folder = check_model_folder(local)
+    hub_name = None if local == args.model else args.model  # a Hub model answers to its id
     torch_device(args.device)  # a device this torch cannot use is a usage error before any worker starts
     from ..serve.server import run_server
     from ..serve.settings import API_KEY_ENV, ServeSettings
 
     settings = ServeSettings(
         model=str(folder),
-        model_name=args.model_name,
+        model_name=args.model_name or hub_name,
         device=args.device,
         dtype=args.dtype,
         max_tokens=args.max_tokens,
