@@ -29,6 +29,7 @@ from .errors import (
     exit_code,
     one_line,
 )
+from .fit_fusion import add_fit_fusion_command
 from .folders import check_model_folder
 from .options import (
     add_cache_arguments,
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.set_defaults(handler="demo:run_demo")
     _compare_command(subparsers)
+    add_fit_fusion_command(subparsers, _subparser, _common)
     _serve_and_export_commands(subparsers)
     return parser
 
