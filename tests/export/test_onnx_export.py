@@ -97,15 +97,31 @@ def test_classifier_head_is_exported(tmp_path, backbones):
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 
 
-def test_a_block_that_cannot_be_exported_is_named(tmp_path, backbones):
+def test_convbert_unit_encoder_is_exported(tmp_path, backbones):
+    # ConvBERT groups segments by length in Python and unfolds its convolution windows: the export reads it over the
+    # whole padded batch and gathers the windows with indices computed from the run-time length
+    torch.manual_seed(2)
     model = MetaEmbedModel.from_backbones(backbones, fusion="dme", unit_encoder="convbert")
     folder = _save(tmp_path / "convbert", model, backbones)
-    with pytest.raises(OnnxExportError, match="unit encoder 'convbert' cannot be exported"):
-        export_onnx(folder, tmp_path / "convbert-onnx")
+    export_onnx(folder, tmp_path / "convbert-onnx")
+    processor = MetaEmbedProcessor.from_pretrained(folder)
+    outputs = _run(tmp_path / "convbert-onnx" / "model.onnx", processor, FRESH)
+    with torch.no_grad():
+        expected = model.eval()(**processor(FRESH))
+    np.testing.assert_allclose(outputs["embedding"], expected.pooler_output.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(outputs["unit_states"], expected.last_hidden_state.numpy(), atol=1e-4, rtol=0)
+
+
+def test_a_block_that_cannot_be_exported_is_named(tmp_path, backbones):
     windowed = MetaEmbedModel.from_backbones(backbones, fusion="dme", window_size=16)
     folder = _save(tmp_path / "windowed", windowed, backbones)
     with pytest.raises(OnnxExportError, match="windowing"):
         export_onnx(folder, tmp_path / "windowed-onnx")
+    pad = MetaEmbedModel.from_backbones(backbones, fusion="dme", architecture="pad")
+    pad.save_pretrained(tmp_path / "pad")
+    MetaEmbedProcessor.from_backbones(backbones, architecture="pad").save_pretrained(tmp_path / "pad")
+    with pytest.raises(OnnxExportError, match="architecture 'pad'"):
+        export_onnx(tmp_path / "pad", tmp_path / "pad-onnx")
 
 
 def test_cli_prints_the_difference_and_names_a_block_it_cannot_export(exported, tmp_path, backbones, capsys):

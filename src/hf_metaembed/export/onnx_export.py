@@ -143,7 +143,12 @@ class ExportableMetaEmbed(nn.Module):
     def _unit_encoder(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         # the architecture decides where the unit encoder runs; errors while tracing it name the unit encoder
         self.stage = "unit_encoder"
-        refined = self.base.unit_encoder(unit_states, unit_mask)
+        encoder = self.base.unit_encoder
+        # ConvBERT groups segments by length in Python before `encode`; over the whole padded batch at once (what a
+        # graph can do) `encode` gives the same states, padding being masked
+        refined = (
+            encoder.encode(unit_states, unit_mask) if hasattr(encoder, "encode") else encoder(unit_states, unit_mask)
+        )
         self.stage = "pairing"
         return refined
 
@@ -226,7 +231,17 @@ def compare(
     """The largest absolute difference between onnxruntime's outputs and torch's on `batch`; an output past `atol`
     (or of another shape) is an `OnnxExportError` naming the block that makes it."""
     feeds = {name: batch[name].numpy() for name in module.input_names}
-    produced = session.run(module.output_names, feeds)
+    try:
+        produced = session.run(module.output_names, feeds)
+    except Exception as error:  # onnxruntime fails inside a node: the node's name starts with its module's path
+        detail = " ".join(str(error).split())[:300]
+        node = re.search(r"Name:'/?([A-Za-z_]\w*)", str(error))
+        block = _block_of_attribute(node.group(1), module, blocks) if node else None
+        raise OnnxExportError(
+            f"{block or 'the exported graph'} froze a size of the example batch into the graph: onnxruntime fails "
+            f"on a batch of shape {tuple(batch['input_ids'].shape)} ({detail}); choose another block for this model, "
+            "or serve it with `hf-metaembed serve` instead"
+        ) from error
     expected = _torch_outputs(module, batch)
     makers = {"embedding": "pairing", "unit_states": "pairing", "fusion_weights": "fusion", "logits": "head"}
     worst = 0.0
@@ -282,24 +297,63 @@ def _failing_block(error: BaseException, module: "ExportableMetaEmbed", blocks: 
     scope = re.search(r"scope: (\S+)", text[cause:]) if cause >= 0 else None
     if scope:
         for part in reversed(scope.group(1).split("/")):
-            attribute = part.rsplit("::", 1)[-1]
-            backbone = re.fullmatch(r"backbone_(\d+)", attribute)
-            if backbone:
-                index = int(backbone.group(1))
-                return f"backbone {index} ({module.base.config.backbone_names[index]})"
-            stage = {"classifier": "head", "layer_mixes": "reading", "token_poolers": "reading"}.get(
-                attribute, attribute
-            )
-            if stage in blocks:
-                return blocks[stage]
+            block = _block_of_attribute(part.rsplit("::", 1)[-1], module, blocks)
+            if block:
+                return block
     return blocks[module.stage]
+
+
+def _block_of_attribute(attribute: str, module: "ExportableMetaEmbed", blocks: dict[str, str]) -> str | None:
+    """The block a model attribute (`backbone_0`, `fusion`, `unit_encoder`, `pairing`, `classifier`, ...) is."""
+    backbone = re.fullmatch(r"backbone_(\d+)", attribute)
+    if backbone:
+        index = int(backbone.group(1))
+        return f"backbone {index} ({module.base.config.backbone_names[index]})"
+    stage = {"classifier": "head", "layer_mixes": "reading", "token_poolers": "reading"}.get(attribute, attribute)
+    return blocks.get(stage)
+
+
+def _unfold_symbolic(g, tensor, dimension, size, step):
+    """`Tensor.unfold(dimension, size, step)` for a dimension whose length is known only at run time (the exporter's
+    own conversion needs it fixed): gather the windows with an index matrix built from the input's shape."""
+    from torch.onnx import symbolic_helper
+
+    dimension = symbolic_helper._get_const(dimension, "i", "dimension")
+    size = symbolic_helper._get_const(size, "i", "size")
+    step = symbolic_helper._get_const(step, "i", "step")
+    rank = symbolic_helper._get_tensor_rank(tensor)
+    if rank is None:
+        raise OnnxExportError("unfold over a tensor of unknown rank cannot be exported")
+    dimension = dimension % rank
+    length = g.op("Gather", g.op("Shape", tensor), g.op("Constant", value_t=torch.tensor(dimension)), axis_i=0)
+    last_start = g.op("Sub", length, g.op("Constant", value_t=torch.tensor(size - 1)))
+    zero, stride = g.op("Constant", value_t=torch.tensor(0)), g.op("Constant", value_t=torch.tensor(step))
+    starts = g.op("Range", zero, last_start, stride)  # (windows,)
+    offsets = g.op("Constant", value_t=torch.arange(size))  # (size,)
+    index = g.op(
+        "Add",
+        g.op("Unsqueeze", starts, g.op("Constant", value_t=torch.tensor([1]))),
+        g.op("Unsqueeze", offsets, g.op("Constant", value_t=torch.tensor([0]))),
+    )  # (windows, size)
+    gathered = g.op("Gather", tensor, index, axis_i=dimension)  # (..., windows, size, ...)
+    order = [axis for axis in range(rank + 1) if axis != dimension + 1] + [dimension + 1]
+    return g.op("Transpose", gathered, perm_i=order)  # (..., windows, ..., size), as unfold lays it out
+
+
+@contextlib.contextmanager
+def _dynamic_unfold(opset: int) -> Iterator[None]:
+    torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold_symbolic, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
 
 
 def _trace(module: ExportableMetaEmbed, batch: dict[str, torch.Tensor], path: Path, opset: int) -> None:
     blocks = _block_names(module.model)
     arguments = tuple(batch[name] for name in module.input_names)
     try:
-        with warnings.catch_warnings(), _native_stderr_silenced():
+        with warnings.catch_warnings(), _native_stderr_silenced(), _dynamic_unfold(opset):
             # the legacy exporter's deprecation notice and tracer warnings about shape arithmetic; a block that
             # really froze a size is caught by the check on a batch of another shape
             warnings.simplefilter("ignore")
