@@ -9,8 +9,10 @@ from transformers import (
     AutoTokenizer,
 )
 
-from . import _moved
+from ._version import __version__
 from .integrations import cards as _cards  # noqa: F401  (plugs the card-writing upload into push_to_hub)
+from .modeling import modeling_metaembed as _modeling
+from .modeling.auto_classes import AUTO_CLASSES
 from .modeling.backbone_families import BackboneFamily, list_backbone_families, register_backbone_family
 from .modeling.configuration_metaembed import MetaEmbedConfig
 from .modeling.fusion import list_fusions
@@ -28,17 +30,17 @@ from .modeling.pooling import list_poolings
 from .modeling.processing_metaembed import MetaEmbedProcessor, MetaEmbedTokenizers
 from .modeling.unit_encoders import list_unit_encoders
 
+_AUTO_FACTORIES = {
+    "AutoModel": AutoModel,
+    "AutoModelForSequenceClassification": AutoModelForSequenceClassification,
+    "AutoModelForTokenClassification": AutoModelForTokenClassification,
+}
 AutoConfig.register(MetaEmbedConfig.model_type, MetaEmbedConfig, exist_ok=True)
-AutoModel.register(MetaEmbedConfig, MetaEmbedModel, exist_ok=True)
-AutoModelForSequenceClassification.register(MetaEmbedConfig, MetaEmbedForSequenceClassification, exist_ok=True)
-AutoModelForTokenClassification.register(MetaEmbedConfig, MetaEmbedForTokenClassification, exist_ok=True)
+for _class_name, _auto_class in AUTO_CLASSES.items():  # the bundle's one table (modeling/auto_classes.py)
+    _AUTO_FACTORIES[_auto_class].register(MetaEmbedConfig, getattr(_modeling, _class_name), exist_ok=True)
 AutoProcessor.register(MetaEmbedConfig, MetaEmbedProcessor, exist_ok=True)
 # a MetaEmbed folder has one tokenizer per backbone: AutoTokenizer gets an error that names AutoProcessor
 AutoTokenizer.register(MetaEmbedConfig, tokenizer_class=MetaEmbedTokenizers, exist_ok=True)
-
-__version__ = "0.1.0"
-
-_moved.install()
 
 __all__ = [
     "BackboneFamily",
@@ -49,6 +51,7 @@ __all__ = [
     "MetaEmbedModelOutput",
     "MetaEmbedPreTrainedModel",
     "MetaEmbedProcessor",
+    "__version__",
     "list_architectures",
     "list_backbone_families",
     "list_fusions",

@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 from ..batching import DEFAULT_MAX_TOKENS, move_to_device, plan_batches, token_budgets
 from ..distributed import Workers, current_workers
 from ..io.files import atomic_write_json, file_sha256, remove_leftover_temporaries
-from ..modeling.configuration_metaembed import backbone_num_layers
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import CacheFingerprintError
@@ -52,15 +51,11 @@ def _encode_missing(processor: MetaEmbedProcessor, wanted: dict[str, tuple], mis
 
 def _bytes_per_unit(base: MetaEmbedModel) -> int:
     """Bytes one unit of one segment takes across all backbones' stored states (used to size shards)."""
-    config = base.config
     total = 0
-    for index, (backbone, dim) in enumerate(zip(base.backbones, config.backbone_hidden_sizes)):
+    for index, (backbone, dim) in enumerate(zip(base.backbones, base.config.backbone_hidden_sizes)):
         parameter = next(backbone.parameters(), None)
         itemsize = parameter.element_size() if parameter is not None else 4
-        layers = 1
-        if config.level == "unit" and config.backbone_layers[index] == "mix":
-            layers = backbone_num_layers(config.get_backbone_config(index)) + 1
-        total += dim * layers * itemsize
+        total += dim * base.reader.stored_layers(index) * itemsize
     return total
 
 
@@ -141,7 +136,7 @@ def _compute_shard(base, processor, wanted: dict, shard_keys: list[str], batchin
     run longest first in token-budget batches (`batching`: max_tokens and batch_size)."""
     # tokenized one shard at a time, so a dataset of any size needs the tokens of one shard in memory
     encoded = _encode_missing(processor, wanted, set(shard_keys))
-    stored_units = {key: encoded[key]["num_units"] if base.config.level == "unit" else 1 for key in shard_keys}
+    stored_units = {key: base.reader.stored_units(encoded[key]["num_units"]) for key in shard_keys}
     lengths = [tuple(len(ids) for ids in encoded[key]["input_ids"]) for key in shard_keys]
     device = next(base.parameters()).device
     tensors: dict[str, torch.Tensor] = {}
@@ -150,8 +145,12 @@ def _compute_shard(base, processor, wanted: dict, shard_keys: list[str], batchin
         inputs = processor.pad([{"segments": [encoded[key]]} for key in batch_keys], architecture="single")
         inputs = move_to_device(inputs, device)
         with torch.no_grad():
-            states = base.compute_backbone_states(
-                inputs["input_ids"], inputs["attention_mask"], inputs["token_unit_index"], inputs["unit_mask"].shape[1]
+            states = base.reader.read_backbones(
+                base.backbones,
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                inputs["token_unit_index"],
+                inputs["unit_mask"].shape[1],
             )
         for row, key in enumerate(batch_keys):
             for backbone, backbone_states in enumerate(states):
@@ -253,7 +252,7 @@ def build_feature_cache(
         missing = {key for key in wanted if key not in done}
         # longest first: similar lengths share a batch (little padding) and an out-of-memory error shows up at once
         order = sorted(missing, key=lambda key: (-lengths[key], key))
-        per_segment = lengths if base.config.level == "unit" else dict.fromkeys(order, 1)
+        per_segment = {key: base.reader.stored_units(lengths[key]) for key in order}
         shard_bytes = int(shard_size_mb * 2**20)
         if workers.world_size > 1:  # enough shards for every process to take turns
             total = sum(per_segment[key] for key in order) * _bytes_per_unit(base)

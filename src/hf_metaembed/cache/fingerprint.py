@@ -13,13 +13,11 @@ from .._utils import metaembed_of
 from ..modeling import safe_files
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
+from ..modeling.reading import READING_VERSION
 from .errors import FeatureCacheError, UncacheableModelError
 
-# bump whenever token-to-unit alignment or layer selection changes what `compute_backbone_states` returns
-ALIGNMENT_VERSION = 1
-
-# config fields deciding how backbones read long segments (sliding windows), hence their states
-_WINDOW_FIELDS = ("window_size", "window_overlap", "window_combine")
+# the reading stage's version (bumped there whenever alignment or layer selection changes what it returns)
+ALIGNMENT_VERSION = READING_VERSION
 # `model_types` picks each backbone's family record, already fingerprinted per backbone as its `model_type`
 _PROCESSOR_FIELDS_WITHOUT_EFFECT = {
     "processor_class",
@@ -54,8 +52,8 @@ def tokenizer_sha256(tokenizer) -> str:
 def cacheable_base_model(model) -> MetaEmbedModel:
     """The `MetaEmbedModel` of `model`, after checking its backbone states can be cached exactly.
 
-    Raises `UncacheableModelError` when a backbone is trainable, or at `level="sequence"` when a learned part (an
-    attention pooling of tokens or a `"mix"` of layers) sits before fusion.
+    Raises `UncacheableModelError` when a backbone is trainable, or when the reading stage says its output cannot be
+    reused exactly (`BackboneReader.cache_problem`: a learned part inside reading, special tokens as units).
     """
     base = metaembed_of(model)
     config = base.config
@@ -65,24 +63,9 @@ def cacheable_base_model(model) -> MetaEmbedModel:
                 f"backbone {index} ({config.backbone_names[index]}) is trainable (unfrozen or with adapters): its "
                 "states change while training and cannot be cached; call model.freeze_backbones() or train online"
             )
-    if config.level == "unit" and config.pool_special_tokens:
-        raise UncacheableModelError(
-            "pool_special_tokens=True at level='unit' turns special tokens into units, which the cache does not "
-            "store; "
-            "train online, or use pool_special_tokens=False"
-        )
-    if config.level == "sequence":
-        if config.pooling == "attention":
-            raise UncacheableModelError(
-                "level='sequence' with pooling='attention' pools each backbone's tokens with learned weights before "
-                "fusion, so the cached vectors would go stale; use pooling='mean' or 'max', or level='unit'"
-            )
-        mixed = [i for i, layer in enumerate(config.backbone_layers) if layer == "mix"]
-        if mixed:
-            raise UncacheableModelError(
-                f"level='sequence' with a 'mix' layer (backbones {mixed}) mixes layers with learned weights before "
-                "pooling, so the cached vectors would go stale; pick one layer per backbone, or use level='unit'"
-            )
+    problem = base.reader.cache_problem()
+    if problem is not None:
+        raise UncacheableModelError(problem)
     return base
 
 
@@ -110,17 +93,7 @@ def model_fingerprint(model, processor: MetaEmbedProcessor) -> dict:
                 "tokenizer_sha256": tokenizer_sha256(processor.tokenizers[index]),
             }
         )
-    alignment = {
-        "alignment_version": ALIGNMENT_VERSION,
-        "level": config.level,
-        "subword_pooling": config.subword_pooling,
-    }
-    alignment.update({field: getattr(config, field, None) for field in _WINDOW_FIELDS})
-    if config.level == "sequence":
-        alignment.update(pooling=config.pooling, pool_special_tokens=config.pool_special_tokens)
-        readings = [record.get("sentence_pooling") for record in config.backbones]
-        if any(readings):  # sentence-transformers backbones pool as their own config says
-            alignment["sentence_pooling"] = readings
+    alignment = base.reader.describe()  # what the reading stage's output depends on, as the reader says
     # every processor setting but those that cannot change a segment's tokens (a new setting counts by default)
     settings = {k: v for k, v in processor.to_dict().items() if k not in _PROCESSOR_FIELDS_WITHOUT_EFFECT}
     return {"backbones": backbones, "alignment": alignment, "processor": settings}

@@ -28,9 +28,10 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers.utils import logging
 
+from .._version import __version__
+from ..modeling.auto_classes import AUTO_CLASSES, custom_pipelines
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
-from ..modeling.pipeline_metaembed import AUTO_CLASSES, custom_pipelines
 from ..modeling.processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
 from ..modeling.safe_files import find_file
 
@@ -257,8 +258,6 @@ def render_model_card(
     }.get(_problem_type(config), "classification")
     if model_class == "MetaEmbedForTokenClassification":
         task = "per-unit classification"
-    from .. import __version__
-
     return ModelCard.from_template(
         data,
         template_path=str(template_path or TEMPLATE_PATH),

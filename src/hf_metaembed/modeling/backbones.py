@@ -1,5 +1,5 @@
-"""Backbones: building them from stored configs, loading them once from a name, reading their layers (one, or a learned
-mix), pooling them as a sentence-transformers model does, and aligning their token states onto shared units.
+"""Backbones: building them from stored configs, loading them once from a name, their unit type, and the
+sentence-transformers settings stored beside them (how reading them happens is reading.py's).
 
 What differs between backbone families (loading class, unit type, LoRA targets, ...) is one `BackboneFamily` record in
 `backbone_families`; this module reads it.
@@ -14,12 +14,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
-from torch import nn
 from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
-from transformers import initialization as init
 
 from .backbone_families import backbone_family
+from .reading import SENTENCE_POOLING_MODES
 from .safe_files import find_file
 
 
@@ -112,8 +110,6 @@ def load_backbone(name: str, revision: str | None = None, index: int = 0, **kwar
 
 # ------------------------------------------------------------------------------------ sentence-transformers backbones
 
-# sentence-transformers' pooling modes this library reproduces (its `Pooling` module's `pooling_mode`)
-SENTENCE_POOLING_MODES = ("mean", "max", "cls", "lasttoken", "mean_sqrt_len_tokens", "weightedmean")
 _LEGACY_POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
     "pooling_mode_max_tokens": "max",
@@ -197,43 +193,6 @@ def sentence_pooling(name: str | None, revision: str | None = None) -> dict | No
     return {"mode": settings["pooling"], "normalize": settings["normalize"]}
 
 
-def pool_sentence(token_states: torch.Tensor, attention_mask: torch.Tensor, pooling: dict) -> torch.Tensor:
-    """One vector per segment as a sentence-transformers model makes it: its pooling mode over every token its
-    attention mask keeps ([CLS]/[SEP] included), then L2 normalisation if the model normalises.
-
-    Args:
-        token_states: `(segments, tokens, dim)` a backbone's token states.
-        attention_mask: `(segments, tokens)` 1 for real tokens (padding at the end).
-        pooling: `{"mode": one of SENTENCE_POOLING_MODES, "normalize": bool}` (a backbone record's `sentence_pooling`).
-
-    Returns:
-        `(segments, dim)`.
-    """
-    mode = pooling["mode"]
-    mask = attention_mask.to(token_states.dtype).unsqueeze(-1)  # (segments, tokens, 1)
-    lengths = attention_mask.sum(dim=1)  # (segments,)
-    if mode in ("mean", "mean_sqrt_len_tokens"):
-        total = (token_states * mask).sum(dim=1)
-        count = mask.sum(dim=1).clamp(min=1e-9)
-        pooled = total / (count if mode == "mean" else count.sqrt())
-    elif mode == "max":
-        pooled = token_states.masked_fill(mask == 0, float("-inf")).max(dim=1).values
-    elif mode == "cls":
-        pooled = token_states[:, 0]
-    elif mode == "lasttoken":
-        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, token_states.shape[-1])
-        pooled = token_states.gather(1, last).squeeze(1)
-    elif mode == "weightedmean":
-        weights = torch.arange(1, token_states.shape[1] + 1, device=token_states.device, dtype=token_states.dtype)
-        weighted = mask * weights.view(1, -1, 1)
-        pooled = (token_states * weighted).sum(dim=1) / weighted.sum(dim=1).clamp(min=1e-9)
-    else:
-        raise ValueError(f"unknown sentence pooling mode {mode!r}; choose one of: {', '.join(SENTENCE_POOLING_MODES)}")
-    if pooling.get("normalize"):
-        pooled = nn.functional.normalize(pooled, p=2, dim=-1)
-    return pooled
-
-
 def infer_unit_type(tokenizer=None, config: PreTrainedConfig | None = None) -> str:
     """Whether a backbone reads proteins (`"residue"`) or text (`"word"`): its family's unit type when the record
     states one (ESM-2, static word vectors), else guessed from the tokenizer.
@@ -256,70 +215,19 @@ def infer_unit_type(tokenizer=None, config: PreTrainedConfig | None = None) -> s
     return "residue"
 
 
-class ScalarMix(nn.Module):
-    """Learned softmax-weighted sum of a backbone's layers, times a learned scale (ELMo's scalar mix)."""
-
-    def __init__(self, num_layers: int) -> None:
-        super().__init__()
-        self.layer_scores = nn.Parameter(torch.zeros(num_layers))
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def init_block_weights(self) -> None:
-        """Equal layer weights and unit scale (skipped for weights a checkpoint loaded)."""
-        init.zeros_(self.layer_scores)
-        init.ones_(self.scale)
-
-    def forward(self, layers: torch.Tensor) -> torch.Tensor:
-        # layers: (..., num_layers, dim) -> (..., dim)
-        weights = torch.softmax(self.layer_scores, dim=0).to(layers.dtype)
-        return self.scale * torch.einsum("l,...ld->...d", weights, layers)
+# names that moved to the reading stage in release 0.2, importable from here for one release
+_MOVED_TO_READING = ("ScalarMix", "align_to_units", "pool_sentence", "select_layer")
 
 
-def select_layer(outputs, layer: str | int) -> torch.Tensor:
-    """Token states of the chosen layer; for `"mix"` all layers stacked as `(batch, tokens, layers, dim)`."""
-    if layer == "last":
-        return outputs.last_hidden_state
-    if layer == "mix":
-        return torch.stack(outputs.hidden_states, dim=2)
-    hidden_states = outputs.hidden_states
-    if not -len(hidden_states) <= layer < len(hidden_states):
-        raise ValueError(f"layer {layer} is out of range: this backbone has {len(hidden_states)} hidden states")
-    return hidden_states[layer]
+def __getattr__(name: str):
+    if name in _MOVED_TO_READING:
+        from . import reading
 
-
-def align_to_units(
-    token_states: torch.Tensor, token_unit_index: torch.Tensor, num_units: int, mode: str = "mean"
-) -> torch.Tensor:
-    """Pool token states onto units.
-
-    Args:
-        token_states: `(segments, tokens, *feature)` states of one backbone.
-        token_unit_index: `(segments, tokens)` unit of each token, -1 for special tokens and padding.
-        num_units: number of unit slots in the output.
-        mode: `"mean"` of a unit's tokens, or its `"first"` token.
-
-    Returns:
-        `(segments, num_units, *feature)`; a unit with no token is zero.
-    """
-    segments, tokens = token_unit_index.shape
-    feature_shape = token_states.shape[2:]
-    # route special tokens and padding to an extra slot that is dropped at the end
-    slots = torch.where(token_unit_index < 0, num_units, token_unit_index)
-    if mode == "first":
-        positions = torch.arange(tokens, device=slots.device).expand(segments, tokens)
-        first = torch.full((segments, num_units + 1), tokens, device=slots.device, dtype=torch.long)
-        first = first.scatter_reduce(1, slots, positions, reduce="amin")[:, :num_units]
-        covered = first < tokens
-        gather_index = first.clamp(max=tokens - 1)
-        gather_index = gather_index.view(segments, num_units, *([1] * len(feature_shape))).expand(
-            segments, num_units, *feature_shape
+        warnings.warn(
+            f"hf_metaembed.modeling.backbones.{name} moved in hf_metaembed 0.2: import it from "
+            "hf_metaembed.modeling.reading",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        picked = token_states.gather(1, gather_index)
-        return picked * covered.view(segments, num_units, *([1] * len(feature_shape))).to(picked.dtype)
-    flat = token_states.reshape(segments, tokens, -1)
-    sums = flat.new_zeros(segments, num_units + 1, flat.shape[-1])
-    sums.scatter_add_(1, slots.unsqueeze(-1).expand_as(flat), flat)
-    counts = flat.new_zeros(segments, num_units + 1)
-    counts.scatter_add_(1, slots, torch.ones_like(slots, dtype=flat.dtype))
-    means = sums[:, :num_units] / counts[:, :num_units].clamp(min=1).unsqueeze(-1)
-    return means.reshape(segments, num_units, *feature_shape)
+        return getattr(reading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 import dataclasses
 import difflib
 import json
+import re
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -20,8 +21,14 @@ from .windowing import check_window_policy
 
 LEVELS = ("unit", "sequence")
 SUBWORD_POOLINGS = ("mean", "first")
-# the version of the config layout; a stored config without it was written by release 0.1 (see `from_dict`)
-CONFIG_FORMAT = 2
+# the version of the config layout; a stored config without it was written by release 0.1 (see `from_dict`); 3 is
+# release 0.2 (`backbone_weights_saved`, the reading stage's weights under `reader.`)
+CONFIG_FORMAT = 3
+# release 0.1's checkpoint keys of the reading stage's weights, and where 0.2 keeps them
+LEGACY_KEYS = {
+    r"(?<!reader\.)layer_mixes\.": "reader.layer_mixes.",
+    r"(?<!reader\.)token_poolers\.": "reader.token_poolers.",
+}
 # one line each for the study's reference settings and for release 0.1's modules (docs/PAPER.md)
 PRESETS = {
     "paper": {
@@ -275,6 +282,7 @@ class MetaEmbedConfig(PreTrainedConfig):
     backbones: list | None = None
     freeze_backbones: bool = True
     save_backbone_weights: bool = True
+    backbone_weights_saved: bool = True
     fusion: str = "dme"
     fusion_dim: int | None = None
     level: str = "unit"
@@ -327,10 +335,18 @@ class MetaEmbedConfig(PreTrainedConfig):
     def from_dict(cls, config_dict: dict, **kwargs) -> "MetaEmbedConfig":
         """`PreTrainedConfig.from_dict`; a config saved by release 0.1 (no `metaembed_config_format`) gets release
         0.1's values for the settings added since, so old checkpoints compute exactly what they computed."""
-        if "metaembed_config_format" not in config_dict:
-            config_dict = {**block_config_fields(legacy=True), **config_dict, "metaembed_config_format": CONFIG_FORMAT}
+        stored_format = config_dict.get("metaembed_config_format")
+        if stored_format is None:
+            config_dict = {**block_config_fields(legacy=True), **config_dict}
             if config_dict.get("level", "unit") == "unit":  # 0.1 read pool_special_tokens at sequence level only
                 config_dict["pool_special_tokens"] = False
+        if (stored_format or 0) < 3:  # `save_backbone_weights` said what the folder holds; its model saved in full
+            config_dict = {
+                **config_dict,
+                "backbone_weights_saved": config_dict.get("save_backbone_weights", True),
+                "save_backbone_weights": True,
+                "metaembed_config_format": CONFIG_FORMAT,
+            }
         return super().from_dict(config_dict, **kwargs)
 
     def check_settings(self) -> None:
@@ -411,6 +427,22 @@ class MetaEmbedConfig(PreTrainedConfig):
         return [backbone_hidden_size(self.get_backbone_config(i)) for i in range(self.num_backbones)]
 
 
+def legacy_key_mapping() -> dict[str, str]:
+    """`from_pretrained(key_mapping=...)` for checkpoints saved before release 0.2 (keys already in 0.2's layout
+    match none of the patterns, so it applies to every checkpoint)."""
+    return dict(LEGACY_KEYS)
+
+
+def rename_legacy_keys(state_dict: dict) -> dict:
+    """`state_dict` with release 0.1's keys of the reading stage renamed to 0.2's (`LEGACY_KEYS`)."""
+    renamed = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in LEGACY_KEYS.items():
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
+
+
 def check_setting_names(names, where: str) -> None:
     """Raise a `TypeError` for names that are not `MetaEmbedConfig` settings (a typo such as `fusoin="cdme"` would
     otherwise be stored as a stray attribute while the default fusion is used), suggesting the closest ones."""
@@ -431,6 +463,8 @@ def check_setting_names(names, where: str) -> None:
 __all__ = [
     "MetaEmbedConfig",
     "check_setting_names",
+    "legacy_key_mapping",
+    "rename_legacy_keys",
     "backbone_config_from_dict",
     "backbone_hidden_size",
     "backbone_num_layers",

@@ -44,6 +44,11 @@ class Fusion(Block, nn.Module):
         return fused * real, weights * real
 
 
+def unit_size(config, dims: list[int]) -> int:
+    """Size of the fused unit states the unit encoder and pair architecture read (known before any layer exists)."""
+    return FUSIONS.get_class(config.fusion).output_size(config, dims)
+
+
 def common_size(config, input_dims: list[int]) -> int:
     """The size every backbone is projected to: `fusion_dim`, or the smallest backbone hidden size."""
     return config.fusion_dim or (min(input_dims) if input_dims else None)

@@ -4,39 +4,32 @@ paired across the sides of a complex, and read by a task head.
 Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its sibling files.
 """
 
+import warnings
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.utils import logging
 
-from .backbones import ScalarMix, align_to_units, build_backbone, pool_sentence, select_layer
+from .auto_classes import AUTO_CLASSES
+from .backbones import build_backbone
 from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers
 from .fusion import build_fusion
 from .heads import build_head
-from .input_checks import (
-    as_tensor,
-    check_backbone_states,
-    check_label_count,
-    infer_problem_type,
-    sequence_labels,
-    token_labels,
-)
+from .input_checks import as_tensor, check_label_count, infer_problem_type, sequence_labels, token_labels
 from .losses import regression_loss
 from .outputs_metaembed import MetaEmbedModelOutput, MetaEmbedSequenceClassifierOutput, MetaEmbedTokenClassifierOutput
 from .pairing import build_pairing
-from .pooling import build_pooler
 from .pretrained_metaembed import MetaEmbedPreTrainedModel
-from .special_units import with_special_units
+from .reading import BackboneReader
 from .unit_encoders import build_unit_encoder
-from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
-
-logger = logging.get_logger(__name__)
 
 
 class MetaEmbedModel(MetaEmbedPreTrainedModel):
-    """Backbones -> layer selection -> token-to-unit alignment -> fusion -> (unit encoder) -> pair architecture.
+    """Backbones, then one stage each: reading (reading.py) -> fusion -> unit encoder -> pair architecture.
 
-    Backbones are direct attributes `backbone_0`, `backbone_1`, ... so Accelerate places each one whole.
+    Backbones are direct attributes `backbone_0`, `backbone_1`, ... so Accelerate places each one whole; every other
+    stage is one child module (`reader`, `fusion`, `unit_encoder`, `pairing`), built from the config alone, that
+    takes the previous stage's output and nothing else.
     """
 
     def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
@@ -47,24 +40,16 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             raise ValueError(f"config lists {config.num_backbones} backbones but {len(backbones)} were given")
         for index, backbone in enumerate(backbones):
             self.add_module(f"backbone_{index}", backbone)
-        dims = config.backbone_hidden_sizes
-        self.layer_mixes = nn.ModuleDict(
-            {
-                str(i): ScalarMix(backbone_num_layers(config.get_backbone_config(i)) + 1)
-                for i, layer in enumerate(config.backbone_layers)
-                if layer == "mix"
-            }
-        )
-        if config.level == "sequence":
-            self.token_poolers = nn.ModuleList(build_pooler(config.pooling, d) for d in dims)
-        self.fusion = build_fusion(config, dims)
+        num_layers = [backbone_num_layers(config.get_backbone_config(i)) + 1 for i in range(config.num_backbones)]
+        self.reader = BackboneReader(config, num_layers)
+        self.fusion = build_fusion(config, config.backbone_hidden_sizes)
         self.unit_encoder = build_unit_encoder(config, self.fusion.output_dim)
         self.pairing = build_pairing(config, self.fusion.output_dim)
         # device_map places every backbone whole on one device (post_init adds the backbones' own no-split blocks)
         self._no_split_modules = sorted({type(backbone).__name__ for backbone in backbones})
         self.post_init()
         if config.freeze_backbones:
-            self.freeze_backbones()
+            self._freeze(True)
 
     @property
     def backbones(self) -> list[PreTrainedModel]:
@@ -73,16 +58,17 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
     def freeze_backbones(self) -> None:
         """Stop gradients into every backbone and keep them in eval mode (their dropout off) even while training."""
         self.config.freeze_backbones = True
-        for backbone in self.backbones:
-            backbone.requires_grad_(False)
-            backbone.eval()
+        self._freeze(True)
 
     def unfreeze_backbones(self) -> None:
         """Let every backbone train with the rest of the model."""
         self.config.freeze_backbones = False
+        self._freeze(False)
+
+    def _freeze(self, frozen: bool) -> None:
         for backbone in self.backbones:
-            backbone.requires_grad_(True)
-            backbone.train(self.training)
+            backbone.requires_grad_(not frozen)
+            backbone.train(self.training and not frozen)
 
     def train(self, mode: bool = True) -> "MetaEmbedModel":
         super().train(mode)
@@ -90,78 +76,6 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             for backbone in self.backbones:
                 backbone.eval()
         return self
-
-    def compute_backbone_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_unit_index: torch.Tensor, num_units: int
-    ) -> list[torch.Tensor]:
-        """Run every backbone and bring its states onto units (or pool them, at `level="sequence"`).
-
-        Args:
-            input_ids, attention_mask, token_unit_index: `(segments, backbones, tokens)` as `MetaEmbedProcessor`
-                returns them.
-            num_units: unit slots per segment.
-
-        Returns:
-            Per backbone `(segments, units, d_i)` (`(segments, units, layers, d_i)` for a `"mix"` backbone at unit
-            level; `(segments, 1, d_i)` at sequence level).
-
-        With a window policy (`config.window_size`), each backbone reads segments longer than its window in sliding
-        windows of units, all windows of the batch in one backbone call, and its token states are stitched back.
-        """
-        if input_ids.shape[0] == 0:
-            raise ValueError("the batch holds no segments: pass at least one sequence")
-        states = []
-        for index, backbone in enumerate(self.backbones):
-            mask = attention_mask[:, index]
-            length = max(int(mask.sum(dim=1).max()), 1)
-            ids, mask, unit_index = input_ids[:, index, :length], mask[:, :length], token_unit_index[:, index, :length]
-            if int(unit_index.max()) >= num_units:
-                raise ValueError(
-                    f"token_unit_index of backbone {index} points at unit {int(unit_index.max())} but unit_mask has "
-                    f"{num_units} units; pass the processor's outputs together"
-                )
-            layer = self.config.backbone_layers[index]
-            window = backbone_window(self.config, index)
-            name = self.config.backbone_names[index]
-            needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
-
-            def run(run_ids, run_mask, backbone=backbone, layer=layer):
-                outputs = backbone(
-                    input_ids=run_ids, attention_mask=run_mask, output_hidden_states=layer != "last", return_dict=True
-                )
-                return select_layer(outputs, layer)
-
-            with torch.set_grad_enabled(needs_grad):
-                check_backbone_inputs(backbone, ids, mask, index, name, windowed=window is not None)
-                if window is None:
-                    token_states = run(ids, mask)
-                else:
-                    token_states = windowed_token_states(
-                        run,
-                        ids,
-                        mask,
-                        unit_index,
-                        *window,
-                        combine=self.config.window_combine,
-                        pad_token_id=backbone.config.pad_token_id or 0,
-                        token_limit=position_limit(backbone),
-                        backbone_label=f"backbone {index} ({name})",
-                    )
-            unit_index = unit_index.to(token_states.device)
-            if self.config.level == "sequence":
-                token_states = self.mix_layers(index, token_states)
-                keep = mask.to(token_states.device).bool()
-                if not self.config.pool_special_tokens:
-                    keep = keep & (unit_index >= 0)
-                reading = self.config.backbones[index].get("sentence_pooling")
-                if reading:  # a sentence-transformers backbone: its own pooling over all real tokens
-                    pooled = pool_sentence(token_states, mask.to(token_states.device), reading)
-                else:
-                    pooled, _ = self.token_poolers[index](token_states, keep)
-                states.append(pooled.unsqueeze(1))
-            else:
-                states.append(align_to_units(token_states, unit_index, num_units, self.config.subword_pooling))
-        return states
 
     def forward(
         self,
@@ -174,8 +88,10 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
         output_backbone_states: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
-    ) -> MetaEmbedModelOutput:
+        inputs_embeds: None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> MetaEmbedModelOutput | tuple:
         r"""
         Args:
             input_ids: `(segments, backbones, tokens)` token ids of every backbone, from `MetaEmbedProcessor`.
@@ -185,10 +101,18 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             segment_sample_index, segment_side_index: `(segments,)` sample and side (0 ligand, 1 receptor) of each
                 segment, for pair architectures.
             backbone_states: instead of token ids, precomputed per-backbone states `(segments, units, d_i)` (as
-                `compute_backbone_states` or a feature cache returns them) with their `unit_mask`: tensors, numpy
+                `reader.read_backbones` or a feature cache returns them) with their `unit_mask`: tensors, numpy
                 arrays or nested lists, checked per backbone (count, shape, width) and cast to the dtype and device
                 the fusion computes in (docs/RELIABILITY.md).
+            output_backbone_states: also return the read states fusion consumed.
+            return_dict: `False` returns a tuple, as every `transformers` model does.
+            inputs_embeds, output_attentions, output_hidden_states: accepted because PEFT's task wrappers and
+                pipelines pass them (as None); a MetaEmbed model has no single embedding matrix, attention map or
+                hidden-state stack, so any other value is an error.
+
+        An unknown keyword raises `TypeError` naming it, as any PyTorch module does.
         """
+        check_unsupported(inputs_embeds, output_attentions, output_hidden_states)
         if (input_ids is None) == (backbone_states is None):
             raise ValueError(
                 "pass exactly one of `input_ids` (token ids from MetaEmbedProcessor) or `backbone_states` "
@@ -197,101 +121,124 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         if unit_mask is None:
             raise ValueError("`unit_mask` is required: pass the full output of MetaEmbedProcessor")
         if input_ids is not None:
-            self._check_token_inputs(input_ids, attention_mask, token_unit_index)
-            if self.config.pool_special_tokens and self.config.level == "unit":
-                token_unit_index, unit_mask = with_special_units(token_unit_index, attention_mask, unit_mask)
-            backbone_states = self.compute_backbone_states(
-                input_ids, attention_mask, token_unit_index, unit_mask.shape[1]
-            )
+            reading = self.reader(self.backbones, input_ids, attention_mask, token_unit_index, unit_mask)
         else:
-            backbone_states, unit_mask = self._check_backbone_states(backbone_states, unit_mask)
-        unit_states, unit_mask = self.finish_reading(backbone_states, unit_mask)
-        fused, fusion_weights = self.fusion(unit_states, unit_mask)  # (segments, units, dim), (.., backbones)
-        # the architecture runs the unit encoder where the study's module does (per segment, or over joined sides)
-        pooled, fused = self.pairing(
-            fused, unit_mask, segment_sample_index, segment_side_index, unit_encoder=self.unit_encoder
-        )
-        if self.config.level == "sequence":
-            fusion_weights = fusion_weights.squeeze(1)
-        return MetaEmbedModelOutput(
-            last_hidden_state=fused,
+            device, dtype = self._stage_device_and_dtype()
+            reading = self.reader.from_states(backbone_states, unit_mask, device, dtype)
+        fused, fusion_weights = self.fusion(reading.states, reading.unit_mask)  # (segments, units, dim), (.., n)
+        unit_states = self.unit_encoder(fused, reading.unit_mask, segment_sample_index, segment_side_index)
+        pooled = self.pairing(unit_states, reading.unit_mask, segment_sample_index, segment_side_index)
+        if reading.per_sequence:
+            fusion_weights = fusion_weights.squeeze(1)  # (segments, backbones): one vector per segment
+        outputs = MetaEmbedModelOutput(
+            last_hidden_state=unit_states,
             pooler_output=pooled,
             fusion_weights=fusion_weights,
-            unit_mask=unit_mask,
-            backbone_states=tuple(backbone_states) if output_backbone_states else None,
+            unit_mask=reading.unit_mask,
+            backbone_states=tuple(reading.states) if output_backbone_states else None,
         )
+        return outputs if return_dict is not False else outputs.to_tuple()
 
-    def mix_layers(self, index: int, states: torch.Tensor) -> torch.Tensor:
-        """Backbone `index`'s learned scalar mix over its layers axis `(..., layers, d)` -> `(..., d)`; states of a
-        backbone that reads one layer are returned as they are. The one place the layer mix is applied."""
-        if str(index) not in self.layer_mixes or states.dim() < 4:
-            return states
-        return self.layer_mixes[str(index)](states)
-
-    def finish_reading(
-        self, backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...], unit_mask: torch.Tensor
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The end of the reading stage, for states computed here or read from a feature cache: each backbone's
-        `(segments, units, d_i)` unit states (layer mix applied) and their unit mask. At `level="sequence"` every
-        segment is one pooled unit, so the mask becomes `(segments, 1)` ones and nothing downstream branches on
-        the level."""
-        states = [self.mix_layers(index, backbone) for index, backbone in enumerate(backbone_states)]
-        if self.config.level == "sequence":
-            unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)
-        return states, unit_mask
-
-    def _check_token_inputs(self, input_ids, attention_mask, token_unit_index) -> None:
-        count = self.config.num_backbones
-        if input_ids.dim() != 3 or input_ids.shape[1] != count:
-            raise ValueError(
-                f"input_ids must be (segments, backbones={count}, tokens) as MetaEmbedProcessor returns; "
-                f"got shape {tuple(input_ids.shape)}"
-            )
-        for name, tensor in (("attention_mask", attention_mask), ("token_unit_index", token_unit_index)):
-            if tensor is None or tensor.shape != input_ids.shape:
-                raise ValueError(f"`{name}` must accompany input_ids with the same shape {tuple(input_ids.shape)}")
-
-    def _check_backbone_states(self, backbone_states, unit_mask) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Hand-made `backbone_states` checked against this model's backbones (count, shapes, widths, units) and
-        brought to the device and floating-point dtype its fusion computes in (input_checks.py)."""
-        mix_layers = {int(index): mix.layer_scores.shape[0] for index, mix in self.layer_mixes.items()}
-        device = dtype = None
+    def _stage_device_and_dtype(self) -> tuple[torch.device | None, torch.dtype | None]:
+        """Where, and in what floating-point dtype, the stages after reading compute (for hand-made states)."""
         for module in (self.fusion, self.unit_encoder, self.pairing):
             parameter = next((p for p in module.parameters() if p.is_floating_point() and not p.is_meta), None)
             if parameter is not None:
-                device, dtype = parameter.device, parameter.dtype
-                break
-        return check_backbone_states(self.config, backbone_states, unit_mask, mix_layers, device, dtype)
+                return parameter.device, parameter.dtype
+        return None, None
+
+    # release 0.1's names of the reading stage's parts, kept for one release
+
+    def compute_backbone_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_unit_index: torch.Tensor, num_units: int
+    ) -> list[torch.Tensor]:
+        """Deprecated: `model.reader.read_backbones(model.backbones, ...)`."""
+        _moved("MetaEmbedModel.compute_backbone_states", "MetaEmbedModel.reader.read_backbones(model.backbones, ...)")
+        return self.reader.read_backbones(self.backbones, input_ids, attention_mask, token_unit_index, num_units)
+
+    def finish_reading(self, backbone_states, unit_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Deprecated: `model.reader.finish(states, unit_mask)` (a `BackboneReading`)."""
+        _moved("MetaEmbedModel.finish_reading", "MetaEmbedModel.reader.finish")
+        reading = self.reader.finish(backbone_states, unit_mask)
+        return reading.states, reading.unit_mask
+
+    def mix_layers(self, index: int, states: torch.Tensor) -> torch.Tensor:
+        """Deprecated: `model.reader.mix(index, states)`."""
+        _moved("MetaEmbedModel.mix_layers", "MetaEmbedModel.reader.mix")
+        return self.reader.mix(index, states)
+
+    @property
+    def layer_mixes(self) -> nn.ModuleDict:
+        """Deprecated: `model.reader.layer_mixes`."""
+        _moved("MetaEmbedModel.layer_mixes", "MetaEmbedModel.reader.layer_mixes")
+        return self.reader.layer_mixes
 
 
-def sequence_loss(config: MetaEmbedConfig, logits: torch.Tensor, labels) -> torch.Tensor:
+def _moved(old: str, new: str) -> None:
+    warnings.warn(f"{old} moved in hf_metaembed 0.2: use {new}", DeprecationWarning, stacklevel=3)
+
+
+def check_unsupported(inputs_embeds=None, output_attentions=None, output_hidden_states=None) -> None:
+    """Raise for the `transformers` keywords a MetaEmbed model accepts (PEFT and pipelines pass them) but cannot
+    honour; None and False are fine."""
+    if inputs_embeds is not None:
+        raise ValueError(
+            "MetaEmbed models read several backbones, each with its own embeddings: pass input_ids (or "
+            "backbone_states), not inputs_embeds"
+        )
+    if output_attentions or output_hidden_states:
+        raise ValueError(
+            "MetaEmbed models return fused unit states, not attention maps or a hidden-state stack: drop "
+            "output_attentions/output_hidden_states (pass output_backbone_states=True for the read states)"
+        )
+
+
+def sequence_loss(config: MetaEmbedConfig, problem_type: str | None, logits: torch.Tensor, labels):
     """Loss chosen by `problem_type`, for `labels` given as a tensor, numpy array or list (one per sample).
 
-    Without a `problem_type` in the config, the first batch of labels fixes it (`infer_problem_type`: regression for
-    one label, multi-label for `(samples, num_labels)` rows, single-label for one class id per sample); it is stored
-    only once that batch's labels passed every check, and a later batch that contradicts it is an error, never a
+    Without a `problem_type` (the config's, or one the model settled earlier), the labels fix it
+    (`infer_problem_type`: regression for one label, multi-label for `(samples, num_labels)` rows, single-label for
+    one class id per sample) once they passed every check; a later batch that contradicts it is an error, never a
     silent switch (input_checks.py).
+
+    Returns:
+        `(loss, problem_type)`: the model keeps the problem type (its config is never written during `forward`).
     """
     labels = as_tensor(labels, "labels").to(logits.device)
     check_label_count(labels, logits.shape[0])
-    problem_type = config.problem_type or infer_problem_type(config.num_labels, labels, logits.shape[0])
+    problem_type = problem_type or infer_problem_type(config.num_labels, labels, logits.shape[0])
     labels = sequence_labels(problem_type, config.num_labels, labels, logits)
-    config.problem_type = problem_type
     if problem_type == "regression":
-        return regression_loss(config, logits.squeeze(-1), labels)
+        return regression_loss(config, logits.squeeze(-1), labels), problem_type
     if problem_type == "single_label_classification":
-        return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels)
-    return nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels), problem_type
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels), problem_type
 
 
-class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
-    """MetaEmbed model with a head on the pooled vector: regression, single- or multi-label classification."""
+class MetaEmbedWithHead(MetaEmbedPreTrainedModel):
+    """What both task models share: a `MetaEmbedModel` (`metaembed`) and a head (`classifier`, the name peft picks
+    up for `modules_to_save`) on its pooled vector or on its unit states."""
 
     def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
         self.metaembed = MetaEmbedModel(config, backbones=backbones)
+
+    def _base_outputs(
+        self, return_dict, inputs_embeds, output_attentions, output_hidden_states, **inputs
+    ) -> MetaEmbedModelOutput:
+        check_unsupported(inputs_embeds, output_attentions, output_hidden_states)
+        return self.metaembed(**inputs)
+
+
+class MetaEmbedForSequenceClassification(MetaEmbedWithHead):
+    """MetaEmbed model with a head on the pooled vector: regression, single- or multi-label classification."""
+
+    def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
+        super().__init__(config, backbones)
         self.classifier = build_head(config, self.metaembed.pairing.output_dim, config.num_labels)
+        # the problem type in use: the config's, or the one the first labelled batch settled (saved with the model)
+        self.problem_type = config.problem_type
         self.post_init()
 
     def forward(
@@ -304,11 +251,18 @@ class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
         segment_side_index: torch.LongTensor | None = None,
         backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
         labels: torch.Tensor | None = None,
-        **kwargs,
-    ) -> MetaEmbedSequenceClassifierOutput:
+        return_dict: bool | None = None,
+        inputs_embeds: None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> MetaEmbedSequenceClassifierOutput | tuple:
         """Inputs as `MetaEmbedModel.forward`; `labels` (a tensor, numpy array or list): `(samples,)` class ids or
         numbers, or `(samples, num_labels)` rows; checked against `problem_type` (`sequence_loss`)."""
-        outputs = self.metaembed(
+        outputs = self._base_outputs(
+            return_dict,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_unit_index=token_unit_index,
@@ -318,30 +272,32 @@ class MetaEmbedForSequenceClassification(MetaEmbedPreTrainedModel):
             backbone_states=backbone_states,
         )
         logits = self.classifier(outputs.pooler_output)
-        loss = sequence_loss(self.config, logits, labels) if labels is not None else None
-        return MetaEmbedSequenceClassifierOutput(
+        loss = None
+        if labels is not None:
+            loss, self.problem_type = sequence_loss(self.config, self.problem_type, logits, labels)
+        result = MetaEmbedSequenceClassifierOutput(
             loss=loss,
             logits=logits,
             fusion_weights=outputs.fusion_weights,
             pooler_output=outputs.pooler_output,
             unit_mask=outputs.unit_mask,
         )
+        return result if return_dict is not False else result.to_tuple()
 
 
-class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
+class MetaEmbedForTokenClassification(MetaEmbedWithHead):
     """MetaEmbed model with a head on every unit (residue or word)."""
 
     def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
-        super().__init__(config)
-        if config.level != "unit" or config.architecture != "single" or config.pool_special_tokens:
+        super().__init__(config, backbones)
+        reader = self.metaembed.reader
+        if reader.per_sequence or reader.special_units or self.metaembed.pairing.is_pair:
             raise ValueError(
                 "token classification labels every unit of one sequence: it needs level='unit', "
                 "architecture='single' and pool_special_tokens=False (got level="
                 f"{config.level!r}, architecture={config.architecture!r}, "
                 f"pool_special_tokens={config.pool_special_tokens})"
             )
-        self.num_labels = config.num_labels
-        self.metaembed = MetaEmbedModel(config, backbones=backbones)
         self.classifier = build_head(config, self.metaembed.fusion.output_dim, config.num_labels)
         self.post_init()
 
@@ -355,11 +311,18 @@ class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
         segment_side_index: torch.LongTensor | None = None,
         backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
         labels: torch.Tensor | None = None,
-        **kwargs,
-    ) -> MetaEmbedTokenClassifierOutput:
+        return_dict: bool | None = None,
+        inputs_embeds: None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> MetaEmbedTokenClassifierOutput | tuple:
         """Inputs as `MetaEmbedModel.forward`; `labels (segments, units)` class ids (a tensor, numpy array or list),
         -100 where no label applies."""
-        outputs = self.metaembed(
+        outputs = self._base_outputs(
+            return_dict,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_unit_index=token_unit_index,
@@ -373,15 +336,15 @@ class MetaEmbedForTokenClassification(MetaEmbedPreTrainedModel):
         if labels is not None:
             labels = token_labels(labels, logits, outputs.unit_mask, self.num_labels)
             loss = nn.functional.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1))
-        return MetaEmbedTokenClassifierOutput(
+        result = MetaEmbedTokenClassifierOutput(
             loss=loss, logits=logits, fusion_weights=outputs.fusion_weights, unit_mask=outputs.unit_mask
         )
+        return result if return_dict is not False else result.to_tuple()
 
 
 MetaEmbedConfig.register_for_auto_class()
-MetaEmbedModel.register_for_auto_class("AutoModel")
-MetaEmbedForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-MetaEmbedForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+for _model_class in (MetaEmbedModel, MetaEmbedForSequenceClassification, MetaEmbedForTokenClassification):
+    _model_class.register_for_auto_class(AUTO_CLASSES[_model_class.__name__])
 
 __all__ = [
     "MetaEmbedForSequenceClassification",

@@ -3,10 +3,25 @@
 Model code (copied next to a saved model for `trust_remote_code`): imports torch and transformers only.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers.utils import ModelOutput
+
+
+@dataclass
+class BackboneReading:
+    """What the reading stage hands fusion (reading.py): the backbones' states on shared units.
+
+    Args:
+        states: per backbone `(segments, units, d_i)` (layers chosen or mixed; `units` is 1 when `per_sequence`).
+        unit_mask: `(segments, units)` 1 for real units.
+        per_sequence: each segment was read into one vector (`level="sequence"`), not one state per unit.
+    """
+
+    states: list[torch.Tensor] = field(default_factory=list)
+    unit_mask: torch.Tensor | None = None
+    per_sequence: bool = False
 
 
 @dataclass

@@ -5,10 +5,10 @@ says: `single` one segment, `joined` one segment holding every chain of both sid
 side with its chains joined (`ec`, `pad`), `chains` one segment per chain (`hp`). `segment_sample_index (segments,)`
 and `segment_side_index (segments,)` say which sample and side (0 ligand, 1 receptor) each segment belongs to.
 
-Every architecture maps `unit_states (segments, units, dim)`, `unit_mask (segments, units)`, those indices and the
-model's unit encoder to `(pooled (samples, output_dim), refined unit states (segments, units, dim))`. It decides
-where the unit encoder runs (per segment, or over the two sides joined for `ec`). Nothing loops over samples or
-chains in Python: segments are placed into padded per-sample tensors with index arithmetic.
+Every architecture maps the unit encoder's output `unit_states (segments, units, dim)`, `unit_mask (segments, units)`
+and those indices to `pooled (samples, output_dim)`. It declares where the unit encoder stage runs before it
+(`encoder_scope`: per segment, or over the two sides joined for `ec`), but never runs it. Nothing loops over samples
+or chains in Python: segments are placed into padded per-sample tensors with index arithmetic.
 
 The defaults reproduce the study's reference modules (Proteinea/ppiseq, `ppiseq/models/convbert/` with
 `training/config/train_config.yaml`); each class says which settings, and docs/PAPER.md lists every deliberate
@@ -23,10 +23,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .fusion import unit_size
 from .pooling import POOLERS, build_pooler
 from .registry import Block, check_choice, check_heads, new_registry
 from .segments import LAYOUTS, check_segments, join_sides, segments_of, side_tensors
-from .unit_encoders import unit_size
 
 PAIRINGS = new_registry("architecture", "architecture")
 
@@ -48,16 +48,19 @@ def silu_feed_forward(dim: int, hidden: int, bias: bool) -> nn.Sequential:
 
 class Pairing(Block, nn.Module):
     """Base class. Subclasses set `layout` and define `pool(unit_states, unit_mask, samples, group) -> pooled`
-    (`group` as `check_segments` returns it).
-
-    `unit_encoder_scope` is `"segments"` (the unit encoder reads every segment alone) unless a subclass overrides
-    `forward` to run it elsewhere.
+    (`group` as `check_segments` returns it), and `encoder_scope` where the unit encoder stage should not read every
+    segment alone.
     """
 
     layout: ClassVar[str] = "sides"
     is_pair: ClassVar[bool] = True
     default_pooling: ClassVar[str] = "attention"
-    unit_encoder_scope: ClassVar[str] = "segments"
+
+    @classmethod
+    def encoder_scope(cls, config) -> str:
+        """Where the unit encoder stage runs for this architecture: `"segments"` (each segment alone) or `"joined
+        sides"` (per sample, the ligand's units followed by the receptor's)."""
+        return "segments"
 
     def __init__(self, config, dim: int) -> None:
         super().__init__()
@@ -79,13 +82,10 @@ class Pairing(Block, nn.Module):
         unit_mask: torch.Tensor,
         segment_sample_index: torch.Tensor | None = None,
         segment_side_index: torch.Tensor | None = None,
-        unit_encoder: nn.Module | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        samples_and_groups = self.check_segments(unit_mask, segment_sample_index, segment_side_index)
-        if unit_encoder is not None:
-            unit_states = unit_encoder(unit_states, unit_mask)
-        pooled = self.pool(unit_states, unit_mask, *samples_and_groups)
-        return pooled, unit_states
+    ) -> torch.Tensor:
+        """`unit_states (segments, units, dim)` (refined by the unit encoder stage) -> `(samples, output_dim)`."""
+        samples, group = self.check_segments(unit_mask, segment_sample_index, segment_side_index)
+        return self.pool(unit_states, unit_mask, samples, group)
 
     def check_segments(
         self, unit_mask: torch.Tensor, segment_sample_index: torch.Tensor | None, segment_side_index
@@ -182,35 +182,18 @@ class EmbeddingConcatenation(Pairing):
         if config.ec_ffn == "silu":
             self.feed_forward = nn.Sequential(nn.Linear(self.output_dim, self.output_dim), nn.SiLU())
 
-    @property
-    def unit_encoder_scope(self) -> str:
-        return "joined sides" if self.encode_joined else "segments"
-
-    def forward(self, unit_states, unit_mask, segment_sample_index=None, segment_side_index=None, unit_encoder=None):
-        samples, group = self.check_segments(unit_mask, segment_sample_index, segment_side_index)
-        if not self.encode_joined:
-            if unit_encoder is not None:
-                unit_states = unit_encoder(unit_states, unit_mask)
-            return self.finish(self.pool(unit_states, unit_mask, samples, group)), unit_states
-        joined, joined_mask, slots = join_sides(unit_states, unit_mask, group, samples)
-        if unit_encoder is not None:
-            joined = unit_encoder(joined, joined_mask)
-        pooled, _ = self.pooler(joined, joined_mask)
-        # the refined states of each segment, read back from the joined rows
-        refined = unit_states.new_zeros(unit_states.shape)
-        refined[slots[0], slots[1]] = joined[slots[2], slots[3]]
-        return self.finish(pooled), refined
+    @classmethod
+    def encoder_scope(cls, config) -> str:
+        return "joined sides" if config.ec_encode_joined and config.ec_mode == "token" else "segments"
 
     def pool(self, unit_states, unit_mask, samples, group):
-        states, mask = side_tensors(unit_states, unit_mask, group, samples)  # (samples, 2, units, dim)
         if self.mode == "pooled":
+            states, mask = side_tensors(unit_states, unit_mask, group, samples)  # (samples, 2, units, dim)
             pooled, _ = self.pooler(states.flatten(0, 1), mask.flatten(0, 1))  # (samples * 2, dim)
-            return pooled.view(samples, -1)
-        # ligand units then receptor units; the padding between them is masked and every pooler is blind to position
-        pooled, _ = self.pooler(states.flatten(1, 2), mask.flatten(1, 2))
-        return pooled
-
-    def finish(self, pooled: torch.Tensor) -> torch.Tensor:
+            pooled = pooled.view(samples, -1)
+        else:  # the ligand's real units directly followed by the receptor's (a position-aware pooler sees no gap)
+            joined, joined_mask, _ = join_sides(unit_states, unit_mask, group, samples)
+            pooled, _ = self.pooler(joined, joined_mask)
         return self.feed_forward(pooled) if hasattr(self, "feed_forward") else pooled
 
 

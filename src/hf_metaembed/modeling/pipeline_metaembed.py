@@ -43,32 +43,6 @@ from .processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
 SIDES = ("ligand", "receptor")
 
 
-# the Auto class that loads a folder saved by each model class (feature extraction reads its base model)
-AUTO_CLASSES = {
-    "MetaEmbedModel": "AutoModel",
-    "MetaEmbedForSequenceClassification": "AutoModelForSequenceClassification",
-    "MetaEmbedForTokenClassification": "AutoModelForTokenClassification",
-}
-
-
-def custom_pipelines(model_class_name: str) -> dict[str, dict]:
-    """The `custom_pipelines` entry of a saved config: the pipelines a folder of this model class can serve."""
-    tasks = {
-        "feature-extraction": {
-            "impl": "pipeline_metaembed.MetaEmbedFeatureExtractionPipeline",
-            "pt": [AUTO_CLASSES.get(model_class_name, "AutoModel")],
-            "type": "text",
-        }
-    }
-    if model_class_name == "MetaEmbedForSequenceClassification":
-        tasks["text-classification"] = {
-            "impl": "pipeline_metaembed.MetaEmbedTextClassificationPipeline",
-            "pt": ["AutoModelForSequenceClassification"],
-            "type": "text",
-        }
-    return tasks
-
-
 def _concat_features(items: list[dict]) -> dict:
     """Collate preprocessed inputs: padding happens in `_forward` with the processor, which knows the layout."""
     return {"features": [feature for item in items for feature in item["features"]]}
@@ -304,5 +278,4 @@ __all__ = [
     "MetaEmbedFeatureExtractionPipeline",
     "MetaEmbedPipelineMixin",
     "MetaEmbedTextClassificationPipeline",
-    "custom_pipelines",
 ]

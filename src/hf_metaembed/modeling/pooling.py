@@ -1,4 +1,5 @@
-"""Masked pooling of a sequence of states into one vector: `mean`, `max`, `attention`.
+"""Masked pooling of a sequence of states into one vector: `mean`, `max`, `attention`, `cls`, `last_token`,
+`weighted_mean`, `mean_sqrt_len` (the last four are also sentence-transformers' pooling modes, reading.py).
 
 Every pooler maps `states (batch, length, dim)` and `mask (batch, length)` (True/1 where a state is real) to
 `(batch, dim)`. Masked positions never contribute; a row with no real position pools to zeros.
@@ -69,6 +70,69 @@ class AttentionPooler(Pooler):
         real = mask.bool()
         scores = self.score(states).squeeze(-1).masked_fill(~real, torch.finfo(states.dtype).min)
         weights = torch.softmax(scores, dim=1) * real.to(states.dtype)
+        return torch.einsum("bl,bld->bd", weights, states), weights
+
+
+def _real_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, `rank (batch, length)` 1..n at the real positions (0 elsewhere) and `count (batch,)` n."""
+    real = mask.bool()
+    rank = real.long().cumsum(dim=1) * real
+    return rank, real.sum(dim=1)
+
+
+def _pick(states: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state at `position (batch,)` of each row, zeros for a row with no real position; one-hot weights."""
+    weights = nn.functional.one_hot(position.clamp(min=0), states.shape[1]).to(states.dtype)
+    weights = weights * mask.bool().any(dim=1, keepdim=True).to(states.dtype)
+    return torch.einsum("bl,bld->bd", weights, states), weights
+
+
+@POOLERS.register("cls")
+class FirstPooler(Pooler):
+    """The first real position's state (a [CLS] token where special tokens are pooled; else the first unit), correct
+    under left and right padding."""
+
+    card_text = "the state of the first real position ([CLS] where special tokens are kept)"
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rank, _ = _real_positions(mask)
+        return _pick(states, mask, (rank == 1).long().argmax(dim=1))
+
+
+@POOLERS.register("last_token")
+class LastTokenPooler(Pooler):
+    """The last real position's state (decoder embedders' recipe), correct under left and right padding."""
+
+    card_text = "the state of the last real position (as decoder embedding models pool)"
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rank, count = _real_positions(mask)
+        return _pick(states, mask, (rank == count.unsqueeze(1)).long().argmax(dim=1))
+
+
+@POOLERS.register("weighted_mean")
+class WeightedMeanPooler(Pooler):
+    """Position-weighted mean (SGPT, Muennighoff 2022): the k-th real position weighs k / sum(1..n)."""
+
+    card_text = "mean weighted by position (the k-th real position weighs k; SGPT)"
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rank, _ = _real_positions(mask)
+        weights = rank.to(states.dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return torch.einsum("bl,bld->bd", weights, states), weights
+
+
+@POOLERS.register("mean_sqrt_len")
+class MeanSqrtLengthPooler(Pooler):
+    """Sum of the real positions divided by the square root of their count (sentence-transformers'
+    `mean_sqrt_len_tokens`)."""
+
+    card_text = "sum over the real positions divided by the square root of their count"
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = mask.to(states.dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
         return torch.einsum("bl,bld->bd", weights, states), weights
 
 

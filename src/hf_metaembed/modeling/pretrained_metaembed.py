@@ -17,24 +17,16 @@ from transformers import initialization as init
 from transformers.modeling_utils import load_state_dict
 from transformers.utils import cached_file, logging
 
-from .backbones import sentence_pooling
-from .configuration_metaembed import MetaEmbedConfig, check_setting_names
+from .auto_classes import auto_map, copy_entry_files, custom_pipelines, write_sentence_transformers_files
+from .backbones import infer_unit_type, sentence_pooling
+from .configuration_metaembed import MetaEmbedConfig, check_setting_names, legacy_key_mapping, rename_legacy_keys
 from .loading_metaembed import fetch_backbones, load_backbone_safely
-from .pipeline_metaembed import custom_pipelines
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
-from .sentence_metaembed import write_sentence_transformers_files
 from .trainable_blocks import warn_frozen_blocks
 
 logger = logging.get_logger(__name__)
 
 _BACKBONE_KEY = re.compile(r"^(?:metaembed\.)?backbone_\d+\.")
-
-AUTO_MAP = {
-    "AutoConfig": "configuration_metaembed.MetaEmbedConfig",
-    "AutoModel": "modeling_metaembed.MetaEmbedModel",
-    "AutoModelForSequenceClassification": "modeling_metaembed.MetaEmbedForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_metaembed.MetaEmbedForTokenClassification",
-}
 
 
 def _after_load(model: PreTrainedModel) -> PreTrainedModel:
@@ -48,7 +40,7 @@ def _after_load(model: PreTrainedModel) -> PreTrainedModel:
     backbone_names = ("backbone_",)
     for module in model.modules():
         if hasattr(module, "freeze_backbones") and module.config.freeze_backbones:  # a MetaEmbedModel
-            module.freeze_backbones()
+            module._freeze(True)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if any(part.startswith(backbone_names) for part in name.split(".")) or param.device.type != "cpu":
@@ -59,18 +51,31 @@ def _after_load(model: PreTrainedModel) -> PreTrainedModel:
 
 
 @contextmanager
-def _config_as_saved(config: MetaEmbedConfig, with_backbones: bool, fingerprints: list[dict | None]):
-    """Give `config` what one save writes (whether the folder holds backbone weights, and each backbone's fingerprint)
-    for the duration of that save only: a save's options never stick to the model."""
-    before = config.save_backbone_weights, [record.get("fingerprint") for record in config.backbones]
-    config.save_backbone_weights = with_backbones
+def _config_as_saved(model: "MetaEmbedPreTrainedModel", with_backbones: bool, fingerprints: list[dict | None]):
+    """Give the model's config what one save writes, for the duration of that save only (a save's options never
+    stick to the model): whether the folder holds backbone weights, each backbone's fingerprint, the problem type the
+    model settled on, and the Auto classes and pipelines the folder serves."""
+    config = model.config
+    saved = {
+        "backbone_weights_saved": with_backbones,
+        # a model loaded from the folder saves in full unless a save says otherwise (as release 0.1 did)
+        "save_backbone_weights": True,
+        "problem_type": getattr(model, "problem_type", None) or config.problem_type,
+        "auto_map": auto_map(),
+        "custom_pipelines": custom_pipelines(type(model).__name__),
+    }
+    before = {key: getattr(config, key, None) for key in saved}
+    before_fingerprints = [record.get("fingerprint") for record in config.backbones]
+    for key, value in saved.items():
+        setattr(config, key, value)
     for record, fingerprint in zip(config.backbones, fingerprints):
         record["fingerprint"] = fingerprint
     try:
         yield config
     finally:
-        config.save_backbone_weights = before[0]
-        for record, fingerprint in zip(config.backbones, before[1]):
+        for key, value in before.items():
+            setattr(config, key, value)
+        for record, fingerprint in zip(config.backbones, before_fingerprints):
             record["fingerprint"] = fingerprint
 
 
@@ -145,8 +150,6 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 code when loaded; by default only safetensors weights are read (docs/RELIABILITY.md).
             **config_kwargs: any `MetaEmbedConfig` field (`fusion`, `architecture`, `num_labels`, ...).
         """
-        from .backbones import infer_unit_type
-
         check_setting_names(config_kwargs, f"{cls.__name__}.from_backbones")
         revisions = list(revisions or [None] * len(backbones))
         loaded, names = [], []
@@ -213,7 +216,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             shapes = checkpoint_shapes(pretrained_model_name_or_path, allow_pickle, hub_kwargs)
             if shapes is not None and config is not None and not kwargs.get("ignore_mismatched_sizes"):
                 cls._check_checkpoint_shapes(config, shapes)
-        if config is None or config.save_backbone_weights or pretrained_model_name_or_path is None:
+        kwargs.setdefault("key_mapping", legacy_key_mapping())
+        if config is None or config.backbone_weights_saved or pretrained_model_name_or_path is None:
             if backbone_paths:
                 raise ValueError(
                     "backbone_paths is for checkpoints saved without backbone weights; "
@@ -222,7 +226,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         else:
             checkpoint = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
-            own_weights = load_state_dict(checkpoint)
+            own_weights = rename_legacy_keys(load_state_dict(checkpoint))
             prefix = "metaembed." if any(key.startswith("metaembed.") for key in own_weights) else ""
             merged = dict(own_weights)
             backbones = fetch_backbones(
@@ -232,15 +236,13 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 merged.update({f"{prefix}backbone_{index}.{k}": v for k, v in backbone.state_dict().items()})
             kwargs["config"] = config
             loaded = super().from_pretrained(None, *model_args, state_dict=merged, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        # the stored value described the folder read; the loaded model saves in full unless a save says otherwise
-        model.config.save_backbone_weights = True
-        _after_load(model)
+        _after_load(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
 
     @classmethod
     def _check_checkpoint_shapes(cls, config: MetaEmbedConfig, shapes: dict[str, tuple[int, ...]]) -> None:
         """Compare the checkpoint's tensor shapes with those the config builds (on the meta device: no memory)."""
+        shapes = rename_legacy_keys(shapes)
         with torch.device("meta"):
             skeleton = cls(copy.deepcopy(config))
         expected = {key.removeprefix("metaembed."): tuple(v.shape) for key, v in skeleton.state_dict().items()}
@@ -304,14 +306,13 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         """
         with_backbones = self.config.save_backbone_weights if save_backbone_weights is None else save_backbone_weights
         kwargs.setdefault("save_original_format", False)
-        self.config.auto_map = dict(AUTO_MAP)
         if not with_backbones:
             state_dict = kwargs.get("state_dict")
             state_dict = self.state_dict() if state_dict is None else state_dict
             kwargs["state_dict"] = {k: v for k, v in state_dict.items() if not _BACKBONE_KEY.match(k)}
         fingerprints = [None] * self.config.num_backbones if with_backbones else self._backbone_fingerprints()
         is_main_process = args[0] if args else kwargs.get("is_main_process", True)
-        with _config_as_saved(self.config, bool(with_backbones), fingerprints):
+        with _config_as_saved(self, bool(with_backbones), fingerprints):
             if not is_main_process or kwargs.get("distributed_checkpoint"):
                 # other ranks write nothing; distributed checkpoints keep transformers' own layout
                 return super().save_pretrained(save_directory, *args, **kwargs)
@@ -321,9 +322,9 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             with staged_save(save_directory, last=("config.json",), stale_files=MODEL_WEIGHT_FILES) as staging:
                 super().save_pretrained(staging, *args, **kwargs)
                 # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
-                self.config.auto_map = dict(AUTO_MAP)
-                self.config.custom_pipelines = custom_pipelines(type(self).__name__)
+                self.config.auto_map = auto_map()
                 self.config.save_pretrained(staging)
+                copy_entry_files(staging)
                 write_sentence_transformers_files(staging)
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))

@@ -12,19 +12,22 @@ encoder = SentenceTransformer("path/or/hub-id", trust_remote_code=True)
 encoder.encode(["a sentence to embed", "another one"])  # (2, dim)
 ```
 
-Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its siblings (the
-model and processor classes are imported when a folder is loaded; sentence-transformers itself is never imported).
+Model code (copied next to a saved model for `trust_remote_code`, as one of `auto_classes.ENTRY_FILES`): imports torch,
+transformers and its siblings; the model files never import it back (sentence-transformers itself is never imported).
 """
 
-import json
 import os
 from typing import Any
 
 import torch
 from torch import nn
 
-MODULES_FILE = "modules.json"
-MODULE_CLASS = "sentence_metaembed.MetaEmbedSentenceModule"
+from .auto_classes import SENTENCE_MODULE_CLASS, SENTENCE_MODULES_FILE, write_sentence_transformers_files
+from .configuration_metaembed import MetaEmbedConfig
+from .modeling_metaembed import MetaEmbedForSequenceClassification, MetaEmbedForTokenClassification, MetaEmbedModel
+from .processing_metaembed import MetaEmbedProcessor
+
+MODULES_FILE, MODULE_CLASS = SENTENCE_MODULES_FILE, SENTENCE_MODULE_CLASS
 # what the base model's forward reads from a padded batch
 MODEL_INPUTS = (
     "input_ids",
@@ -34,13 +37,10 @@ MODEL_INPUTS = (
     "segment_sample_index",
     "segment_side_index",
 )
-
-
-def write_sentence_transformers_files(folder: str | os.PathLike) -> None:
-    """Write the `modules.json` that makes a saved MetaEmbed folder a sentence-transformers model."""
-    modules = [{"idx": 0, "name": "0", "path": "", "type": MODULE_CLASS}]
-    with open(os.path.join(folder, MODULES_FILE), "w", encoding="utf-8") as handle:
-        json.dump(modules, handle, indent=2)
+MODEL_CLASSES = {
+    model_class.__name__: model_class
+    for model_class in (MetaEmbedModel, MetaEmbedForSequenceClassification, MetaEmbedForTokenClassification)
+}
 
 
 class MetaEmbedSentenceModule(nn.Module):
@@ -76,25 +76,12 @@ class MetaEmbedSentenceModule(nn.Module):
         **kwargs: Any,
     ) -> "MetaEmbedSentenceModule":
         """Load the model (the class its `config.json` names) and the processor saved in the folder."""
-        from .configuration_metaembed import MetaEmbedConfig
-        from .modeling_metaembed import (
-            MetaEmbedForSequenceClassification,
-            MetaEmbedForTokenClassification,
-            MetaEmbedModel,
-        )
-        from .processing_metaembed import MetaEmbedProcessor
-
-        classes = {
-            c.__name__: c
-            for c in (MetaEmbedModel, MetaEmbedForSequenceClassification, MetaEmbedForTokenClassification)
-        }
-
         hub = {"revision": revision, "token": token, "cache_dir": cache_folder, "local_files_only": local_files_only}
         if subfolder:
             model_name_or_path = os.path.join(model_name_or_path, subfolder)
         config = MetaEmbedConfig.from_pretrained(model_name_or_path, **hub)
         names = config.architectures or ["MetaEmbedModel"]
-        model_class = classes.get(names[0], MetaEmbedModel)
+        model_class = MODEL_CLASSES.get(names[0], MetaEmbedModel)
         model = model_class.from_pretrained(model_name_or_path, config=config, **hub, **(model_kwargs or {}))
         try:
             processor = MetaEmbedProcessor.from_pretrained(model_name_or_path, **hub)

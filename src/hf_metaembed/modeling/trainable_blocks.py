@@ -13,9 +13,8 @@ import warnings
 
 from torch import nn
 
-# children of MetaEmbedModel that hold MetaEmbed layers (everything but the backbones)
-METAEMBED_BLOCKS = ("layer_mixes", "token_poolers", "fusion", "unit_encoder", "pairing")
-# ModuleDict/ModuleList containers are indexed by the model; peft's wrapper cannot be, so their entries are listed
+# ModuleDict/ModuleList containers are indexed by the model; peft's wrapper cannot be, so their entries are listed (as
+# are the parts of a stage module that declares `holds_blocks`, such as the reading stage)
 _CONTAINERS = (nn.ModuleDict, nn.ModuleList)
 
 
@@ -23,22 +22,28 @@ def _has_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
 
+def _blocks_in(name: str, module: nn.Module) -> dict[str, nn.Module]:
+    """`module` by its name, or, for a container, its entries that hold parameters (recursively)."""
+    if not _has_parameters(module):
+        return {}
+    if not isinstance(module, _CONTAINERS) and not getattr(module, "holds_blocks", False):
+        return {name: module}
+    blocks = {}
+    for key, child in module.named_children():
+        blocks.update(_blocks_in(f"{name}.{key}", child))
+    return blocks
+
+
 def trainable_blocks(model: nn.Module) -> dict[str, nn.Module]:
     """The MetaEmbed blocks of a `MetaEmbedModel` or `MetaEmbedFor*` model that hold parameters, by their full name in
-    `model.named_modules()` (fusion, layer mixes, token poolers, unit encoder, pair architecture, `classifier`)."""
+    `model.named_modules()`: every stage module of the base model but the backbones (layer mixes, token poolers,
+    fusion, unit encoder, pair architecture), then the head (`classifier`)."""
     base = model.base_model
     prefix = "" if base is model else f"{model.base_model_prefix}."
     blocks = {}
-    for name in METAEMBED_BLOCKS:
-        module = getattr(base, name, None)
-        if module is None or not _has_parameters(module):
-            continue
-        if isinstance(module, _CONTAINERS):
-            blocks.update(
-                {f"{prefix}{name}.{key}": entry for key, entry in module.named_children() if _has_parameters(entry)}
-            )
-        else:
-            blocks[f"{prefix}{name}"] = module
+    for name, module in base.named_children():
+        if not name.startswith("backbone_"):
+            blocks.update(_blocks_in(f"{prefix}{name}", module))
     classifier = getattr(model, "classifier", None)
     if classifier is not None and _has_parameters(classifier):
         blocks["classifier"] = classifier
@@ -74,4 +79,4 @@ def warn_frozen_blocks(model: nn.Module) -> None:
         )
 
 
-__all__ = ["METAEMBED_BLOCKS", "trainable_blocks", "warn_frozen_blocks"]
+__all__ = ["trainable_blocks", "warn_frozen_blocks"]

@@ -2,17 +2,21 @@
 them, e.g. one ConvBERT layer over frozen protein features.
 
 Every unit encoder maps `unit_states (segments, units, dim)` and `unit_mask (segments, units)` to refined states of
-the same shape, with padded units zero. Where it runs is the pair architecture's call (`Pairing.unit_encoder_scope`):
-per segment (a chain for `hp`, a side for `pad`, the joined complex for `sc`) or over the two sides joined (`ec`).
+the same shape, with padded units zero. Where it runs is declared by the pair architecture (`Pairing.encoder_scope`)
+and done here: per segment (a chain for `hp`, a side for `pad`, the joined complex for `sc`) or over the two sides
+joined (`ec`), read back onto the segments afterwards.
 
-Adding one: a `UnitEncoder` subclass decorated with `@UNIT_ENCODERS.register("name")`, taking `(config, dim)`.
+Adding one: a `UnitEncoder` subclass decorated with `@UNIT_ENCODERS.register("name")`, taking `(config, dim)` and
+defining `refine(unit_states, unit_mask)` over one padded batch of sequences.
 """
 
 import torch
 from torch import nn
 
-from .fusion import FUSIONS
+from .fusion import unit_size
+from .pairing import PAIRINGS
 from .registry import Block, check_heads, new_registry
+from .segments import check_segments, join_sides
 
 UNIT_ENCODERS = new_registry("unit encoder", "unit_encoder")
 
@@ -22,24 +26,50 @@ def list_unit_encoders() -> list[str]:
     return UNIT_ENCODERS.names()
 
 
-def unit_size(config, dims: list[int]) -> int:
-    """Size of the fused unit states the unit encoder and pair architecture read."""
-    return FUSIONS.get_class(config.fusion).output_size(config, dims)
-
-
 class UnitEncoder(Block, nn.Module):
-    """Base class: `forward(unit_states, unit_mask) -> unit_states`."""
+    """Base class: the stage `forward(unit_states, unit_mask, segment_sample_index, segment_side_index) ->
+    unit_states`, running the subclass's `refine(unit_states (sequences, units, dim), unit_mask) -> refined states`
+    (padded units zero) where the architecture's `encoder_scope` says."""
+
+    # an encoder that returns its input unchanged (no joining of sides is then needed)
+    is_identity = False
 
     def __init__(self, config, dim: int) -> None:
         super().__init__()
         self.dim = dim
+        self.architecture = config.architecture
+        self.scope = PAIRINGS.get_class(config.architecture).encoder_scope(config)
+
+    def forward(
+        self,
+        unit_states: torch.Tensor,
+        unit_mask: torch.Tensor,
+        segment_sample_index: torch.Tensor | None = None,
+        segment_side_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`(segments, units, dim)` fused unit states -> refined ones, of the same shape."""
+        if self.is_identity:
+            return unit_states
+        if self.scope == "segments":
+            return self.refine(unit_states, unit_mask)
+        samples, group = check_segments(
+            unit_mask, segment_sample_index, segment_side_index, "sides", self.architecture
+        )
+        joined, joined_mask, slots = join_sides(unit_states, unit_mask, group, samples)
+        joined = self.refine(joined, joined_mask)
+        # the refined states of each segment, read back from the joined rows
+        refined = unit_states.new_zeros(unit_states.shape[:-1] + joined.shape[-1:])
+        refined[slots[0], slots[1]] = joined[slots[2], slots[3]]
+        return refined
 
 
 @UNIT_ENCODERS.register("none")
 class NoUnitEncoder(UnitEncoder):
     """Fused unit states go to the pair architecture unchanged."""
 
-    def forward(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+    is_identity = True
+
+    def refine(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         return unit_states
 
 
@@ -57,8 +87,8 @@ class ConvBertUnitEncoder(UnitEncoder):
     the values its windows read are zeroed at padded units (so a unit near the end of a chain sees zeros, exactly as
     at the edge of an unpadded sequence). Padded units come out as zeros.
 
-    `forward(unit_states (segments, units, dim), unit_mask (segments, units)) -> (segments, units, dim)`. Segments
-    never interact, so `forward` runs them in groups of similar length, each group cut to its own longest segment:
+    `refine(unit_states (segments, units, dim), unit_mask (segments, units)) -> (segments, units, dim)`. Segments
+    never interact, so `refine` runs them in groups of similar length, each group cut to its own longest segment:
     the attention's cost, quadratic in length, is not spent on padding (chains of 50-300 residues in one batch).
     """
 
@@ -121,7 +151,7 @@ class ConvBertUnitEncoder(UnitEncoder):
         segments, units, _ = states.shape
         return states.view(segments, units, self.mixed_heads, self.head_size).transpose(1, 2)
 
-    def forward(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+    def refine(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         segments, units, _ = unit_states.shape
         positions = torch.arange(1, units + 1, device=unit_mask.device)
         lengths = (unit_mask.bool() * positions).amax(dim=1).tolist() if units else [0] * segments  # last real + 1

@@ -1,0 +1,3 @@
+"""The version of hf_metaembed (read without importing torch: the CLI answers `--version` from here)."""
+
+__version__ = "0.2.0"

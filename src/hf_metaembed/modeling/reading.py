@@ -1,0 +1,392 @@
+"""The reading stage: from a processor batch to per-backbone unit states (or one vector per segment).
+
+`BackboneReader` alone owns everything between token ids and fusion: running each backbone (sliding windows past
+its length limit; LoRA adapters are part of the backbone module), choosing or mixing its layers, dropping special
+tokens (or turning them into units of their own, `pool_special_tokens` at unit level), and aligning sub-word tokens
+onto units, or pooling them into one vector per segment at `level="sequence"`. It is the only place that reads
+`level`; what it produces is a `BackboneReading`, and `describe()` says what decides it (the feature cache's
+fingerprint and builder ask it instead of re-deriving).
+
+The output of `read_backbones` (before the layer mix) is what the frozen-feature cache stores; `finish` turns it, or
+states read back from a cache, into the `BackboneReading` fusion consumes.
+
+Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its siblings.
+"""
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .input_checks import check_backbone_states
+from .outputs_metaembed import BackboneReading
+from .pooling import build_pooler
+from .special_units import with_special_units
+from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
+
+# bump whenever token-to-unit alignment or layer selection changes what `read_backbones` returns (cache fingerprint)
+READING_VERSION = 1
+LEVELS = ("unit", "sequence")
+# sentence-transformers' `Pooling` modes and the pooler of this library's registry that computes each
+SENTENCE_POOLERS = {
+    "mean": "mean",
+    "max": "max",
+    "cls": "cls",
+    "lasttoken": "last_token",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "weightedmean": "weighted_mean",
+}
+SENTENCE_POOLING_MODES = tuple(SENTENCE_POOLERS)
+
+
+class ScalarMix(nn.Module):
+    """Learned softmax-weighted sum of a backbone's layers, times a learned scale (ELMo's scalar mix)."""
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__()
+        self.layer_scores = nn.Parameter(torch.zeros(num_layers))
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def init_block_weights(self) -> None:
+        """Equal layer weights and unit scale (skipped for weights a checkpoint loaded)."""
+        init.zeros_(self.layer_scores)
+        init.ones_(self.scale)
+
+    def forward(self, layers: torch.Tensor) -> torch.Tensor:
+        # layers: (..., num_layers, dim) -> (..., dim)
+        weights = torch.softmax(self.layer_scores, dim=0).to(layers.dtype)
+        return self.scale * torch.einsum("l,...ld->...d", weights, layers)
+
+
+class SentencePooler(nn.Module):
+    """A sentence-transformers backbone's own sentence vector: its pooling mode over every token its attention mask
+    keeps ([CLS]/[SEP] included), then L2 normalisation if the model normalises.
+
+    Args:
+        pooling: `{"mode": one of SENTENCE_POOLING_MODES, "normalize": bool}` (a backbone record's
+            `sentence_pooling`); the mode names a pooler of the registry (`SENTENCE_POOLERS`).
+        dim: the backbone's hidden size.
+    """
+
+    def __init__(self, pooling: dict, dim: int) -> None:
+        super().__init__()
+        mode = pooling["mode"]
+        if mode not in SENTENCE_POOLERS:
+            raise ValueError(
+                f"unknown sentence pooling mode {mode!r}; choose one of: {', '.join(SENTENCE_POOLING_MODES)}"
+            )
+        self.pooler = build_pooler(SENTENCE_POOLERS[mode], dim)
+        self.normalize = bool(pooling.get("normalize"))
+
+    def forward(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`token_states (segments, tokens, dim)`, `attention_mask (segments, tokens)` -> `(segments, dim)`."""
+        pooled, _ = self.pooler(token_states, attention_mask)
+        return nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
+
+
+def pool_sentence(token_states: torch.Tensor, attention_mask: torch.Tensor, pooling: dict) -> torch.Tensor:
+    """One vector per segment as a sentence-transformers model makes it (`SentencePooler`): `(segments, dim)`."""
+    return SentencePooler(pooling, token_states.shape[-1]).to(token_states.device)(token_states, attention_mask)
+
+
+def select_layer(outputs, layer: str | int) -> torch.Tensor:
+    """Token states of the chosen layer; for `"mix"` all layers stacked as `(batch, tokens, layers, dim)`."""
+    if layer == "last":
+        return outputs.last_hidden_state
+    if layer == "mix":
+        return torch.stack(outputs.hidden_states, dim=2)
+    hidden_states = outputs.hidden_states
+    if not -len(hidden_states) <= layer < len(hidden_states):
+        raise ValueError(f"layer {layer} is out of range: this backbone has {len(hidden_states)} hidden states")
+    return hidden_states[layer]
+
+
+def align_to_units(
+    token_states: torch.Tensor, token_unit_index: torch.Tensor, num_units: int, mode: str = "mean"
+) -> torch.Tensor:
+    """Pool token states onto units.
+
+    Args:
+        token_states: `(segments, tokens, *feature)` states of one backbone.
+        token_unit_index: `(segments, tokens)` unit of each token, -1 for special tokens and padding.
+        num_units: number of unit slots in the output.
+        mode: `"mean"` of a unit's tokens, or its `"first"` token.
+
+    Returns:
+        `(segments, num_units, *feature)`; a unit with no token is zero.
+    """
+    segments, tokens = token_unit_index.shape
+    feature_shape = token_states.shape[2:]
+    # route special tokens and padding to an extra slot that is dropped at the end
+    slots = torch.where(token_unit_index < 0, num_units, token_unit_index)
+    if mode == "first":
+        positions = torch.arange(tokens, device=slots.device).expand(segments, tokens)
+        first = torch.full((segments, num_units + 1), tokens, device=slots.device, dtype=torch.long)
+        first = first.scatter_reduce(1, slots, positions, reduce="amin")[:, :num_units]
+        covered = first < tokens
+        gather_index = first.clamp(max=tokens - 1)
+        gather_index = gather_index.view(segments, num_units, *([1] * len(feature_shape))).expand(
+            segments, num_units, *feature_shape
+        )
+        picked = token_states.gather(1, gather_index)
+        return picked * covered.view(segments, num_units, *([1] * len(feature_shape))).to(picked.dtype)
+    flat = token_states.reshape(segments, tokens, -1)
+    sums = flat.new_zeros(segments, num_units + 1, flat.shape[-1])
+    sums.scatter_add_(1, slots.unsqueeze(-1).expand_as(flat), flat)
+    counts = flat.new_zeros(segments, num_units + 1)
+    counts.scatter_add_(1, slots, torch.ones_like(slots, dtype=flat.dtype))
+    means = sums[:, :num_units] / counts[:, :num_units].clamp(min=1).unsqueeze(-1)
+    return means.reshape(segments, num_units, *feature_shape)
+
+
+class BackboneReader(nn.Module):
+    """The reading stage of a MetaEmbed model (see the module docstring).
+
+    The backbones themselves stay direct children of the model (so Accelerate places each one whole and `post_init`
+    sees their no-split blocks); the reader holds what reading learns (layer mixes, token poolers at sequence level)
+    and is handed the backbones to run.
+
+    Args:
+        config: the model's `MetaEmbedConfig`; read once here.
+        num_layers: per backbone, its hidden states count (layers + embeddings), for the `"mix"` layers.
+    """
+
+    # its layer mixes and token poolers are listed one by one as trainable blocks (trainable_blocks.py)
+    holds_blocks = True
+
+    def __init__(self, config, num_layers: list[int]) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_mixes = nn.ModuleDict(
+            {str(i): ScalarMix(num_layers[i]) for i, layer in enumerate(config.backbone_layers) if layer == "mix"}
+        )
+        if self.per_sequence:
+            dims = config.backbone_hidden_sizes
+            self.token_poolers = nn.ModuleList(
+                SentencePooler(record["sentence_pooling"], dim)
+                if record.get("sentence_pooling")
+                else build_pooler(config.pooling, dim)
+                for record, dim in zip(config.backbones, dims)
+            )
+
+    @property
+    def per_sequence(self) -> bool:
+        """Each segment is read into one vector (`level="sequence"`) rather than one state per unit."""
+        return self.config.level == "sequence"
+
+    @property
+    def special_units(self) -> bool:
+        """Special tokens become units of their own (`pool_special_tokens` at unit level, special_units.py)."""
+        return self.config.pool_special_tokens and not self.per_sequence
+
+    # ------------------------------------------------------------------------------------------------- reading
+
+    def forward(
+        self,
+        backbones: list[PreTrainedModel],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_unit_index: torch.Tensor,
+        unit_mask: torch.Tensor,
+    ) -> BackboneReading:
+        """Read a processor batch: `(segments, backbones, tokens)` ids, mask and token-to-unit index, `unit_mask
+        (segments, units)`."""
+        self.check_token_inputs(input_ids, attention_mask, token_unit_index)
+        if self.special_units:
+            token_unit_index, unit_mask = with_special_units(token_unit_index, attention_mask, unit_mask)
+        states = self.read_backbones(backbones, input_ids, attention_mask, token_unit_index, unit_mask.shape[1])
+        return self.finish(states, unit_mask)
+
+    def from_states(
+        self,
+        backbone_states,
+        unit_mask,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> BackboneReading:
+        """Precomputed states (as `read_backbones` or a feature cache gives them; tensors, numpy arrays or lists)
+        checked per backbone (count, shape, width) and cast to `device`/`dtype`, then finished like read ones."""
+        mix_layers = {int(index): mix.layer_scores.shape[0] for index, mix in self.layer_mixes.items()}
+        states, unit_mask = check_backbone_states(self.config, backbone_states, unit_mask, mix_layers, device, dtype)
+        return self.finish(states, unit_mask)
+
+    def read_backbones(
+        self,
+        backbones: list[PreTrainedModel],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_unit_index: torch.Tensor,
+        num_units: int,
+    ) -> list[torch.Tensor]:
+        """Run every backbone and bring its states onto units (or pool them, per sequence): what the cache stores.
+
+        Args:
+            input_ids, attention_mask, token_unit_index: `(segments, backbones, tokens)` as `MetaEmbedProcessor`
+                returns them.
+            num_units: unit slots per segment.
+
+        Returns:
+            Per backbone `(segments, units, d_i)` (`(segments, units, layers, d_i)` for a `"mix"` backbone at unit
+            level; `(segments, 1, d_i)` per sequence).
+
+        With a window policy (`config.window_size`), each backbone reads segments longer than its window in sliding
+        windows of units, all windows of the batch in one backbone call, and its token states are stitched back.
+        """
+        if input_ids.shape[0] == 0:
+            raise ValueError("the batch holds no segments: pass at least one sequence")
+        config = self.config
+        states = []
+        for index, backbone in enumerate(backbones):
+            mask = attention_mask[:, index]
+            length = max(int(mask.sum(dim=1).max()), 1)
+            ids, mask, unit_index = input_ids[:, index, :length], mask[:, :length], token_unit_index[:, index, :length]
+            if int(unit_index.max()) >= num_units:
+                raise ValueError(
+                    f"token_unit_index of backbone {index} points at unit {int(unit_index.max())} but unit_mask has "
+                    f"{num_units} units; pass the processor's outputs together"
+                )
+            token_states = self._token_states(index, backbone, ids, mask, unit_index)
+            unit_index = unit_index.to(token_states.device)
+            if self.per_sequence:
+                states.append(self._pool_tokens(index, token_states, mask.to(token_states.device), unit_index))
+            else:
+                states.append(align_to_units(token_states, unit_index, num_units, config.subword_pooling))
+        return states
+
+    def _token_states(self, index: int, backbone, ids, mask, unit_index) -> torch.Tensor:
+        """Backbone `index`'s token states of the chosen layer (all layers for `"mix"`), windows stitched back."""
+        config = self.config
+        layer = config.backbone_layers[index]
+        window = backbone_window(config, index)
+        name = config.backbone_names[index]
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
+
+        def run(run_ids, run_mask):
+            outputs = backbone(
+                input_ids=run_ids, attention_mask=run_mask, output_hidden_states=layer != "last", return_dict=True
+            )
+            return select_layer(outputs, layer)
+
+        with torch.set_grad_enabled(needs_grad):
+            check_backbone_inputs(backbone, ids, mask, index, name, windowed=window is not None)
+            if window is None:
+                return run(ids, mask)
+            return windowed_token_states(
+                run,
+                ids,
+                mask,
+                unit_index,
+                *window,
+                combine=config.window_combine,
+                pad_token_id=backbone.config.pad_token_id or 0,
+                token_limit=position_limit(backbone),
+                backbone_label=f"backbone {index} ({name})",
+            )
+
+    def _pool_tokens(self, index: int, token_states, mask, unit_index) -> torch.Tensor:
+        """One vector per segment `(segments, 1, d_i)` from backbone `index`'s token states."""
+        token_states = self.mix(index, token_states)
+        pooler = self.token_poolers[index]
+        if isinstance(pooler, SentencePooler):  # a sentence-transformers backbone: its own pooling of all tokens
+            return pooler(token_states, mask).unsqueeze(1)
+        keep = mask.bool()
+        if not self.config.pool_special_tokens:
+            keep = keep & (unit_index >= 0)
+        pooled, _ = pooler(token_states, keep)
+        return pooled.unsqueeze(1)
+
+    def mix(self, index: int, states: torch.Tensor) -> torch.Tensor:
+        """Backbone `index`'s learned scalar mix over its layers axis `(..., layers, d)` -> `(..., d)`; states of a
+        backbone that reads one layer are returned as they are. The one place the layer mix is applied."""
+        if str(index) not in self.layer_mixes or states.dim() < 4:
+            return states
+        return self.layer_mixes[str(index)](states)
+
+    def finish(self, backbone_states, unit_mask: torch.Tensor) -> BackboneReading:
+        """The end of reading, for states read here or from a feature cache: the layer mix applied, and per sequence
+        every segment one unit (mask `(segments, 1)` ones), so no later stage asks how the states were read."""
+        states = [self.mix(index, backbone) for index, backbone in enumerate(backbone_states)]
+        if self.per_sequence:
+            unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)
+        return BackboneReading(states=states, unit_mask=unit_mask, per_sequence=self.per_sequence)
+
+    def check_token_inputs(self, input_ids, attention_mask, token_unit_index) -> None:
+        """Raise a `ValueError` unless the three token tensors are `(segments, backbones, tokens)` alike."""
+        count = self.config.num_backbones
+        if input_ids.dim() != 3 or input_ids.shape[1] != count:
+            raise ValueError(
+                f"input_ids must be (segments, backbones={count}, tokens) as MetaEmbedProcessor returns; "
+                f"got shape {tuple(input_ids.shape)}"
+            )
+        for name, tensor in (("attention_mask", attention_mask), ("token_unit_index", token_unit_index)):
+            if tensor is None or tensor.shape != input_ids.shape:
+                raise ValueError(f"`{name}` must accompany input_ids with the same shape {tuple(input_ids.shape)}")
+
+    # ------------------------------------------------------------------------- what reading produces (the cache)
+
+    def describe(self) -> dict:
+        """What decides the states `read_backbones` returns beyond the backbones and tokenizers themselves (the
+        feature cache fingerprints it): the reading version, the level, the alignment and window settings, and per
+        sequence the token pooling."""
+        config = self.config
+        description = {
+            "alignment_version": READING_VERSION,
+            "level": config.level,
+            "subword_pooling": config.subword_pooling,
+            "window_size": config.window_size,
+            "window_overlap": config.window_overlap,
+            "window_combine": config.window_combine,
+        }
+        if self.per_sequence:
+            description.update(pooling=config.pooling, pool_special_tokens=config.pool_special_tokens)
+            readings = [record.get("sentence_pooling") for record in config.backbones]
+            if any(readings):  # sentence-transformers backbones pool as their own config says
+                description["sentence_pooling"] = readings
+        return description
+
+    def cache_problem(self) -> str | None:
+        """Why `read_backbones`' output cannot be cached and reused exactly (a learned part inside reading, or
+        units the cache does not store), with the fix; None when it can."""
+        config = self.config
+        if self.special_units:
+            return (
+                "pool_special_tokens=True at level='unit' turns special tokens into units, which the cache does not "
+                "store; train online, or use pool_special_tokens=False"
+            )
+        if not self.per_sequence:
+            return None
+        learned = [i for i, pooler in enumerate(self.token_poolers) if any(True for _ in pooler.parameters())]
+        if learned:
+            return (
+                f"level='sequence' with pooling={config.pooling!r} pools each backbone's tokens with learned weights "
+                "before fusion, so the cached vectors would go stale; use pooling='mean' or 'max', or level='unit'"
+            )
+        mixed = [i for i, layer in enumerate(config.backbone_layers) if layer == "mix"]
+        if mixed:
+            return (
+                f"level='sequence' with a 'mix' layer (backbones {mixed}) mixes layers with learned weights before "
+                "pooling, so the cached vectors would go stale; pick one layer per backbone, or use level='unit'"
+            )
+        return None
+
+    def stored_units(self, num_units: int) -> int:
+        """Units `read_backbones` returns for a segment of `num_units` units."""
+        return 1 if self.per_sequence else num_units
+
+    def stored_layers(self, index: int) -> int:
+        """Layers axis length of backbone `index`'s stored states (1 unless a `"mix"` backbone at unit level)."""
+        mix = self.layer_mixes[str(index)] if str(index) in self.layer_mixes else None
+        return mix.layer_scores.shape[0] if mix is not None and not self.per_sequence else 1
+
+
+__all__ = [
+    "BackboneReader",
+    "LEVELS",
+    "READING_VERSION",
+    "SENTENCE_POOLING_MODES",
+    "ScalarMix",
+    "SentencePooler",
+    "align_to_units",
+    "pool_sentence",
+    "select_layer",
+]
