@@ -160,7 +160,7 @@ def compare_builds(model, args) -> dict:
     processor = MetaEmbedProcessor.from_backbones([args.backbone])
     base = model.metaembed
     in_backbones = [0.0]
-    compute = base.compute_backbone_states
+    compute = base.reader.read_backbones
 
     def timed_compute(*arguments, **kwargs):
         start = time.perf_counter()
@@ -169,7 +169,7 @@ def compare_builds(model, args) -> dict:
         finally:
             in_backbones[0] += time.perf_counter() - start
 
-    base.compute_backbone_states = timed_compute
+    base.reader.read_backbones = timed_compute
     root = Path(args.cache)
     build_feature_cache(model, processor, root / "warm-up", ligand=ligand, receptor=receptor, progress=False)
     result = {f"{name}_{kind}": [] for name in sets for kind in ("s", "outside_s")}

@@ -27,7 +27,7 @@ ConvBERT over the joined sides, with its Linear-SiLU block). Ablation rows rebui
 (`preset="v0.1"`: no feed-forward blocks, ConvBERT per side for `ec`, 4-head attention with bias and a GELU residual
 block for `pad`) with the same ConvBERT unit encoder. The frozen backbone
 states of each input layout (joined for sc, one per side for ec/pad, one per chain for hp) are computed once with
-`MetaEmbedModel.compute_backbone_states` and fed back through `forward(backbone_states=...)`. Each run trains with
+`MetaEmbedModel.reader.read_backbones` and fed back through `forward(backbone_states=...)`. Each run trains with
 AdamW (lr 5e-3, batch 32, 20 epochs) on standardised labels, keeps the epoch with the best validation Spearman and
 reports test Spearman there; 3 seeds (initialisation and batch order) per architecture.
 
@@ -156,8 +156,12 @@ class SegmentStore:
             receptors = data["receptors"][start : start + batch_size]
             batch = processor(ligand=ligands, receptor=receptors, architecture=architecture)
             with torch.no_grad():
-                states = model.metaembed.compute_backbone_states(
-                    batch["input_ids"], batch["attention_mask"], batch["token_unit_index"], batch["unit_mask"].shape[1]
+                states = model.metaembed.reader.read_backbones(
+                    model.metaembed.backbones,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    batch["token_unit_index"],
+                    batch["unit_mask"].shape[1],
                 )
             per_backbone.append(states)
             masks.append(batch["unit_mask"])

@@ -5,8 +5,8 @@ Lee movie-review polarity sentences (`pang_lee_polarity.cor`, 200 labelled sente
 on them (`pang_lee_polarity_fasttext.vec`) in gensim's test data. The demo
 
 1. converts the fastText vectors into a backbone folder and builds a DME model over both backbones (word units);
-2. runs each frozen backbone once over every sentence (`MetaEmbedModel.compute_backbone_states`) and, per fold of
-   a stratified k-fold cross-validation, trains fusion and head on those states for MiniLM alone, fastText alone
+2. runs each frozen backbone once over every sentence (the reading stage, `MetaEmbedModel.reader.read_backbones`)
+   and, per fold of a stratified k-fold cross-validation, trains fusion and head on those states for MiniLM alone, fastText alone
    and the DME fusion of both, reporting accuracy;
 3. trains the fusion on all sentences, saves model and processor, and reloads them with `AutoModel` /
    `AutoModelForSequenceClassification(trust_remote_code=True)` in a Python process that cannot import
@@ -144,8 +144,12 @@ def compute_states(
     for rows in tqdm(plan, desc="backbone states", unit="batch", disable=not progress):
         batch = processor.pad([features[i] for i in rows])
         with torch.inference_mode():
-            batch_states = model.metaembed.compute_backbone_states(
-                batch["input_ids"], batch["attention_mask"], batch["token_unit_index"], batch["unit_mask"].shape[1]
+            batch_states = model.metaembed.reader.read_backbones(
+                model.metaembed.backbones,
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["token_unit_index"],
+                batch["unit_mask"].shape[1],
             )
         width = batch["unit_mask"].shape[1]
         for index in range(count):
