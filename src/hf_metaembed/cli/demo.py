@@ -6,8 +6,8 @@ on them (`pang_lee_polarity_fasttext.vec`) in gensim's test data. The demo
 
 1. converts the fastText vectors into a backbone folder and builds a DME model over both backbones (word units);
 2. runs each frozen backbone once over every sentence (the reading stage, `MetaEmbedModel.reader.read_backbones`)
-   and, per fold of a stratified k-fold cross-validation, trains fusion and head on those states for MiniLM alone, fastText alone
-   and the DME fusion of both, reporting accuracy;
+   and, per fold of a stratified k-fold cross-validation, trains fusion and head on those states for MiniLM alone,
+   fastText alone and the DME fusion of both, reporting accuracy;
 3. trains the fusion on all sentences, saves model and processor, and reloads them with `AutoModel` /
    `AutoModelForSequenceClassification(trust_remote_code=True)` in a Python process that cannot import
    hf_metaembed, checking that the outputs are equal;
