@@ -8,12 +8,13 @@ report = export_onnx("my-model", "my-model-onnx", quantize="int8")
 report["max_abs_diff"]  # onnxruntime against torch on the processor's own batch
 ```
 
-The model's own `forward` cuts every backbone's tokens to the batch's longest (a Python `int` read from the data),
-which a traced graph would freeze at the length of the example batch. `ExportableMetaEmbed` is the reading stage
-written for tracing: each backbone reads the whole padded width (padding is masked, so the states of real tokens are
-the same), aligns to units with the model's own `align_to_units`, and then the model's own stages run unchanged
-(`finish_reading`, fusion, pairing with its unit encoder, head). A block whose graph cannot be traced, or whose traced
-graph does not follow a batch of another shape, is reported by name (`OnnxExportError`).
+The model's reading stage cuts every backbone's tokens to the batch's longest (a Python `int` read from the data),
+which a traced graph would freeze at the length of the example batch. `ExportableMetaEmbed` runs the reader's own
+per-backbone steps over the whole padded width instead (padding is masked, so the states of real tokens are the
+same), then the model's own stages unchanged (`reader.finish`, fusion, unit encoder, pairing, head); ConvBERT reads
+the whole padded batch at once (its `encode`) instead of grouping segments by length in Python. A block whose graph
+cannot be traced, or whose traced graph does not follow a batch of another shape, is reported by name
+(`OnnxExportError`).
 
 Not model code: the saved model's files never import this module.
 """
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..modeling.backbones import align_to_units, pool_sentence, select_layer
+from ..modeling.reading import align_to_units
 from ..modeling.special_units import with_special_units
 from ..modeling.windowing import backbone_window
 
@@ -63,6 +64,7 @@ def _block_names(model: nn.Module) -> dict[str, str]:
     config = model.config
     names = {
         "reading": f"backbone reading (level {config.level!r})",
+        "reader": f"backbone reading (level {config.level!r})",
         "fusion": f"fusion {config.fusion!r}",
         "unit_encoder": f"unit encoder {config.unit_encoder!r}",
         "pairing": f"architecture {config.architecture!r} (pooling {config.pooling!r})",
@@ -113,44 +115,29 @@ class ExportableMetaEmbed(nn.Module):
     def read_backbones(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_unit_index: torch.Tensor, num_units
     ) -> list[torch.Tensor]:
-        """`MetaEmbedModel.compute_backbone_states` without cutting each backbone's tokens to the batch's longest:
-        per backbone `(segments, units, d_i)` (`(segments, 1, d_i)` at sequence level)."""
-        base, config = self.base, self.base.config
+        """`BackboneReader.read_backbones` without cutting each backbone's tokens to the batch's longest (a length
+        read from the data, which a trace would freeze): per backbone `(segments, units, d_i)` (`(segments, 1, d_i)`
+        per sequence), from the reader's own per-backbone steps."""
+        reader = self.base.reader
         states = []
-        for index, backbone in enumerate(base.backbones):
-            layer = config.backbone_layers[index]
-            mask, unit_index = attention_mask[:, index], token_unit_index[:, index]
-            outputs = backbone(
-                input_ids=input_ids[:, index],
-                attention_mask=mask,
-                output_hidden_states=layer != "last",
-                return_dict=True,
-            )
-            token_states = select_layer(outputs, layer)
-            if config.level == "sequence":
-                token_states = base.mix_layers(index, token_states)
-                keep = mask.bool() if config.pool_special_tokens else mask.bool() & (unit_index >= 0)
-                reading = config.backbones[index].get("sentence_pooling")
-                if reading:
-                    pooled = pool_sentence(token_states, mask, reading)
-                else:
-                    pooled, _ = base.token_poolers[index](token_states, keep)
-                states.append(pooled.unsqueeze(1))
+        for index, backbone in enumerate(self.base.backbones):
+            ids, mask, unit_index = input_ids[:, index], attention_mask[:, index], token_unit_index[:, index]
+            token_states = reader._token_states(index, backbone, ids, mask, unit_index)
+            if reader.per_sequence:
+                states.append(reader._pool_tokens(index, token_states, mask, unit_index))
             else:
-                states.append(align_to_units(token_states, unit_index, num_units, config.subword_pooling))
+                states.append(align_to_units(token_states, unit_index, num_units, self.base.config.subword_pooling))
         return states
 
-    def _unit_encoder(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-        # the architecture decides where the unit encoder runs; errors while tracing it name the unit encoder
-        self.stage = "unit_encoder"
-        encoder = self.base.unit_encoder
+    def _unit_encoder(self, unit_states, unit_mask, segment_sample_index, segment_side_index) -> torch.Tensor:
         # ConvBERT groups segments by length in Python before `encode`; over the whole padded batch at once (what a
         # graph can do) `encode` gives the same states, padding being masked
-        refined = (
-            encoder.encode(unit_states, unit_mask) if hasattr(encoder, "encode") else encoder(unit_states, unit_mask)
-        )
-        self.stage = "pairing"
-        return refined
+        encoder = self.base.unit_encoder
+        if encoder.is_identity:
+            return unit_states
+        if encoder.scope == "segments" and hasattr(encoder, "encode"):
+            return encoder.encode(unit_states, unit_mask)
+        return encoder(unit_states, unit_mask, segment_sample_index, segment_side_index)
 
     def forward(
         self,
@@ -161,24 +148,24 @@ class ExportableMetaEmbed(nn.Module):
         segment_sample_index: torch.Tensor | None = None,
         segment_side_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        base, config = self.base, self.base.config
+        base = self.base
         self.stage = "reading"
-        if config.pool_special_tokens and config.level == "unit":
+        if base.reader.special_units:
             token_unit_index, unit_mask = with_special_units(token_unit_index, attention_mask, unit_mask)
         states = self.read_backbones(input_ids, attention_mask, token_unit_index, unit_mask.shape[1])
-        states, unit_mask = base.finish_reading(states, unit_mask)
+        reading = base.reader.finish(states, unit_mask)
         self.stage = "fusion"
-        fused, fusion_weights = base.fusion(states, unit_mask)  # (segments, units, dim), (.., backbones)
+        fused, fusion_weights = base.fusion(reading.states, reading.unit_mask)  # (segments, units, dim), (.., n)
+        self.stage = "unit_encoder"
+        unit_states = self._unit_encoder(fused, reading.unit_mask, segment_sample_index, segment_side_index)
         self.stage = "pairing"
-        pooled, fused = base.pairing(
-            fused, unit_mask, segment_sample_index, segment_side_index, unit_encoder=self._unit_encoder
-        )
-        if config.level == "sequence":
+        pooled = base.pairing(unit_states, reading.unit_mask, segment_sample_index, segment_side_index)
+        if reading.per_sequence:
             fusion_weights = fusion_weights.squeeze(1)
-        outputs = {"embedding": pooled, "unit_states": fused, "fusion_weights": fusion_weights}
+        outputs = {"embedding": pooled, "unit_states": unit_states, "fusion_weights": fusion_weights}
         if hasattr(self.model, "classifier"):
             self.stage = "head"
-            outputs["logits"] = self.model.classifier(fused if self.token_classifier else pooled)
+            outputs["logits"] = self.model.classifier(unit_states if self.token_classifier else pooled)
         return tuple(outputs[name] for name in self.output_names)
 
 
