@@ -18,6 +18,7 @@ EXPECTED = {
     "trainer/train_with_trainer.py": "card metadata: pipeline_tag=text-classification",
     "peft_lora/train_lora.py": "reloaded adapter reproduces the trained logits: max difference 0.00e+00",
     "compare/compare_polarity.py": "| cell | fusion | accuracy (95% CI) | seed sd | Δ vs best single (95% CI) | p |",
+    "fitted_fusion/fit_from_cache.py": "reloaded pca model reproduces the logits: max difference 0.00e+00",
 }
 
 
@@ -26,7 +27,11 @@ def test_every_example_is_listed():
 
 
 # arguments the README gives for an offline run
-ARGUMENTS = {"ppb_affinity_study/study_grid.py": ["--smoke"], "compare/compare_polarity.py": ["--smoke"]}
+ARGUMENTS = {
+    "ppb_affinity_study/study_grid.py": ["--smoke"],
+    "compare/compare_polarity.py": ["--smoke"],
+    "fitted_fusion/fit_from_cache.py": ["--smoke"],
+}
 
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
