@@ -84,3 +84,11 @@ def test_fit_refuses_what_it_cannot_fit(pair, processor):
         fit_fusion(mixed, PROTEINS, processor=processor)
     with pytest.raises(ValueError, match="pass the model and its processor"):
         fit_fusion(MetaEmbedModel.from_backbones(pair, fusion="svd", fusion_dim=4), PROTEINS)
+
+
+def test_fitting_at_sequence_level_fits_one_vector_per_sequence(pair, processor):
+    model = MetaEmbedModel.from_backbones(pair, fusion="svd", fusion_dim=4, level="sequence")
+    report = fit_fusion(model, PROTEINS, processor=processor)
+    assert report.vectors == len(PROTEINS)
+    pooled = model(**processor(PROTEINS[:2])).pooler_output
+    assert pooled.shape == (2, 4) and torch.isfinite(pooled).all()

@@ -117,7 +117,8 @@ class UnitRows:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         max_vectors: int | None = None,
     ) -> "UnitRows":
-        """The units of `sequences` read by the model's frozen backbones, batch by batch (longest first within a
+        """The units of `sequences` read by the model's reading stage (`model.reader`: frozen backbones, layer
+        choice, alignment; one vector per segment at `level="sequence"`), batch by batch (longest first within a
         token budget, as everywhere in the library); states are not kept between batches."""
         from .._utils import metaembed_of
 
@@ -133,15 +134,16 @@ class UnitRows:
             base.eval()
             for rows in plan_batches(lengths, max_tokens, batch_size):
                 batch = processor.pad([features[i] for i in rows])
-                with torch.inference_mode():
-                    states = base.compute_backbone_states(
+                with torch.inference_mode():  # the reading stage: states as fusion receives them
+                    reading = base.reader(
+                        base.backbones,
                         batch["input_ids"],
                         batch["attention_mask"],
                         batch["token_unit_index"],
-                        batch["unit_mask"].shape[1],
+                        batch["unit_mask"],
                     )
-                real = batch["unit_mask"].bool()
-                yield [s[real.to(s.device)].cpu() for s in states]
+                real = reading.unit_mask.bool()
+                yield [s[real.to(s.device)].cpu() for s in reading.states]
 
         return cls(batches, base.config.backbone_hidden_sizes, max_vectors, f"{len(texts)} sequences")
 

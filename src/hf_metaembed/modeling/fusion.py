@@ -55,9 +55,13 @@ def common_size(config, input_dims: list[int]) -> int:
 
 
 class ProjectedFusion(Fusion):
-    """Shared part of the fusions that project every backbone to the common dim: p_i = P_i h_i + b_i."""
+    """Shared part of the fusions that project every backbone to the common dim: p_i = P_i h_i + b_i, then
+    `fusion_activation` (ReLU by default, as facebookresearch/DME applies after combining) and dropout on the fused
+    state. Configs saved by release 0.1, which had no activation, keep none (`legacy_config`); a saved config
+    always stores its own value."""
 
-    config_fields = {"fusion_activation": None, "fusion_dropout": 0.0}
+    config_fields = {"fusion_activation": "relu", "fusion_dropout": 0.0}
+    legacy_config = {"fusion_activation": None}
 
     @classmethod
     def check_config(cls, config, dims: list[int]) -> None:
@@ -95,11 +99,14 @@ class ConcatFusion(Fusion):
 
 @FUSIONS.register("mean")
 class MeanFusion(ProjectedFusion):
-    """Average of the projected states ("frustratingly easy" meta-embeddings); weights are uniform 1/n."""
+    """Mean of the projected states, (1/n) sum_i (P_i h_i + b_i): the projected baseline of Dynamic Meta-Embeddings
+    (Kiela, Wang and Cho, EMNLP 2018; the reference sums, which differs only by the factor n). Weights are uniform
+    1/n. The unprojected average of normalised sources (Coates & Bollegala 2018) is the `average` fusion."""
 
     card_text = (
-        "Fusion projects each backbone's state to a common size and averages them (averaged meta-embeddings, "
-        "Coates and Bollegala, NAACL 2018)."
+        "Fusion projects each backbone's state to a common size and averages the projections (the projected "
+        "baseline of Kiela, Wang and Cho, *Dynamic Meta-Embeddings for Improved Sentence Representations*, "
+        "EMNLP 2018)."
     )
 
     def fuse(self, states, unit_mask):
@@ -111,7 +118,7 @@ class MeanFusion(ProjectedFusion):
 @FUSIONS.register("dme")
 class DynamicMetaEmbedding(ProjectedFusion):
     """Dynamic meta-embeddings: s_i = a . p_i + c, alpha = softmax_i(s) (or a sigmoid per backbone),
-    out = sum_i alpha_i p_i."""
+    out = ReLU(sum_i alpha_i p_i) (`fusion_activation`), then dropout."""
 
     config_fields = {**ProjectedFusion.config_fields, "gating": "softmax"}
     card_text = (
