@@ -1,5 +1,6 @@
 """Masked pooling of a sequence of states into one vector: `mean`, `max`, `attention`, `cls`, `last_token`,
-`weighted_mean`, `mean_sqrt_len` (the last four are also sentence-transformers' pooling modes, reading.py).
+`weighted_mean`, `mean_sqrt_len` (these four are also sentence-transformers' pooling modes, reading.py),
+`gated_mean` and `latent_attention` (NV-Embed).
 
 Every pooler maps `states (batch, length, dim)` and `mask (batch, length)` (True/1 where a state is real) to
 `(batch, dim)`. Masked positions never contribute; a row with no real position pools to zeros.
@@ -7,6 +8,7 @@ Every pooler maps `states (batch, length, dim)` and `mask (batch, length)` (True
 
 import torch
 from torch import nn
+from transformers import initialization as init
 
 from .registry import Block, new_registry
 
@@ -134,6 +136,52 @@ class MeanSqrtLengthPooler(Pooler):
         weights = mask.to(states.dtype)
         weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
         return torch.einsum("bl,bld->bd", weights, states), weights
+
+
+@POOLERS.register("gated_mean")
+class GatedMeanPooler(Pooler):
+    """Mean of gated states: g_t = sigmoid(w . h_t + b), pooled = sum_t m_t g_t h_t / sum_t m_t (m the mask). Unlike
+    `attention`, the gates are independent per position (no softmax), so a sequence can keep or drop each state on
+    its own. Weights reported: m_t g_t / sum_t m_t."""
+
+    card_text = "mean of the states, each scaled by a learned sigmoid gate"
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.gate = nn.Linear(dim, 1)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        real = mask.to(states.dtype)
+        weights = torch.sigmoid(self.gate(states).squeeze(-1)) * real / real.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return torch.einsum("bl,bld->bd", weights, states), weights
+
+
+@POOLERS.register("latent_attention")
+class LatentAttentionPooler(Pooler):
+    """NV-Embed's latent attention layer (Lee et al., "NV-Embed", 2024): the states are queries cross-attending to a
+    trainable latent array L (`latents` x dim, keys and values), o_t = MultiHead(q = h_t, k = v = L), then an MLP
+    (Linear-GELU-Linear) with a residual, y_t = o_t + MLP(o_t), then the mean over the real positions. 32 latents
+    (NV-Embed uses 512) and 8 heads when they divide the size (else 1)."""
+
+    card_text = "mean over the positions after they cross-attend to a learned latent array (NV-Embed)"
+    latents = 32
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.latent_array = nn.Parameter(torch.zeros(self.latents, dim))
+        self.attention = nn.MultiheadAttention(dim, 8 if dim % 8 == 0 else 1, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def init_block_weights(self) -> None:
+        init.normal_(self.latent_array, std=0.02)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latent = self.latent_array.to(states.dtype).unsqueeze(0).expand(states.shape[0], -1, -1)
+        attended, _ = self.attention(states, latent, latent, need_weights=False)  # (batch, length, dim)
+        attended = attended + self.mlp(attended)
+        weights = mask.to(states.dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return torch.einsum("bl,bld->bd", weights, attended), weights
 
 
 def build_pooler(name: str, dim: int) -> Pooler:

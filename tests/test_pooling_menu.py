@@ -1,0 +1,56 @@
+"""The pooling menu added for issue 19 (gated_mean, latent_attention), each against its definition, masked, and
+correct under left and right padding."""
+
+import pytest
+import torch
+
+from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
+from hf_metaembed.modeling.pooling import build_pooler
+
+
+def padded(states: torch.Tensor, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row of `(length, dim)` states padded with 2 garbage positions on the left or the right."""
+    garbage = torch.full((2, states.shape[1]), 7.0)
+    rows = torch.cat([garbage, states]) if left else torch.cat([states, garbage])
+    mask = (
+        torch.cat([torch.zeros(2), torch.ones(len(states))])
+        if left
+        else torch.cat([torch.ones(len(states)), torch.zeros(2)])
+    )
+    return rows.unsqueeze(0), mask.unsqueeze(0)
+
+
+def test_gated_mean_follows_its_definition():
+    pooler = build_pooler("gated_mean", 4)
+    states = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        gates = torch.sigmoid(states @ pooler.gate.weight[0] + pooler.gate.bias)
+        expected = (gates.unsqueeze(-1) * states).sum(0) / 3
+        for left in (False, True):
+            pooled, weights = pooler(*padded(states, left))
+            torch.testing.assert_close(pooled[0], expected)
+            assert float(weights[0].sum()) == pytest.approx(float(gates.sum() / 3), rel=1e-5)
+
+
+def test_latent_attention_follows_its_definition():
+    torch.manual_seed(0)
+    pooler = build_pooler("latent_attention", 8).eval()
+    pooler.init_block_weights()
+    states = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        latent = pooler.latent_array.unsqueeze(0)
+        attended, _ = pooler.attention(states.unsqueeze(0), latent, latent)
+        expected = (attended + pooler.mlp(attended))[0].mean(0)
+        for left in (False, True):
+            pooled, _ = pooler(*padded(states, left))
+            torch.testing.assert_close(pooled[0], expected, atol=1e-5, rtol=1e-5)
+    assert pooler.latent_array.shape == (32, 8) and pooler.attention.num_heads == 8
+
+
+@pytest.mark.parametrize("pooling", ["gated_mean", "latent_attention"])
+def test_new_poolings_train_in_a_model(pooling, tiny_esm, tiny_prott5):
+    model = MetaEmbedModel.from_backbones([tiny_esm, tiny_prott5], fusion="mean", pooling=pooling)
+    batch = MetaEmbedProcessor.from_backbones([tiny_esm, tiny_prott5])(["MKTAYIAK", "GSH"])
+    model(**batch).pooler_output.pow(2).sum().backward()
+    pooler_parameters = [p for n, p in model.named_parameters() if "pool" in n and p.requires_grad]
+    assert pooler_parameters and all(p.grad is not None for p in pooler_parameters)
