@@ -150,7 +150,7 @@ def test_embed_text_formats_equal_model_outputs(input_format, text_model, tmp_pa
     assert "wrote 11 embeddings" in out
     result = load_embeddings(output)
     expected_pooled, expected_weights = _reference(text_model, texts)
-    expected_ids = [f"r{i}" for i in range(11)] if input_format != "text" else [str(i) for i in range(11)]
+    expected_ids = [f"r{i}" for i in range(11)] if input_format != "text" else [str(i) for i in range(1, 12)]
     assert result["ids"].tolist() == expected_ids
     np.testing.assert_allclose(result["embeddings"], expected_pooled, atol=1e-5)
     for got, expected in zip(_split_weights(result), expected_weights):
@@ -197,25 +197,34 @@ def test_embed_resumes_after_max_batches_without_loss_or_duplicates(text_model, 
     code, _, err = _run(capsys, *common, "--max-batches", 2)
     assert code == EXIT_OK
     assert "rerun the same command to continue" in err
-    index = json.loads((output / EMBEDDING_INDEX_NAME).read_text())
+    partial = tmp_path / "out.partial"  # work in progress says so in its name; `out` appears only when complete
+    assert not output.exists()
+    index = json.loads((partial / EMBEDDING_INDEX_NAME).read_text())
     # blocks of 6 records, each run as batches of 4 and 2: two batches complete the first shard
     assert index["records"] == 6 and not index["complete"]
     code, _, err = _run(capsys, *common, "--max-batches", 3)
     assert code == EXIT_OK
-    assert json.loads((output / EMBEDDING_INDEX_NAME).read_text())["records"] == 12
-    parts = EmbeddingParts(output)
+    assert json.loads((partial / EMBEDDING_INDEX_NAME).read_text())["records"] == 12
+    parts = EmbeddingParts(partial)
     parts.refresh()
     assert len(parts.done()) == 4  # the third batch's records wait in a part for the rest of their block
     code, out, err = _run(capsys, *common)
     assert code == EXIT_OK, err
-    assert _ids_of(output) == [str(i) for i in range(23)]
+    assert _ids_of(output) == [str(i) for i in range(1, 24)]
+    assert not partial.exists()
     np.testing.assert_allclose(load_embeddings(output)["embeddings"], _reference(text_model, texts)[0], atol=1e-5)
 
-    code, _, err = _run(capsys, *common)  # nothing left to do: refused unless --overwrite
+    stamp = (output / EMBEDDING_INDEX_NAME).stat().st_mtime_ns
+    code, _, err = _run(capsys, *common)  # nothing left to do: succeeds, says so, leaves the output as it is
+    assert code == EXIT_OK
+    _assert_one_line_error(err, "is complete already (23 embeddings", "nothing to do", "--overwrite")
+    assert (output / EMBEDDING_INDEX_NAME).stat().st_mtime_ns == stamp
+    code, _, err = _run(capsys, *common, "--fusion-weights")  # a finished output of other settings is not reused
     assert code == EXIT_USAGE
-    _assert_one_line_error(err, "complete already", "--overwrite")
+    _assert_one_line_error(err, "made with other settings", "fusion_weights", "--overwrite")
     code, _, err = _run(capsys, *common, "--overwrite")
-    assert code == EXIT_OK and _ids_of(output) == [str(i) for i in range(23)]
+    assert code == EXIT_OK and _ids_of(output) == [str(i) for i in range(1, 24)]
+    assert (output / EMBEDDING_INDEX_NAME).stat().st_mtime_ns != stamp and not partial.exists()
 
 
 def test_embed_resumes_after_a_failure(text_model, tmp_path, capsys, monkeypatch):
@@ -237,10 +246,10 @@ def test_embed_resumes_after_a_failure(text_model, tmp_path, capsys, monkeypatch
     code, _, err = _run(capsys, *common)
     assert code == EXIT_FAILURE
     _assert_one_line_error(err, "RuntimeError", "simulated out-of-memory")
-    index = json.loads((tmp_path / "out.npz.parts" / EMBEDDING_INDEX_NAME).read_text())
+    index = json.loads((tmp_path / "out.npz.partial" / EMBEDDING_INDEX_NAME).read_text())
     # the three finished batches were kept: blocks of 5 run as batches of 4 and 1, so one whole shard and a part
     assert index["records"] == 5
-    parts = EmbeddingParts(tmp_path / "out.npz.parts")
+    parts = EmbeddingParts(tmp_path / "out.npz.partial")
     parts.refresh()
     assert len(parts.done()) == 4 and parts.done() < set(range(5, 10))  # the longest 4 of the second block
     assert not output.exists()
@@ -288,7 +297,7 @@ def test_killed_embed_process_resumes_exactly_once(text_model, tmp_path, capsys)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    index_path = output / EMBEDDING_INDEX_NAME
+    index_path = tmp_path / "out.partial" / EMBEDDING_INDEX_NAME
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:
@@ -301,12 +310,13 @@ def test_killed_embed_process_resumes_exactly_once(text_model, tmp_path, capsys)
         process.wait()
     partial = json.loads(index_path.read_text())
     assert 30 <= partial["records"] < 400 and not partial["complete"]
-    assert _ids_of(output) == [str(i) for i in range(partial["records"])]  # every listed shard loads
+    assert not output.exists()  # an interrupted run's work carries .partial in its name
+    assert _ids_of(index_path.parent) == [str(i) for i in range(1, partial["records"] + 1)]  # every shard loads
 
     code, _, err = _run(capsys, *common, "--batch-size", 64)
     assert code == EXIT_OK, err
-    assert _ids_of(output) == [str(i) for i in range(400)]
-    assert not list(output.glob(".*.tmp"))
+    assert _ids_of(output) == [str(i) for i in range(1, 401)]
+    assert not list(output.glob(".*.tmp")) and not index_path.parent.exists()
 
 
 def test_cache_subcommand_builds_resumes_and_reports_errors(protein_model, tmp_path, capsys):
@@ -425,12 +435,18 @@ def test_output_not_writable(text_model, inputs, tmp_path, capsys):
         _assert_one_line_error(err, "not writable")
 
 
-def test_existing_output_file_needs_overwrite(text_model, inputs, tmp_path, capsys):
+def test_existing_output_file_is_left_as_it_is_unless_overwrite(text_model, inputs, tmp_path, capsys):
     (tmp_path / "e.npy").write_bytes(b"old")
     code, _, err = _run(capsys, "embed", inputs["text"], "--model", text_model, "-o", tmp_path / "e.npy")
-    assert code == EXIT_USAGE
-    _assert_one_line_error(err, "exists", "--overwrite")
+    assert code == EXIT_OK
+    _assert_one_line_error(err, "e.npy exists and no run is in progress", "left as it is", "--overwrite")
     assert (tmp_path / "e.npy").read_bytes() == b"old"
+    code, out, err = _run(
+        capsys, "embed", inputs["text"], "--model", text_model, "-o", tmp_path / "e.npy", "--overwrite"
+    )
+    assert code == EXIT_OK, err
+    assert np.load(tmp_path / "e.npy").shape[0] == len(inputs["text"].read_text().splitlines())
+    assert not (tmp_path / "e.npy.partial").exists()
 
 
 def test_invalid_records_are_named_before_any_work(protein_model, text_model, tmp_path, capsys):
@@ -438,13 +454,13 @@ def test_invalid_records_are_named_before_any_work(protein_model, text_model, tm
     fasta.write_text(">ok\nMKTAYIAK\n>bad\nMKT1JJ\n", encoding="utf-8")
     code, _, err = _run(capsys, "embed", fasta, "--model", protein_model, "-o", tmp_path / "o")
     assert code == EXIT_USAGE
-    _assert_one_line_error(err, "record 1 (id 'bad')", "amino-acid")
+    _assert_one_line_error(err, "bad.fasta line 3 (record 2, id 'bad')", "amino-acid", "--unknown-residues x")
     assert not (tmp_path / "o").exists()
     jsonl = tmp_path / "bad.jsonl"
     jsonl.write_text('{"sequence": "a b"}\n{"sequence": "  "}\n', encoding="utf-8")
     code, _, err = _run(capsys, "embed", jsonl, "--model", text_model, "-o", tmp_path / "o")
     assert code == EXIT_USAGE
-    _assert_one_line_error(err, "record 1", "empty")
+    _assert_one_line_error(err, "bad.jsonl line 2 (record 2)", "empty")
     jsonl.write_text('{"sequence": "a b"}\n{"sequence": "c"\n', encoding="utf-8")
     code, _, err = _run(capsys, "embed", jsonl, "--model", text_model, "-o", tmp_path / "o")
     assert code == EXIT_USAGE
@@ -555,4 +571,4 @@ def test_train_regression_from_saved_model(text_model, tmp_path, capsys):
     data.write_text(json.dumps({"sequence": "a b", "label": "high"}) + "\n" + data.read_text())
     code, _, err = _run(capsys, "evaluate", data, "--model", tmp_path / "reg")
     assert code == EXIT_USAGE
-    _assert_one_line_error(err, "record 0", "'high' is not a number")
+    _assert_one_line_error(err, "line 1 (record 1)", "'high' is not a number")

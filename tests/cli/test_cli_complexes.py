@@ -161,17 +161,18 @@ def test_numeric_labels_and_separator_without_a_transform(tiny_esm, tmp_path, ca
         "--label-column", "pkd", "--no-progress",
     )  # fmt: skip
     assert code == EXIT_USAGE
-    _one_line_error(err, "record 4", "receptor column 'Receptor Sequences'", "'1'")
+    _one_line_error(err, "bad.csv line 6 (record 5)", "receptor column 'Receptor Sequences'", "'1'")
 
 
 @pytest.mark.parametrize(
     ("row", "column", "value", "fragments"),
     [
-        (3, "KD(M)", "", ["row 3", "'KD(M)'", "blank"]),
-        (5, "KD(M)", "strong", ["row 5", "'KD(M)'", "'strong' is not a number"]),
-        (2, "KD(M)", "-1e-9", ["row 2", "'KD(M)'", "positive"]),
-        (7, "Ligand Sequences", "MKTAYIAK,,GSHMLE", ["row 7", "'Ligand Sequences'", "blank"]),
-        (1, "Receptor Sequences", "MKTA1AKQ", ["row 1", "'Receptor Sequences'", "not amino acids"]),
+        # data row 3 is record 4, on line 5 (the header is line 1)
+        (3, "KD(M)", "", ["line 5 (record 4)", "'KD(M)'", "blank"]),
+        (5, "KD(M)", "strong", ["line 7 (record 6)", "'KD(M)'", "'strong' is not a number"]),
+        (2, "KD(M)", "-1e-9", ["line 4 (record 3)", "'KD(M)'", "positive"]),
+        (7, "Ligand Sequences", "MKTAYIAK,,GSHMLE", ["line 9 (record 8)", "'Ligand Sequences'", "blank"]),
+        (1, "Receptor Sequences", "MKTA1AKQ", ["line 3 (record 2)", "'Receptor Sequences'", "not amino acids"]),
     ],
 )
 def test_bad_rows_name_the_row_and_column(row, column, value, fragments, tiny_esm, tmp_path, capsys):
@@ -191,7 +192,10 @@ def test_curation_options_and_pair_usage_errors(trained_hp, tiny_esm, affinity_f
     cases = [
         ([*KD_OPTIONS], "choose a pair architecture"),  # complexes, but no --architecture
         (["--architecture", "single", *KD_OPTIONS], "architecture 'single', which reads single sequences"),
-        (["--architecture", "hq", *KD_OPTIONS], "unknown architecture 'hq'; choose one of: single, sc, ec, hp, pad"),
+        (
+            ["--architecture", "hq", *KD_OPTIONS],
+            "--architecture hq: unknown architecture; choose one of: single, sc, ec, hp, pad",
+        ),
         (["--architecture", "hp", "--ligand-column", "Ligand Sequences"], "--receptor-column"),
         (["--architecture", "hp", "--label-column", "KD(M)"], "--ligand-column and --receptor-column"),
         (

@@ -156,9 +156,13 @@ def test_cache_help_lists_build_and_inspect(capsys):
 @pytest.mark.parametrize(
     ("bad", "fragments"),
     [
-        ([(7, "")], ["record 7, column 'label': label '' is blank or NaN", "fill in the label or drop the row"]),
-        ([(3, "nan"), (9, "NaN")], ["2 of 24 labels in column 'label' are blank or NaN", "record 3 ('nan')"]),
-        ([(5, "high")], ["record 5, column 'label': label 'high' is not a number", "--task classification"]),
+        # data row 7 is record 8 on line 9 (the header is line 1)
+        (
+            [(7, "")],
+            ["line 9 (record 8), column 'label': label '' is blank or NaN", "fill in the label or drop the row"],
+        ),
+        ([(3, "nan"), (9, "NaN")], ["2 of 24 labels in column 'label' are blank or NaN", "line 5 (record 4) ('nan')"]),
+        ([(5, "high")], ["line 7 (record 6), column 'label': label 'high' is not a number", "--task classification"]),
     ],
 )
 def test_a_regression_column_with_a_blank_nan_or_word_is_an_error(bad, fragments, tiny_bert, tmp_path, capsys):
@@ -189,7 +193,8 @@ def test_task_is_printed_before_training_and_task_overrides(tiny_bert, tmp_path,
         "hf-metaembed train: task classification (inferred: every label is an integer; pass --task regression to "
         f"predict numbers); {len(counts)} labels: " + ", ".join(repr(str(c)) for c in counts)
     ]
-    assert err.index(announced[0]) < err.index("'loss'")  # before the Trainer's first log line
+    # --no-progress: no bars and none of the Trainer's per-epoch dicts either
+    assert "{'loss'" not in err and "'epoch'" not in err and "it/s" not in err
     assert json.loads(out.strip().splitlines()[-1])["task"] == "classification"
 
     code, out, err = _run(capsys, "train", data, *common, "--output-dir", tmp_path / "reg", "--task", "regression")
@@ -200,9 +205,22 @@ def test_task_is_printed_before_training_and_task_overrides(tiny_bert, tmp_path,
 
     names = _table(tmp_path / "names.csv", ["sequence", "label"], [[t, ["pos", "neg", "7"][i % 3]] for i, t in
                                                                    enumerate(texts)])  # fmt: skip
+    # names mixed with numbers are never guessed into a classifier: the error names both kinds and --task
     code, out, err = _run(capsys, "train", names, *common, "--output-dir", tmp_path / "names")
+    assert code == EXIT_USAGE
+    fragments = ["5 of 16 labels in column 'label' are numbers among text labels", "line 4 (record 3) ('7')"]
+    fragments += ["the other 11 labels are text ('neg', 'pos')", "--task classification", "--task regression"]
+    _error_line(err, *fragments)
+    assert not (tmp_path / "names").exists()
+    code, out, err = _run(capsys, "train", names, *common, "--output-dir", tmp_path / "names", "--task",
+                          "classification")  # fmt: skip
     assert code == EXIT_OK, err
-    assert "task classification (inferred: the labels are names); 3 labels: '7', 'neg', 'pos'" in err
+    assert "task classification (--task classification); 3 labels: '7', 'neg', 'pos'" in err
+    words = _table(tmp_path / "words.csv", ["sequence", "label"], [[t, ["pos", "neg"][i % 2]] for i, t in
+                                                                   enumerate(texts)])  # fmt: skip
+    code, out, err = _run(capsys, "train", words, *common, "--output-dir", tmp_path / "words")
+    assert code == EXIT_OK, err
+    assert "task classification (inferred: the labels are names); 2 labels: 'neg', 'pos'" in err
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -215,7 +233,7 @@ def test_an_output_that_cannot_be_created_names_only_what_was_typed(protein_mode
         code, _, err = _run(capsys, "embed", data, "--model", protein_model, "-o", output)
         assert code == EXIT_USAGE, err
         line = _error_line(err, f"cannot write '{output}'", "folder '/proc' does not accept new files")
-        assert ".parts" not in line and ".tmp" not in line and ".probe" not in line
+        assert ".partial" not in line and ".tmp" not in line and ".probe" not in line
     code, _, err = _run(capsys, "train", data, "--model", protein_model, "--output-dir", "/proc/model")
     assert code == EXIT_USAGE
     _error_line(err, "cannot write '/proc/model'")

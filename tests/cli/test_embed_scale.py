@@ -66,7 +66,7 @@ def test_two_processes_give_the_single_process_output(launcher, two_backbone_mod
     np.testing.assert_allclose(two["embeddings"], one["embeddings"], atol=1e-5)
     np.testing.assert_array_equal(two["num_units"], [len(s) for s in sequences])
     np.testing.assert_allclose(two["fusion_weights"], one["fusion_weights"], atol=1e-5)
-    assert not (tmp_path / "two.npz.parts").exists()
+    assert not (tmp_path / "two.npz.partial").exists()
 
 
 def _records_in_shards(folder: Path) -> int:
@@ -79,13 +79,14 @@ def test_a_killed_rank_is_resumed_with_every_id_exactly_once(two_backbone_model,
     sequences = _proteins(600, seed=2, low=20, high=60)
     fasta = _fasta(tmp_path / "in.fasta", sequences)
     output = tmp_path / "out"
+    partial = tmp_path / "out.partial"  # where the run works until every record is done
     options = ["--model", two_backbone_model, "--shard-size", 20, "--batch-size", 4, "--no-progress"]
     process = launch(TORCHRUN, ["embed", fasta, "-o", output, *options])
     killed = None
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            if output.is_dir() and _records_in_shards(output) >= 40:
+            if partial.is_dir() and _records_in_shards(partial) >= 40:
                 killed = rank_processes(process.pid).get(1)
                 break
             time.sleep(0.05)
@@ -94,15 +95,15 @@ def test_a_killed_rank_is_resumed_with_every_id_exactly_once(two_backbone_model,
     finally:
         code, _, err = finish(process)
     assert code != 0  # the launcher stops the other rank when one dies
-    index = json.loads((output / EMBEDDING_INDEX_NAME).read_text())
-    assert not index["complete"] and index["records"] < 600
+    index = json.loads((partial / EMBEDDING_INDEX_NAME).read_text())
+    assert not index["complete"] and index["records"] < 600 and not output.exists()
 
     code, out, err = finish(launch(TORCHRUN, ["embed", fasta, "-o", output, *options]))
     assert code == 0, err[-3000:]
     assert "wrote 600 embeddings" in out and "(2 processes)" in out
     result = load_embeddings(output)
     assert result["ids"].tolist() == [f"p{i}" for i in range(600)]  # each id exactly once, in input order
-    assert not (output / PARTS_FOLDER).exists()
+    assert not (output / PARTS_FOLDER).exists() and not partial.exists()
 
     code, _, err = _run(capsys, "embed", fasta, "-o", tmp_path / "single.npy", *options)
     assert code == EXIT_OK, err

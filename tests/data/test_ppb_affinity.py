@@ -108,7 +108,9 @@ def test_a_bad_row_names_its_row_column_and_fix(tmp_path, column, value, match, 
     rows[2][column] = value
     path = write_table(tmp_path, rows, ".csv")
     with pytest.raises(
-        BadRowError, match=rf"row 2 \(0-based, header not counted\), column {re.escape(repr(column))}.*{match}"
+        # data row 2 (0-based, as `row` keeps it) is record 3, on line 4 after the header
+        BadRowError,
+        match=rf"table\.csv line 4 \(record 3\), column {re.escape(repr(column))}.*{match}",
     ) as info:
         load_ppb_affinity(path, min_chain_length=0)
     assert (info.value.row, info.value.column, info.value.reason) == (2, column, reason)
@@ -125,7 +127,7 @@ def test_short_chains_are_dropped_as_in_the_study(tmp_path):
     data = load_ppb_affinity(write_table(tmp_path, rows, ".csv"))
     assert [record.row for record in data] == [1, 2]
     assert data.report.dropped == {"a chain shorter than 40 residues": 1}
-    assert "dropped 1: a chain shorter than 40 residues (rows 0)" in str(data.report)
+    assert "dropped 1: a chain shorter than 40 residues (records 1)" in str(data.report)
     assert len(load_ppb_affinity(write_table(tmp_path, rows, ".csv"), min_chain_length=0)) == 3
     assert len(load_ppb_affinity(write_table(tmp_path, rows, ".csv"), min_chain_length=41)) == 1
 
@@ -260,7 +262,7 @@ def test_report_lists_every_reason(tmp_path):
         "duplicate complex merged into another row (rule 'reference')": 3,
     }
     text = str(data.report)
-    assert "7 rows read, 2 complexes kept" in text and "dropped 1: bad KD (rows 5)" in text
+    assert "7 rows read, 2 complexes kept" in text and "dropped 1: bad KD (records 6)" in text
     assert "1 complexes had several rows" in text
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_metaembed.io.records import InputError, read_records, read_rows, records_to_inputs
+from hf_metaembed.io.records import InputError, read_pair_records, read_records, read_rows, records_to_inputs
 
 
 def _write_inputs(folder: Path, texts: list[str]) -> dict[str, Path]:
@@ -81,11 +81,13 @@ def test_rows_report_the_file_line_and_columns(tmp_path):
 def test_records_need_text_in_their_column(tmp_path):
     short = tmp_path / "short.csv"
     short.write_text("id,sequence\nx\n")
-    with pytest.raises(InputError, match=r"short\.csv line 2: the row has no value for column 'sequence'"):
+    with pytest.raises(
+        InputError, match=r"short\.csv line 2 \(record 1\): the row has no value for column 'sequence'"
+    ):
         list(read_records(short))
     numbers = tmp_path / "n.jsonl"
     numbers.write_text('{"sequence": 7}\n')
-    with pytest.raises(InputError, match=r"n\.jsonl line 1: field 'sequence' holds int, not a string"):
+    with pytest.raises(InputError, match=r"n\.jsonl line 1 \(record 1\): field 'sequence' holds int, not a string"):
         list(read_records(numbers))
 
 
@@ -100,9 +102,35 @@ def test_rows_become_sequences_or_complexes():
         complexes, ligand_columns=["l1", "l2"], receptor_columns=["receptor"], chain_separator=";"
     )
     assert inputs == {"ligand": [["MKT"], ["WYW", "GSH"]], "receptor": [["AAA", "CCC"], ["DDD"]]}
-    with pytest.raises(InputError, match=r"row 0: the ligand has no chain \(columns l2 are empty\)"):
+    with pytest.raises(InputError, match=r"^record 1: the ligand has no chain \(columns l2 are empty\)"):
         records_to_inputs(complexes, ligand_columns=["l2"], receptor_columns=["receptor"])
+    with pytest.raises(InputError, match=r"^pairs\.csv line 2 \(record 1\): the ligand has no chain"):
+        records_to_inputs(
+            complexes, ligand_columns=["l2"], receptor_columns=["receptor"], lines=[2, 3], file="pairs.csv"
+        )
     with pytest.raises(InputError, match="found: l1, l2, receptor"):
         records_to_inputs(complexes)
     with pytest.raises(InputError, match="no rows"):
         records_to_inputs([])
+
+
+def test_records_are_numbered_as_people_count_with_their_lines(tmp_path):
+    fasta = tmp_path / "p.fasta"
+    fasta.write_text("; comment\n>a first\nMKT\nAAA\n\n>b\nGSH\n", encoding="utf-8")
+    first, second = read_records(fasta)
+    assert (first.line, second.line) == (2, 6)
+    assert second.where() == "p.fasta line 6 (record 2, id 'b')"
+    text = tmp_path / "t.txt"
+    text.write_text("one\n\ntwo\n", encoding="utf-8")
+    records = list(read_records(text))
+    assert [r.id for r in records] == ["1", "2"]  # default ids are the record numbers, from 1
+    assert records[1].where() == "t.txt line 3 (record 2)"
+    table = tmp_path / "q.csv"
+    table.write_text('sequence\n"MKT\nAAA"\nGSH\n', encoding="utf-8")  # a quoted cell spans lines 2 and 3
+    records = list(read_records(table))
+    assert [(r.line, r.id) for r in records] == [(2, "1"), (4, "2")]
+    assert records[1].where() == "q.csv line 4 (record 2)"
+    pairs = tmp_path / "c.jsonl"
+    pairs.write_text('{"l": "MKT", "r": "GSH"}\n\n{"l": "AAA", "r": "CCC"}\n', encoding="utf-8")
+    complexes = list(read_pair_records(pairs, ligand_columns=["l"], receptor_columns=["r"]))
+    assert complexes[1].where() == "c.jsonl line 3 (record 2)"

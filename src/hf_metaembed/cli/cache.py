@@ -5,7 +5,6 @@ plain `cache INPUT OUTPUT ...`), and describe or verify a built one (`cache insp
 import argparse
 import json
 import os
-import re
 from collections.abc import Sequence
 
 import torch
@@ -20,15 +19,9 @@ from ..distributed import launched_rank
 from ..io.records import TABLE_FORMATS, detect_input_format, read_records, read_rows, records_to_inputs
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
-from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, one_line
+from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, cli_hints, one_line
 from .loading import load_saved_model, processor_for, saved_model_type, torch_device
 from .options import CACHE_SUBCOMMANDS, add_cache_arguments, add_inspect_arguments, with_default_cache_subcommand
-
-# the cache library's hints name Python arguments; a command-line user gets the flag that does the same
-_PYTHON_TO_CLI = (
-    (re.compile(r"build_feature_cache\([^)]*overwrite=True\)"), "--overwrite"),
-    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
-)
 
 
 def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbone_kwargs: dict):
@@ -55,8 +48,11 @@ def _read_inputs(
     """`{"sequences": [...]}` or `{"ligand": [...], "receptor": [...]}` from any input format."""
     input_format = detect_input_format(path, input_format)
     if input_format in TABLE_FORMATS:
+        numbered = list(read_rows(path, input_format))
         return records_to_inputs(
-            [row for _, row in read_rows(path, input_format)],
+            [row for _, row in numbered],
+            lines=[line for line, _ in numbered],
+            file=os.path.basename(os.fspath(path)),
             sequence_column=sequence_column,
             ligand_columns=ligand_columns,
             receptor_columns=receptor_columns,
@@ -151,12 +147,6 @@ def build_cache_from_file(
 # ---------------------------------------------------------------------------------------------- arguments
 
 
-def _cli_hint(message: str) -> str:
-    for pattern, flag in _PYTHON_TO_CLI:
-        message = pattern.sub(flag, message)
-    return message
-
-
 # ---------------------------------------------------------------------------------------------- commands
 
 
@@ -205,7 +195,7 @@ def run_cache_command(args: argparse.Namespace) -> int:
         )
         raise failure from error
     except (ValueError, TypeError) as error:
-        raise UsageError(_cli_hint(one_line(error))) from error
+        raise UsageError(cli_hints(one_line(error))) from error
     summary = cache.build_summary
     if launched_rank() != 0:  # the main process reports for all
         return EXIT_OK
@@ -273,9 +263,9 @@ def run_inspect_command(args: argparse.Namespace) -> int:
     try:
         cache = FeatureCache(args.cache_dir, verify_checksums=False)
     except CorruptShardError as error:  # a shard missing or cut short: damage, not a usage error
-        raise CLIError(_cli_hint(one_line(error))) from error
+        raise CLIError(cli_hints(one_line(error))) from error
     except ValueError as error:
-        raise UsageError(_cli_hint(one_line(error))) from error
+        raise UsageError(cli_hints(one_line(error))) from error
     description = describe_cache(cache)
     if args.verify:
         problems = []
@@ -283,7 +273,7 @@ def run_inspect_command(args: argparse.Namespace) -> int:
             try:
                 cache.verify_shard(name)
             except ValueError as error:
-                problems.append(_cli_hint(one_line(error)))
+                problems.append(cli_hints(one_line(error)))
         description.update(verified=not problems, problems=problems)
     print(json.dumps(description, sort_keys=True) if args.json else _text_report(description))
     return EXIT_FAILURE if description.get("problems") else EXIT_OK

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ import numpy as np
 from ..batching import autocast, feature_rows, move_to_device, plan_batches, sample_token_lengths
 from ..distributed import Workers, current_workers
 from ..io.embedding_parts import EmbeddingParts
-from ..io.embeddings import EMBEDDING_INDEX_NAME, EmbeddingShardWriter, write_npy, write_npz
-from ..io.files import atomic_write_json, check_writable_output, file_sha256
+from ..io.embeddings import EMBEDDING_INDEX_NAME, EmbeddingShardWriter
+from ..io.files import atomic_write_json, check_writable_output
 from ..io.records import (
     TABLE_FORMATS,
     InputError,
@@ -37,16 +36,10 @@ from ..io.records import (
     read_pair_records,
     read_records,
 )
-from .errors import EXIT_OK, UsageError, check_positive
-from .loading import (
-    batches,
-    check_model_folder,
-    encode,
-    load_processor,
-    progress,
-    saved_architecture,
-    torch_device,
-)
+from .embed_output import EmbedOutput
+from .errors import EXIT_OK, UsageError
+from .loading import batches, encode, processor_options, progress, torch_device
+from .model_source import ModelSource
 
 # ---------------------------------------------------------------------------------------------- reading records
 
@@ -103,8 +96,8 @@ def read_items(path: Path, input_format: str, args, pair: bool) -> Iterator[Reco
 def encode_items(processor, items: list, architecture: str, args) -> list[dict]:
     """Per-sample processor features of `items` (records or complexes); a bad one is named by position and id."""
     sides = {"ligand": args.ligand_column, "receptor": args.receptor_column}
-    truncation = args.truncation or None
-    features = encode(processor, items, sides, return_tensors=None, truncation=truncation, architecture=architecture)
+    options = processor_options(args)
+    features = encode(processor, items, sides, return_tensors=None, architecture=architecture, **options)
     return feature_rows(features)
 
 
@@ -130,9 +123,8 @@ def _check_budget(max_tokens: int | list[int], num_backbones: int) -> None:
         )
 
 
-def _embed_fingerprint(args, input_path: Path, input_format: str, model_folder: Path) -> dict:
+def _embed_fingerprint(args, input_path: Path, input_format: str, source: ModelSource) -> dict:
     stat = input_path.stat()
-    weights = sorted(model_folder.glob("*.safetensors"))
     tables = input_format in TABLE_FORMATS
     return {
         "input": str(input_path.resolve()),
@@ -144,11 +136,10 @@ def _embed_fingerprint(args, input_path: Path, input_format: str, model_folder: 
         "receptor_column": args.receptor_column,
         "chain_separator": args.chain_separator if args.ligand_column else None,
         "id_column": args.id_column,
-        "model": str(model_folder.resolve()),
-        "model_config_sha256": file_sha256(model_folder / "config.json"),
-        "model_weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
+        **source.fingerprint(),
         "fusion_weights": bool(args.fusion_weights),
         "truncation": bool(args.truncation),
+        "processor_options": processor_options(args),
         "autocast": args.autocast,
     }
 
@@ -171,10 +162,8 @@ class _Run:
 
 
 def run_embed(args) -> int:
-    """`hf-metaembed embed`: embed every record into resumable shards (then .npy/.npz), on every launched process."""
-    check_positive(args.batch_size, "--batch-size")
-    check_positive(args.shard_size, "--shard-size")
-    check_positive(args.max_batches, "--max-batches")
+    """`hf-metaembed embed`: embed every record into resumable shards under `OUTPUT.partial/`, on every launched
+    process, then make the output (the folder, or a .npy/.npz assembled from the shards)."""
     input_path = Path(args.input)
     input_format = detect_input_format(input_path, args.input_format)
     output = Path(args.output)
@@ -182,28 +171,29 @@ def run_embed(args) -> int:
     if kind == "npy" and args.fusion_weights:
         raise UsageError("a .npy file holds one array: write fusion weights to a .npz file or a folder instead")
     check_writable_output(output)
-    work_folder = output if kind == "folder" else output.with_name(output.name + ".parts")
-    if kind != "folder" and output.exists() and not args.overwrite and not work_folder.exists():
-        raise UsageError(f"output {str(output)!r} exists; pass --overwrite to replace it")
-    model_folder = check_model_folder(args.model)
+    source = ModelSource(args)
     torch_device(args.device)  # a bad --device is a usage error before any work
-    architecture = saved_architecture(model_folder)
+    fingerprint = _embed_fingerprint(args, input_path, input_format, source)
+    outputs = EmbedOutput(output, kind)
+    if not args.overwrite and outputs.finished(fingerprint):
+        print(outputs.finished_message(), file=sys.stderr)
+        return EXIT_OK
+    work_folder = outputs.partial
+    architecture = source.architecture
     pair = _check_columns(args, input_format, architecture)
-    processor = load_processor(model_folder)
+    processor = source.processor()
     _check_budget(args.max_tokens, len(processor.tokenizers))
     workers = current_workers(args.device)
     items = read_items(input_path, input_format, args, pair)
     total = _validate_input(args, processor, items, architecture, workers.is_main)
 
-    fingerprint = _embed_fingerprint(args, input_path, input_format, model_folder)
     writer = None
     parts = EmbeddingParts(work_folder)
     if workers.is_main:
+        outputs.adopt_earlier_run()
         if args.overwrite:
             parts.prepare(overwrite=True)
         writer = EmbeddingShardWriter(work_folder, fingerprint, args.shard_size, overwrite=args.overwrite)
-        if writer.complete and kind == "folder":
-            raise UsageError(f"output {str(output)!r} is complete already; pass --overwrite to compute it again")
         if not writer.index_path.exists():  # parts may come before the first shard: the folder names its run now
             atomic_write_json(writer.index_path, writer.index)
         parts.prepare()
@@ -214,7 +204,7 @@ def run_embed(args) -> int:
     run = _Run(args, workers, processor, architecture, work_folder, parts, total, index["records"])
     stopped = False
     if not index["complete"]:
-        stopped = _embed_records(run, writer, input_path, input_format, model_folder, pair)
+        stopped = _embed_records(run, writer, input_path, input_format, source, pair)
     workers.barrier()
     if not workers.is_main:
         return EXIT_OK
@@ -228,17 +218,12 @@ def run_embed(args) -> int:
         done = writer.records_done + len(parts.done())
         reason = f"stopped after {args.max_batches} batches" if stopped else "stopped early"
         print(
-            f"{reason} with {done} of {total} records done ({writer.records_done} in shards); "
+            f"{reason} with {done} of {total} records done ({writer.records_done} in shards, in {work_folder}); "
             "rerun the same command to continue",
             file=sys.stderr,
         )
         return EXIT_OK
-    if kind == "npy":
-        write_npy(work_folder, output)
-    elif kind == "npz":
-        write_npz(work_folder, output)
-    if kind != "folder" and not args.keep_shards:
-        shutil.rmtree(work_folder)
+    outputs.finish(keep_shards=args.keep_shards)
     processes = f" ({workers.world_size} processes)" if workers.world_size > 1 else ""
     print(f"wrote {writer.records_done} embeddings of dimension {writer.index['dim']} to {output}{processes}")
     return EXIT_OK
@@ -275,12 +260,12 @@ def _blocks(run: _Run, items: Iterator) -> Iterator[list]:
             yield block
 
 
-def _embed_records(run: _Run, writer, input_path: Path, input_format: str, model_folder: Path, pair: bool) -> bool:
+def _embed_records(run: _Run, writer, input_path: Path, input_format: str, source: ModelSource, pair: bool) -> bool:
     """Embed this process's share of the records no shard or part holds; True when `--max-batches` stopped it."""
     import torch
 
     args, workers = run.args, run.workers
-    model = _load_embedding_model(model_folder, workers.device)
+    model = source.load(workers.device)
     items = read_items(input_path, input_format, args, pair)
     remaining = run.total - run.records_done - len(run.parts.done())
     show = workers.is_main and not args.no_progress
@@ -342,13 +327,6 @@ class _BlockResults:
             self.weights if self.keep_weights else None,
         )
         self.items = []
-
-
-def _load_embedding_model(folder: Path, device):
-    """The saved model of `folder` on `device`, in eval mode."""
-    from ..modeling.modeling_metaembed import MetaEmbedModel
-
-    return MetaEmbedModel.from_pretrained(str(folder)).to(device).eval()
 
 
 def _per_sample_weights(outputs, segment_sample_index, samples: int) -> list[np.ndarray]:

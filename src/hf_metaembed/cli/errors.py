@@ -2,6 +2,7 @@
 its exit code and one-line message. A leaf: every command module (the demo too) imports it, it imports none of them."""
 
 import importlib
+import re
 
 from ..io.records import InputError
 
@@ -50,9 +51,41 @@ def exit_code(error: BaseException) -> int:
     return EXIT_USAGE if isinstance(error, USAGE_ERRORS) else EXIT_FAILURE
 
 
+# the library's hints name Python options; a command-line user gets the flag that does the same (in this order)
+PYTHON_TO_CLI = (
+    (
+        re.compile(
+            r"a model config with window_size, e\.g\. (\d+) for ESM-2, and MetaEmbedProcessor\(\.\.\., "
+            r"long_sequences='window'\)"
+        ),
+        r"--long-sequences window --window-size N, e.g. \1 for ESM-2",
+    ),
+    (
+        re.compile(r"MetaEmbedConfig window_size, with MetaEmbedProcessor\(long_sequences='window'\)"),
+        "--long-sequences window --window-size N",
+    ),
+    (re.compile(r"MetaEmbedProcessor\(\.\.\., ?long_sequences='window'\)"), "--long-sequences window"),
+    (re.compile(r"\blong_sequences=['\"]window['\"]"), "--long-sequences window"),
+    (re.compile(r"\bunknown_residues=['\"]x['\"]"), "--unknown-residues x"),
+    (re.compile(r"\bsmaller window_size\b"), "smaller --window-size"),
+    (re.compile(r"\btruncation=True\b"), "--truncation"),
+    (re.compile(r"\bchain_separator=(?=\s)"), "--chain-separator"),
+    (re.compile(r"build_feature_cache\([^)]*overwrite=True\)"), "--overwrite"),
+    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
+)
+
+
+def cli_hints(message: str) -> str:
+    """`message` with the Python options it suggests replaced by the command-line flags that do the same."""
+    for pattern, flag in PYTHON_TO_CLI:
+        message = pattern.sub(flag, message)
+    return message
+
+
 def error_message(command: str, error: BaseException) -> str:
-    """`hf-metaembed COMMAND: error: ...` on one line; an unexpected failure also names its exception type."""
-    detail = one_line(error)
+    """`hf-metaembed COMMAND: error: ...` on one line, naming flags where the library names Python options; an
+    unexpected failure also names its exception type."""
+    detail = cli_hints(one_line(error))
     if exit_code(error) == EXIT_FAILURE and not isinstance(error, CLIError):
         detail = f"{type(error).__name__}: {detail}"
     return f"hf-metaembed {command}: error: {detail}"
@@ -84,6 +117,7 @@ __all__ = [
     "CLIError",
     "UsageError",
     "check_positive",
+    "cli_hints",
     "error_message",
     "exit_code",
     "one_line",

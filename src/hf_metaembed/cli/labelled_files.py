@@ -7,7 +7,8 @@ complexes is read by `hf_metaembed.data.load_ppb_affinity`).
 import sys
 from pathlib import Path
 
-from ..integrations.metrics import KD_UNITS, get_label_transform
+from ..data.ppb_affinity import DUPLICATE_RULES
+from ..integrations.metrics import KD_UNITS, LABEL_TRANSFORMS, get_label_transform
 from ..io.records import InputError, PairRecord, detect_input_format, read_pair_records, read_records
 from .errors import UsageError, one_line
 from .labels import LabelledData, as_number, describe
@@ -21,12 +22,19 @@ def pair_columns(args) -> tuple[str, str] | None:
     return (args.ligand_column, args.receptor_column) if args.ligand_column is not None else None
 
 
+def _check_choice(flag: str, value: str | None, choices) -> None:
+    if value is not None and value not in choices:
+        raise UsageError(f"{flag} {value}: unknown; choose one of: {', '.join(choices)}")
+
+
 def read_labelled(args, path: str) -> LabelledData:
     """Every record of a labelled file (training data is held in memory) with its label."""
     name = Path(path).name
     input_format = detect_input_format(path, args.input_format)
     if input_format in ("fasta", "text"):
         raise InputError(f"{name}: {input_format} files carry no labels; use CSV, TSV or JSONL")
+    _check_choice("--label-transform", args.label_transform, LABEL_TRANSFORMS)
+    _check_choice("--duplicates", args.duplicates, DUPLICATE_RULES)
     if args.label_transform and args.kd_unit not in KD_UNITS:
         raise UsageError(f"unknown --kd-unit {args.kd_unit!r}; choose one of: {', '.join(KD_UNITS)}")
     pairs = pair_columns(args)
@@ -80,7 +88,11 @@ def _read_affinity_table(args, path: str, columns: tuple[str, str]) -> LabelledD
         print(f"hf-metaembed: curation of {report}", file=sys.stderr)
     if not dataset.records:
         raise InputError(f"{Path(path).name}: no complex is left after curation; see the report above")
-    records = [PairRecord(record.row, str(record.row), record.ligand, record.receptor) for record in dataset]
+    name = Path(path).name
+    records = [
+        PairRecord(record.row, str(record.row + 1), record.ligand, record.receptor, file=name, line=record.line)
+        for record in dataset
+    ]
     return LabelledData(Path(path).name, records, [record.label for record in dataset], transformed=True)
 
 
@@ -92,7 +104,7 @@ def _kd_labels(args, name: str, records: list, values: list) -> list[float]:
         kd = as_number(value)
         if kd is None or kd <= 0:
             raise InputError(
-                f"{name} {describe(record)}: {args.label_column!r} is {value!r}, not a positive KD in "
+                f"{describe(record)}: {args.label_column!r} is {value!r}, not a positive KD in "
                 f"{args.kd_unit}; fix or drop the row"
             )
         labels.append(float(transform(kd, args.kd_unit)))

@@ -2,8 +2,9 @@
 the targets the model trains on.
 
 A blank or NaN label is an error naming its records. The task is given (`--task`) or inferred: regression when every
-label is a number and one is not an integer; classification when every label is an integer, or when most labels are
-names; a column of numbers with a few names in it is an error naming them, never a classifier over the typos.
+label is a number and one is not an integer; classification when every label is an integer, or when every label is
+text; numbers mixed with text (`3.5`, `high`, `low`) are an error naming both kinds and `--task`, never a classifier
+over the typos.
 Classification labels become the model's `label2id`, sorted.
 """
 
@@ -11,7 +12,7 @@ import math
 import sys
 from dataclasses import dataclass
 
-from ..io.records import InputError, PairRecord, Record
+from ..io.records import InputError, PairRecord, Record, where
 from .errors import UsageError
 
 # cells that mean "no value" in spreadsheets and pandas exports; a label never legitimately reads like this
@@ -51,9 +52,13 @@ def as_number(value) -> float | None:
 
 
 def describe(record) -> str:
-    """`record 3`, or `record 3 (id 'P12345')` when the record has an id of its own: how messages name a record."""
-    same = record.id == str(record.index)
-    return f"record {record.index}" + ("" if same else f" (id {record.id!r})")
+    """`labels.csv line 5 (record 4)`, with the record's own id when it has one: how messages name a record."""
+    return record.where()
+
+
+def _short(record) -> str:
+    """`line 5 (record 4)`: a record in a list after the file's name."""
+    return where(None, record.line, record.index, record.id)
 
 
 def _label_error(data: LabelledData, indices: list[int], column: str, problem: tuple[str, str], fix: str):
@@ -61,10 +66,9 @@ def _label_error(data: LabelledData, indices: list[int], column: str, problem: t
     if len(indices) == 1:
         index = indices[0]
         return InputError(
-            f"{data.name} {describe(data.records[index])}, column {column!r}: label {data.labels[index]!r} "
-            f"{problem[0]}; {fix}"
+            f"{describe(data.records[index])}, column {column!r}: label {data.labels[index]!r} {problem[0]}; {fix}"
         )
-    shown = ", ".join(f"{describe(data.records[i])} ({data.labels[i]!r})" for i in indices[:10])
+    shown = ", ".join(f"{_short(data.records[i])} ({data.labels[i]!r})" for i in indices[:10])
     shown += f" and {len(indices) - 10} more" if len(indices) > 10 else ""
     return InputError(
         f"{data.name}: {len(indices)} of {len(data.labels)} labels in column {column!r} {problem[1]}: {shown}; {fix}"
@@ -98,12 +102,23 @@ def infer_task(data: LabelledData, requested: str, column: str) -> tuple[str, st
         if any(number != int(number) for number in numbers):
             return "regression", "inferred: every label is a number, not all integers"
         return "classification", "inferred: every label is an integer; pass --task regression to predict numbers"
-    if len(not_numbers) < len(numbers) - len(not_numbers):
+    if not_numbers and len(not_numbers) < len(numbers):  # numbers and text mixed: never guess which was meant
+        names = sorted({str(data.labels[i]) for i in not_numbers})
+        shown = ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+        if len(not_numbers) < len(numbers) - len(not_numbers):
+            fix = (
+                f"the other {len(numbers) - len(not_numbers)} labels are numbers: fix or drop those rows and pass "
+                "--task regression, or pass --task classification to read every label as a class name"
+            )
+            raise _label_error(data, not_numbers, column, NOT_A_NUMBER, fix)
+        numeric = [i for i, number in enumerate(numbers) if number is not None]
         fix = (
-            f"the other {len(numbers) - len(not_numbers)} labels are numbers: fix or drop those rows, or pass "
-            "--task classification to read every label as a class name"
+            f"the other {len(not_numbers)} labels are text ({shown}): pass --task classification to read every label "
+            "as a class name, or --task regression after fixing the text labels"
         )
-        raise _label_error(data, not_numbers, column, NOT_A_NUMBER, fix)
+        raise _label_error(
+            data, numeric, column, ("is a number among text labels", "are numbers among text labels"), fix
+        )
     return "classification", "inferred: the labels are names"
 
 

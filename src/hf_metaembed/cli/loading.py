@@ -14,8 +14,8 @@ from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedModel, MetaEmbedPreTrainedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import UsageError, one_line
-from .folders import PROCESSOR_FILE, check_model_folder, saved_architecture, saved_model_type
-from .options import add_max_tokens_argument, max_tokens_argument
+from .folders import PROCESSOR_FILE, backbone_list, check_model_folder, saved_architecture, saved_model_type
+from .options import NEW_MODEL_SETTINGS, add_max_tokens_argument, check_block_names, max_tokens_argument
 
 
 def processor_for(config: MetaEmbedConfig) -> MetaEmbedProcessor:
@@ -47,6 +47,79 @@ def load_saved_model(
     path = check_model_folder(folder, require_processor)
     model = model_class.from_pretrained(str(path), **kwargs)
     return model, load_processor(path, model.config)
+
+
+def model_settings(args) -> dict:
+    """The MetaEmbedConfig settings given on the command line for a new model (only those given, so the config's
+    defaults and the preset decide the rest), block names checked against the registries; `--window-size` and
+    `--window-overlap` also apply to a saved model. Settings of a new model given with a saved `--model` are a usage
+    error naming them."""
+    check_block_names(args)
+    settings = {name: getattr(args, name) for name in NEW_MODEL_SETTINGS if getattr(args, name, None) is not None}
+    if getattr(args, "model", None) and settings:
+        flags = ", ".join("--" + name.replace("_", "-") for name in settings)
+        raise UsageError(
+            f"{flags} set up a new model from --backbones; the saved model {args.model!r} keeps its own settings: "
+            f"drop {flags}"
+        )
+    if getattr(args, "loss", None) is not None:
+        settings["loss"] = args.loss
+    settings.update(window_settings(args))
+    return settings
+
+
+def window_settings(args) -> dict:
+    """`window_size` / `window_overlap` from `--window-size` / `--window-overlap`, checked against
+    `--long-sequences` (a window policy is what `--long-sequences window` reads long inputs with)."""
+    settings = {}
+    if getattr(args, "window_size", None) is not None:
+        settings["window_size"] = args.window_size
+    if getattr(args, "window_overlap", None) is not None:
+        if "window_size" not in settings:
+            raise UsageError("--window-overlap needs --window-size N (the window it overlaps)")
+        settings["window_overlap"] = args.window_overlap
+    return settings
+
+
+def processor_options(args) -> dict:
+    """The processor call options given on the command line (`--unknown-residues`, `--long-sequences`,
+    `--truncation`), for every processor call of a command."""
+    options = {}
+    for name in ("unknown_residues", "long_sequences"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    if getattr(args, "truncation", False):
+        options["truncation"] = True
+    return options
+
+
+def check_window_policy(model_config, args) -> None:
+    """`--long-sequences window` needs a model that reads long inputs in windows: one saved with a window size, or
+    `--window-size`."""
+    if getattr(args, "long_sequences", None) != "window" or getattr(args, "truncation", False):
+        return
+    if getattr(model_config, "window_size", None) is None:
+        raise UsageError(
+            "--long-sequences window reads long inputs in sliding windows, but the model has no window size: add "
+            "--window-size N (units per window, e.g. 1022 for ESM-2)"
+        )
+
+
+def build_from_backbones(args, model_class: type[MetaEmbedPreTrainedModel] = MetaEmbedModel, **config_kwargs):
+    """`(model, processor)` built from `--backbones` with the command line's settings, initialised with `--seed`:
+    an untrained model (fusion and head), its processor laid out for the model's architecture."""
+    from transformers import set_seed
+
+    backbones = backbone_list(args.backbones)
+    settings = model_settings(args)
+    set_seed(getattr(args, "seed", 42))
+    try:
+        model = model_class.from_backbones(backbones, **settings, **config_kwargs)
+        processor = MetaEmbedProcessor.from_backbones(backbones, architecture=model.config.architecture)
+    except (OSError, ValueError) as error:
+        raise UsageError(one_line(error)) from None
+    check_window_policy(model.config, args)
+    return model, processor
 
 
 def torch_device(name: str) -> torch.device:
@@ -83,7 +156,7 @@ def _record_error(record: Record | PairRecord, error: Exception, side_columns: d
     column of the side at fault)."""
     message = one_line(error)
     match = _SAMPLE_PREFIX.match(message)
-    where = f"record {record.index} (id {record.id!r})"
+    where = record.where()
     if match:
         message = message[match.end() :]
         side = match.group(1)
@@ -144,14 +217,19 @@ __all__ = [
     "PROCESSOR_FILE",
     "add_max_tokens_argument",
     "batches",
+    "build_from_backbones",
+    "check_window_policy",
     "check_model_folder",
     "encode",
     "load_processor",
     "load_saved_model",
     "max_tokens_argument",
+    "model_settings",
+    "processor_options",
     "processor_for",
     "progress",
     "saved_architecture",
     "saved_model_type",
     "torch_device",
+    "window_settings",
 ]

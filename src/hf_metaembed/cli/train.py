@@ -11,28 +11,29 @@ import json
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from ..io.files import check_writable_output
 from ..modeling.feature_rows import feature_rows
 from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
 from ..modeling.pairing import PAIRINGS, list_architectures
-from ..modeling.processing_metaembed import MetaEmbedProcessor
-from .errors import EXIT_OK, UsageError, check_positive, one_line
+from .errors import EXIT_OK, UsageError, check_positive
 from .labelled_files import pair_columns, read_labelled
 from .labels import LabelledData, announce, encode_labels, infer_task, sorted_class_names
 from .loading import (
     batches,
+    build_from_backbones,
     check_model_folder,
+    check_window_policy,
     encode,
     load_saved_model,
+    model_settings,
+    processor_options,
     progress,
     saved_architecture,
     torch_device,
+    window_settings,
 )
-
-# settings of a model built from --backbones (MetaEmbedConfig fields of the same names)
-NEW_MODEL_SETTINGS = ("fusion", "level", "architecture", "preset", "unit_encoder", "pooling", "head")
-
 
 # ---------------------------------------------------------------------------------------------- model and features
 
@@ -57,27 +58,9 @@ def _check_layout(architecture: str, pairs: bool, owner: str) -> None:
         )
 
 
-def _model_settings(args) -> dict:
-    """MetaEmbedConfig settings given on the command line (only those given, so the config's defaults and the
-    preset decide the rest)."""
-    settings = {name: getattr(args, name) for name in NEW_MODEL_SETTINGS if getattr(args, name) is not None}
-    if args.model and settings:
-        flags = ", ".join("--" + name.replace("_", "-") for name in settings)
-        raise UsageError(
-            f"{flags} set up a new model from --backbones; the saved model {args.model!r} keeps its own settings: "
-            f"drop {flags}"
-        )
-    architecture = settings.get("architecture")
-    if architecture is not None and architecture not in list_architectures():
-        raise UsageError(f"unknown architecture {architecture!r}; choose one of: {', '.join(list_architectures())}")
-    if args.loss is not None:
-        settings["loss"] = args.loss
-    return settings
-
-
 def _new_or_saved_classifier(args, settings: dict, task: str, class_names: list[str] | None):
     """The model and processor to train (the processor laid out for the model's architecture); `settings` from
-    `_model_settings`."""
+    `model_settings`."""
     problem_type = "regression" if task == "regression" else "single_label_classification"
     label_kwargs: dict = {"num_labels": 1, "problem_type": problem_type}
     if task == "classification":
@@ -87,18 +70,11 @@ def _new_or_saved_classifier(args, settings: dict, task: str, class_names: list[
             label2id={name: index for index, name in enumerate(class_names)},
         )
     if args.backbones:
-        backbones = [name.strip() for name in args.backbones.split(",") if name.strip()]
-        if not backbones:
-            raise UsageError("--backbones needs at least one backbone folder or Hub id")
-        try:
-            model = MetaEmbedForSequenceClassification.from_backbones(backbones, **settings, **label_kwargs)
-        except (OSError, ValueError) as error:
-            raise UsageError(one_line(error)) from None
-        processor = MetaEmbedProcessor.from_backbones(backbones, architecture=model.config.architecture)
-        return model, processor
+        return build_from_backbones(args, MetaEmbedForSequenceClassification, **label_kwargs)
     model, processor = load_saved_model(
         args.model, MetaEmbedForSequenceClassification, ignore_mismatched_sizes=True, **settings, **label_kwargs
     )
+    check_window_policy(model.config, args)
     processor.architecture = model.config.architecture
     return model, processor
 
@@ -112,8 +88,8 @@ def _features(processor, data: LabelledData, labels: list, args) -> list[dict]:
                 processor,
                 [record for record, _ in batch],
                 side_columns=side_columns,
-                truncation=args.truncation or None,
                 return_tensors=None,
+                **processor_options(args),
             )
             for feature, (_, label) in zip(feature_rows(encoded), batch):
                 feature["labels"] = label
@@ -160,13 +136,13 @@ def run_train(args) -> int:
     """`hf-metaembed train`: fine-tune fusion and head (backbones frozen) with transformers' Trainer."""
     check_positive(args.batch_size, "--batch-size")
     torch_device(args.device)  # a device this torch cannot use is reported before any data is read
-    settings = _model_settings(args)
+    settings = model_settings(args)
     pairs = pair_columns(args) is not None
     if args.backbones:
         _check_layout(settings.get("architecture", "single"), pairs, "the new model has")
     else:
         _check_layout(saved_architecture(check_model_folder(args.model)), pairs, f"the model in {args.model!r} has")
-    output_dir = check_writable_output(args.output_dir)
+    output_dir = _check_output_dir(args)
     data = read_labelled(args, args.data)
     eval_data = read_labelled(args, args.eval_data) if args.eval_data else None
     task, why = infer_task(data, args.task, args.label_column)
@@ -195,6 +171,23 @@ def run_train(args) -> int:
     return EXIT_OK
 
 
+def _check_output_dir(args):
+    """`--output-dir`, writable, and holding no saved model unless `--overwrite` (training never replaces a model,
+    least of all the one it starts from, without being told)."""
+    output_dir = check_writable_output(args.output_dir)
+    if args.overwrite or not (output_dir / "config.json").is_file():
+        return output_dir
+    if args.model and output_dir.resolve() == Path(args.model).resolve():
+        raise UsageError(
+            f"--output-dir {args.output_dir} is the --model folder: the trained model would replace the one it "
+            "starts from; choose another --output-dir, or pass --overwrite to replace it"
+        )
+    raise UsageError(
+        f"--output-dir {args.output_dir} already holds a saved model; choose another folder, or pass --overwrite to "
+        "replace it"
+    )
+
+
 def _fit(args, model, processor, train_features, eval_features, task: str, scratch: str) -> dict:
     from ..integrations.trainer import MetaEmbedTrainer  # evaluates in token-budget batches, longest first
 
@@ -207,6 +200,10 @@ def _fit(args, model, processor, train_features, eval_features, task: str, scrat
         data_collator=processor.pad,
         compute_metrics=_metrics_function(task),
     )
+    if args.no_progress:  # without bars Trainer prints every log dict instead: --no-progress means neither
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     with contextlib.redirect_stdout(sys.stderr):
         result = trainer.train()
         metrics = {"train_loss": result.training_loss, "train_records": len(train_features)}
@@ -229,7 +226,8 @@ def run_evaluate(args) -> int:
     folder = check_model_folder(args.model)  # before the data is read: a wrong folder is reported at once
     _check_layout(saved_architecture(folder), pair_columns(args) is not None, f"the model in {args.model!r} has")
     data = read_labelled(args, args.data)
-    model, processor = load_saved_model(folder, MetaEmbedForSequenceClassification)
+    model, processor = load_saved_model(folder, MetaEmbedForSequenceClassification, **window_settings(args))
+    check_window_policy(model.config, args)
     processor.architecture = model.config.architecture
     task = args.task
     if task == "auto":
@@ -238,6 +236,13 @@ def run_evaluate(args) -> int:
     if data.transformed and task == "classification":
         raise UsageError("--label-transform turns KD into regression labels, but this model classifies")
     label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()} if task == "classification" else None
+    if task == "regression" and model.config.num_labels != 1:
+        raise UsageError(
+            f"the model in {args.model!r} predicts {model.config.num_labels} numbers per record (num_labels="
+            f"{model.config.num_labels}, problem_type {model.config.problem_type!r}) but column "
+            f"{args.label_column!r} holds one label per record; evaluate a model with one output, or pass --task "
+            "classification if its outputs are classes"
+        )
     labels = encode_labels(data, task, label2id, args.label_column)
     features = _features(processor, data, labels, args)
     with tempfile.TemporaryDirectory() as scratch:

@@ -35,11 +35,13 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..integrations.metrics import LABEL_TRANSFORMS, check_kd_unit, get_label_transform
+from ..io.records import where as record_where
 from .tables import TableError, read_table
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class ComplexRecord:
         method: the affinity method ("Unknown" when blank or when the table has no method column).
         merged_rows: every source row folded into this record (itself included), in source order.
         split: a split the table already names (a "split" column, or the split of a Hub dataset), else None.
+        line: the line of a CSV/TSV/JSONL file the row starts on (None for other sources).
     """
 
     ligand: list[str]
@@ -87,6 +90,7 @@ class ComplexRecord:
     method: str = "Unknown"
     merged_rows: tuple[int, ...] = ()
     split: str | None = None
+    line: int | None = None
 
     @property
     def sequence(self) -> str:
@@ -102,7 +106,7 @@ class CurationReport:
         source: the file or Hub id read.
         rows_read: rows in the source.
         dropped: rows dropped, by reason, in the order the curation steps ran.
-        dropped_rows: the first few dropped row numbers per reason (for finding them in the file).
+        dropped_rows: the first few dropped rows per reason (0-based; the report prints them as records from 1).
         duplicate_groups: complexes that had more than one row.
         kept: records returned.
         settings: the curation settings used.
@@ -126,8 +130,8 @@ class CurationReport:
     def __str__(self) -> str:
         lines = [f"{self.source}: {self.rows_read} rows read, {self.kept} complexes kept"]
         for reason, count in self.dropped.items():
-            example = ", ".join(map(str, self.dropped_rows.get(reason, [])))
-            lines.append(f"  dropped {count}: {reason} (rows {example}{', ...' if count > 10 else ''})")
+            example = ", ".join(str(row + 1) for row in self.dropped_rows.get(reason, []))
+            lines.append(f"  dropped {count}: {reason} (records {example}{', ...' if count > 10 else ''})")
         if self.duplicate_groups:
             lines.append(
                 f"  {self.duplicate_groups} complexes had several rows, merged by rule "
@@ -298,7 +302,8 @@ def load_ppb_affinity(
 
     Raises:
         TableError: the source cannot be read (missing file, unknown format, a Hub id while offline).
-        BadRowError: a bad row (with `on_bad_row="error"`), naming the row (0-based), the column and the fix.
+        BadRowError: a bad row (with `on_bad_row="error"`), naming its line and record (from 1), the column and the
+            fix.
         ValueError: an unknown setting or a missing column, listing the choices.
     """
     transform = get_label_transform(label_transform)
@@ -312,7 +317,9 @@ def load_ppb_affinity(
     if not chain_separator:
         raise ValueError("chain_separator is empty; pass the string between chains, such as ','")
 
-    name, columns, rows = read_table(path_or_hub_id, hub_config=hub_config, hub_split=hub_split)
+    name, columns, rows, lines = read_table(
+        path_or_hub_id, hub_config=hub_config, hub_split=hub_split, with_lines=True
+    )
     required = [ligand_column, receptor_column, label_column] + ([pdb_column] if pdb_column else [])
     for column in required:
         if column not in columns:
@@ -345,8 +352,9 @@ def load_ppb_affinity(
     parsed = []
     for row_number, row in enumerate(rows):
         try:
+            line = lines[row_number] if lines is not None else None
             record = _parse_row(
-                row, row_number, name, ligand_column, receptor_column, label_column, pdb_column, chain_separator
+                row, row_number, line, name, ligand_column, receptor_column, label_column, pdb_column, chain_separator
             )
         except BadRowError as error:
             if on_bad_row == "error":
@@ -378,6 +386,7 @@ def load_ppb_affinity(
 def _parse_row(
     row: dict,
     row_number: int,
+    line: int | None,
     name: str,
     ligand_column: str,
     receptor_column: str,
@@ -386,7 +395,7 @@ def _parse_row(
     separator: str,
 ) -> ComplexRecord:
     def where(column: str) -> str:
-        return f"{name} row {row_number} (0-based, header not counted), column {column!r}"
+        return f"{record_where(Path(name).name, line, row_number)}, column {column!r}"
 
     ligand = _chains(row.get(ligand_column), row_number, ligand_column, separator, where(ligand_column))
     receptor = _chains(row.get(receptor_column), row_number, receptor_column, separator, where(receptor_column))
@@ -402,7 +411,7 @@ def _parse_row(
                 "blank PDB id",
             )
         pdb = str(value).strip().upper()
-    return ComplexRecord(ligand, receptor, float("nan"), kd, pdb, row_number, merged_rows=(row_number,))
+    return ComplexRecord(ligand, receptor, float("nan"), kd, pdb, row_number, merged_rows=(row_number,), line=line)
 
 
 def _merge_duplicates(records: list[ComplexRecord], rule: str, report: CurationReport) -> list[ComplexRecord]:

@@ -1,7 +1,8 @@
 """Rows of a table from a local file (CSV, TSV, JSONL, parquet), a Hub dataset, or rows already in memory.
 
 Every reader returns the same thing: the source's display name, its column names and its rows as dicts, numbered
-from 0 in file order (the header is not a row; this is the index pandas or `datasets` would show). Optional
+from 0 in file order (the header is not a row; this is the index pandas or `datasets` would show), and, for
+line-based files, the line each row starts on (messages count records from 1 and name the line). Optional
 packages (`pyarrow` for parquet, `datasets` for the Hub) are imported only when that kind of source is read.
 
 Not model code: nothing in `hf_metaembed.modeling` imports it.
@@ -44,13 +45,15 @@ def _table_format(path: Path) -> str:
     return table_format
 
 
-def _read_rows(path: Path, table_format: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """CSV, TSV and JSONL through the library's one reader (`io.records.read_rows`), its errors as `TableError`."""
+def _read_rows(path: Path, table_format: str) -> tuple[list[str], list[dict[str, Any]], list[int]]:
+    """CSV, TSV and JSONL through the library's one reader (`io.records.read_rows`), its errors as `TableError`;
+    with each row's line number."""
     try:
-        rows = [row for _, row in read_rows(path, table_format)]
+        numbered = list(read_rows(path, table_format))
     except InputError as error:
         raise TableError(str(error)) from None
-    return list(dict.fromkeys(column for row in rows for column in row)), rows
+    rows = [row for _, row in numbered]
+    return list(dict.fromkeys(column for row in rows for column in row)), rows, [line for line, _ in numbered]
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -95,7 +98,9 @@ def rows_from_memory(table: Any) -> tuple[list[str], list[dict[str, Any]]]:
         rows, columns = [], {}
         for index, row in enumerate(table):
             if not isinstance(row, Mapping):
-                raise TableError(f"row {index} is a {type(row).__name__}, not a mapping of column name to value")
+                raise TableError(
+                    f"record {index + 1} is a {type(row).__name__}, not a mapping of column name to value"
+                )
             columns.update(dict.fromkeys(row))
             rows.append(dict(row))
         return list(columns), rows
@@ -103,8 +108,8 @@ def rows_from_memory(table: Any) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def read_table(
-    source: Any, *, hub_config: str | None = None, hub_split: str | None = None
-) -> tuple[str, list[str], list[dict[str, Any]]]:
+    source: Any, *, hub_config: str | None = None, hub_split: str | None = None, with_lines: bool = False
+) -> tuple:
     """Read every row of a table.
 
     Args:
@@ -113,24 +118,30 @@ def read_table(
             access and HF_HUB_OFFLINE unset); or rows in memory (see `rows_from_memory`).
         hub_config: the Hub dataset's configuration (e.g. `"raw"` or `"filtered"`), if it has several.
         hub_split: one split of the Hub dataset; by default every split, each row tagged with its split name.
+        with_lines: also return each row's line number in the file (None for sources without lines: parquet, the
+            Hub, rows in memory), for messages that name the line.
 
     Returns:
-        `(name, columns, rows)`: a name for messages, the column names, and the rows as dicts in source order.
+        `(name, columns, rows)`: a name for messages, the column names, and the rows as dicts in source order;
+        `(name, columns, rows, lines)` with `with_lines`.
 
     Raises:
         TableError: on a missing file or unknown format, a malformed JSONL line, a Hub id while offline, or a
             missing optional package (naming what to install).
     """
+    name, columns, rows, lines = _read_any(source, hub_config, hub_split)
+    return (name, columns, rows, lines) if with_lines else (name, columns, rows)
+
+
+def _read_any(source: Any, hub_config: str | None, hub_split: str | None) -> tuple:
     if not isinstance(source, (str, os.PathLike)):
-        return ("<rows>", *rows_from_memory(source))
+        return ("<rows>", *rows_from_memory(source), None)
     path = Path(source).expanduser()
     if path.is_file():
         table_format = _table_format(path)
         if table_format == "parquet":
-            columns, rows = _read_parquet(path)
-        else:
-            columns, rows = _read_rows(path, table_format)
-        return str(path), columns, rows
+            return (str(path), *_read_parquet(path), None)
+        return (str(path), *_read_rows(path, table_format))
     if path.is_dir():
         raise TableError(f"{path} is a folder; pass the table file inside it (CSV, TSV, JSONL or parquet)")
     text = os.fspath(source)
@@ -140,7 +151,7 @@ def read_table(
             f"no file {text!r}; pass a CSV, TSV, JSONL or parquet file, or a Hub dataset id such as "
             "'proteinea/ppb_affinity'"
         )
-    return (text, *_read_hub(text, hub_config, hub_split))
+    return (text, *_read_hub(text, hub_config, hub_split), None)
 
 
 __all__ = ["TABLE_FORMATS", "TableError", "read_table", "rows_from_memory"]

@@ -36,26 +36,49 @@ class InputError(ValueError):
     """Input the user must fix: a missing file, an unknown format or column, a malformed line."""
 
 
+def where(file: str | None, line: int | None, index: int, record_id: str | None = None) -> str:
+    """How messages name a record, as people count: `labels.csv line 5 (record 4)`, with `, id 'P1'` when the
+    record has an id of its own, and without the line for files that are not line-based. `index` is 0-based."""
+    number = f"record {index + 1}"
+    if record_id is not None and record_id != str(index + 1):
+        number += f", id {record_id!r}"
+    prefix = f"{file} " if file else ""
+    return f"{prefix}line {line} ({number})" if line is not None else f"{prefix}{number}"
+
+
 @dataclass
 class Record:
-    """One input record: its position in the file (0-based), an id, the sequence or text, and optional fields."""
+    """One input record: its position among the file's records (`index`, 0-based; messages count from 1), an id,
+    the sequence or text, optional fields, and where it is: the file's name and the line it starts on."""
 
     index: int
     id: str
     text: str
     fields: dict[str, Any] | None = None
+    file: str | None = None
+    line: int | None = None
+
+    def where(self) -> str:
+        """`in.fasta line 7 (record 3, id 'P12345')`: the record as messages name it."""
+        return where(self.file, self.line, self.index, self.id)
 
 
 @dataclass
 class PairRecord:
-    """One ligand-receptor complex of a table: its position in the file (0-based), an id, the chains of each side,
-    and optional fields."""
+    """One ligand-receptor complex of a table: its position among the table's records (0-based), an id, the chains
+    of each side, optional fields, and the file's name and the record's line."""
 
     index: int
     id: str
     ligand: list[str]
     receptor: list[str]
     fields: dict[str, Any] | None = None
+    file: str | None = None
+    line: int | None = None
+
+    def where(self) -> str:
+        """`pairs.csv line 5 (record 4)`: the complex as messages name it."""
+        return where(self.file, self.line, self.index, self.id)
 
 
 def detect_input_format(path: str | os.PathLike, declared: str | None = None) -> str:
@@ -118,8 +141,10 @@ def _csv_rows(handle: IO[str], name: str, delimiter: str, columns: list[str]) ->
     for wanted in columns:
         if wanted not in available:
             raise _missing_column(name, wanted, available)
+    start = reader.line_num + 1  # the line a row starts on (a quoted cell may span several)
     for row in reader:
-        yield reader.line_num, row
+        yield start, row
+        start = reader.line_num + 1
 
 
 def _jsonl_rows(handle: IO[str], name: str, columns: list[str]) -> Iterator[tuple[int, dict]]:
@@ -149,7 +174,8 @@ def read_rows(
         columns: columns every row must have (checked against a CSV header once, on every JSONL line).
 
     Yields:
-        `(line number, row)` in file order. CSV/TSV values are strings (None for a short row's missing cells);
+        `(line number, row)` in file order, the line (1-based, the header is line 1) being where the row starts.
+        CSV/TSV values are strings (None for a short row's missing cells);
         JSONL values are as parsed (a list of chains stays a list). Blank lines are skipped.
 
     Raises:
@@ -171,31 +197,31 @@ def read_rows(
 
 
 def _read_fasta(handle: IO[str], name: str) -> Iterator[Record]:
-    header, pieces, index = None, [], 0
+    header, pieces, index, header_line = None, [], 0, None
     for number, line in enumerate(handle, start=1):
         line = line.strip()
         if not line or line.startswith(";"):
             continue
         if line.startswith(">"):
             if header is not None:
-                yield Record(index, header, "".join(pieces))
+                yield Record(index, header, "".join(pieces), file=name, line=header_line)
                 index += 1
-            header, pieces = (line[1:].split() or [f"record_{index}"])[0], []
+            header, pieces, header_line = (line[1:].split() or [f"record_{index + 1}"])[0], [], number
         elif header is None:
             raise InputError(f"{name} line {number}: sequence data before the first '>' header; is this FASTA?")
         else:
             pieces.append(line)
     if header is not None:
-        yield Record(index, header, "".join(pieces))
+        yield Record(index, header, "".join(pieces), file=name, line=header_line)
 
 
-def _read_lines(handle: IO[str]) -> Iterator[Record]:
+def _read_lines(handle: IO[str], name: str) -> Iterator[Record]:
     index = 0
-    for line in handle:
+    for number, line in enumerate(handle, start=1):
         text = line.rstrip("\r\n")
         if not text.strip():
             continue
-        yield Record(index, str(index), text)
+        yield Record(index, str(index + 1), text, file=name, line=number)
         index += 1
 
 
@@ -209,9 +235,9 @@ def _table_records(
             problem = f"field {column!r} holds {type(text).__name__}, not a string"
             if input_format != "jsonl":
                 problem = f"the row has no value for column {column!r}"
-            raise InputError(f"{path.name} line {number}: {problem}")
-        record_id = str(row[id_column]) if id_column else str(index)
-        yield Record(index, record_id, text, {key: row[key] for key in extra})
+            raise InputError(f"{where(path.name, number, index)}: {problem}")
+        record_id = str(row[id_column]) if id_column else str(index + 1)
+        yield Record(index, record_id, text, {key: row[key] for key in extra}, file=path.name, line=number)
 
 
 def read_records(
@@ -228,7 +254,7 @@ def read_records(
         input_format: one of `INPUT_FORMATS`, or None to tell from the suffix.
         column: CSV/TSV column or JSONL field holding the sequence (ignored for FASTA and text).
         id_column: column or field holding the record id; default: the FASTA header's first word, else the record
-            number.
+            number (1-based, as messages count).
         extra_columns: further columns or fields to return in `Record.fields` (e.g. a label).
 
     Yields:
@@ -247,20 +273,20 @@ def read_records(
     if extra:
         raise InputError(f"{input_format} files have no columns; use CSV, TSV or JSONL to give {', '.join(extra)}")
     with _reading(path, input_format) as handle:
-        yield from _read_fasta(handle, path.name) if input_format == "fasta" else _read_lines(handle)
+        yield from _read_fasta(handle, path.name) if input_format == "fasta" else _read_lines(handle, path.name)
 
 
 # ---------------------------------------------------------------------------------------------- model inputs
 
 
 def _side_chains(
-    record: dict, columns: Sequence[str], separator: str, row: int, side: str, where: str | None = None
+    record: dict, columns: Sequence[str], separator: str, row: int, side: str, place: str | None = None
 ) -> list[str]:
-    where = where or f"row {row}"
+    place = place or where(None, None, row)
     chains = []
     for column in columns:
         if column not in record:
-            raise InputError(f"{where}: no column {column!r} for the {side}; columns are: {', '.join(record)}")
+            raise InputError(f"{place}: no column {column!r} for the {side}; columns are: {', '.join(record)}")
         value = record[column]
         if isinstance(value, list):
             chains += [str(chain).strip() for chain in value if str(chain).strip()]
@@ -268,7 +294,7 @@ def _side_chains(
             chains += [chain.strip() for chain in str(value).split(separator) if chain.strip()]
     if not chains:
         raise InputError(
-            f"{where}: the {side} has no chain (columns {', '.join(columns)} are empty); fill them in or drop the row"
+            f"{place}: the {side} has no chain (columns {', '.join(columns)} are empty); fill them in or drop the row"
         )
     return chains
 
@@ -292,7 +318,7 @@ def read_pair_records(
             joined by `chain_separator` (PPB-Affinity's `"Ligand Sequences"` joins them with `,`), or (JSONL) a list
             of chains; empty cells are skipped.
         chain_separator: the string between chains in one cell.
-        id_column: column holding record ids; default: the record number.
+        id_column: column holding record ids; default: the record number (1-based).
         extra_columns: further columns to return in `PairRecord.fields` (e.g. a label).
 
     Raises:
@@ -305,11 +331,12 @@ def read_pair_records(
     extra = list(extra_columns or [])
     wanted = [*ligand_columns, *receptor_columns, *([id_column] if id_column else []), *extra]
     for index, (number, row) in enumerate(read_rows(path, input_format, wanted)):
-        where = f"{path.name} record {index} (line {number})"
-        ligand = _side_chains(row, ligand_columns, chain_separator, index, "ligand", where)
-        receptor = _side_chains(row, receptor_columns, chain_separator, index, "receptor", where)
-        record_id = str(row[id_column]) if id_column else str(index)
-        yield PairRecord(index, record_id, ligand, receptor, {key: row[key] for key in extra})
+        place = where(path.name, number, index)
+        ligand = _side_chains(row, ligand_columns, chain_separator, index, "ligand", place)
+        receptor = _side_chains(row, receptor_columns, chain_separator, index, "receptor", place)
+        record_id = str(row[id_column]) if id_column else str(index + 1)
+        extras = {key: row[key] for key in extra}
+        yield PairRecord(index, record_id, ligand, receptor, extras, file=path.name, line=number)
 
 
 def records_to_inputs(
@@ -319,8 +346,11 @@ def records_to_inputs(
     ligand_columns: Sequence[str] | None = None,
     receptor_columns: Sequence[str] | None = None,
     chain_separator: str = ",",
+    lines: Sequence[int] | None = None,
+    file: str | None = None,
 ) -> dict:
-    """`{"sequences": [...]}` or `{"ligand": [[...]], "receptor": [[...]]}` from table rows (see `read_rows`).
+    """`{"sequences": [...]}` or `{"ligand": [[...]], "receptor": [[...]]}` from table rows (see `read_rows`;
+    `lines` and `file`, when given, are the rows' line numbers and the file's name, for messages).
 
     Complexes: each side's chains come from one or more columns; a cell holds one chain, several joined by
     `chain_separator`, or (JSONL) a list of chains; empty cells are skipped. Without column arguments, a `sequence`
@@ -339,20 +369,25 @@ def records_to_inputs(
                 f"name the input columns: a sequence column, or ligand and receptor chain columns (found: "
                 f"{', '.join(columns)})"
             )
+
+    def place(row: int) -> str:
+        return where(file, lines[row] if lines is not None else None, row)
+
     if sequence_column is not None:
         if ligand_columns or receptor_columns:
             raise InputError("give either a sequence column or ligand/receptor columns, not both")
         sequences = []
         for row, record in enumerate(records):
             if sequence_column not in record:
-                raise InputError(f"row {row}: no column {sequence_column!r}; columns are: {', '.join(record)}")
+                raise InputError(f"{place(row)}: no column {sequence_column!r}; columns are: {', '.join(record)}")
             sequences.append(str(record[sequence_column]))
         return {"sequences": sequences}
     if not ligand_columns or not receptor_columns:
         raise InputError("complexes need both ligand and receptor columns")
+    sides = {"ligand": ligand_columns, "receptor": receptor_columns}
     return {
-        "ligand": [_side_chains(r, ligand_columns, chain_separator, i, "ligand") for i, r in enumerate(records)],
-        "receptor": [_side_chains(r, receptor_columns, chain_separator, i, "receptor") for i, r in enumerate(records)],
+        side: [_side_chains(r, columns, chain_separator, i, side, place(i)) for i, r in enumerate(records)]
+        for side, columns in sides.items()
     }
 
 
@@ -367,4 +402,5 @@ __all__ = [
     "read_records",
     "read_rows",
     "records_to_inputs",
+    "where",
 ]
