@@ -2,15 +2,22 @@
 
 import ast
 import importlib
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 import hf_metaembed
-from hf_metaembed._moved import MOVED_MODULES
 
 PACKAGE = Path(hf_metaembed.__file__).parent
+# release 0.1's module paths: one shim file each at the package's top, `alias_module(__name__, "<new path>")`
+MOVED_MODULES = {
+    f"hf_metaembed.{path.stem}": match.group(1)
+    for path in sorted(PACKAGE.glob("*.py"))
+    if (match := re.search(r'alias_module\(__name__, "([\w.]+)"\)', path.read_text(encoding="utf-8")))
+}
+
 BUNDLE = PACKAGE / "modeling"
 BUNDLE_ALLOWED = {"torch", "transformers", "safetensors"} | set(sys.stdlib_module_names)
 
@@ -56,15 +63,13 @@ def test_bundle_imports_only_torch_transformers_safetensors_stdlib_and_siblings(
 
 
 def test_no_import_cycles_in_the_package():
-    """Module-level imports only (those inside functions run late and cannot deadlock the import)."""
+    """Every import counts, function-level ones included (a lazy import still ties two modules together)."""
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         name = _module_name(path)
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top_lines = {n.lineno for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)}
         targets = set()
-        for module, line in _imports(path):
-            if line in top_lines and module.startswith("hf_metaembed"):
+        for module, _line in _imports(path):
+            if module.startswith("hf_metaembed"):
                 while module not in {_module_name(p) for p in PACKAGE.rglob("*.py")} and "." in module:
                     module = module.rpartition(".")[0]  # `from pkg import name` of a non-module name
                 if module != name and not name.startswith(module + "."):
@@ -98,7 +103,19 @@ def test_nothing_outside_the_bundle_is_imported_by_it_at_run_time():
         }
 
 
+def test_the_release_0_1_paths_are_all_shimmed():
+    assert len(MOVED_MODULES) == 20
+    assert MOVED_MODULES["hf_metaembed.cards"] == "hf_metaembed.integrations.cards"
+    assert MOVED_MODULES["hf_metaembed.modeling_metaembed"] == "hf_metaembed.modeling.modeling_metaembed"
+
+
 @pytest.mark.parametrize("old", sorted(MOVED_MODULES))
-def test_release_0_1_module_paths_still_import(old):
-    module = importlib.import_module(old)
+def test_release_0_1_module_paths_still_import_and_name_their_new_place(old):
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=re.escape(MOVED_MODULES[old])):
+        module = importlib.import_module(old)
     assert module is importlib.import_module(MOVED_MODULES[old])
+
+
+def test_no_meta_path_finder_is_installed():
+    assert not [finder for finder in sys.meta_path if type(finder).__module__.startswith("hf_metaembed")]

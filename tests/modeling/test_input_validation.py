@@ -6,6 +6,8 @@ The models are built from configs (random tiny ESM-2 and ProtT5 backbones of wid
 no backbone runs; hypothesis properties at the end cover the same paths on generated inputs.
 """
 
+import json
+
 import numpy as np
 import pytest
 import tiny_backbones
@@ -38,6 +40,7 @@ def _config(**settings) -> MetaEmbedConfig:
 def _fresh(model):
     """The model with no problem type fixed yet (as built without one)."""
     model.config.problem_type = None
+    model.problem_type = None
     return model
 
 
@@ -202,7 +205,7 @@ def test_class_labels_in_any_container_and_integer_dtype_give_the_same_loss(clas
     }
     for what, labels in variants.items():
         torch.testing.assert_close(_loss(_fresh(classifier), labels), reference, atol=0, rtol=0, msg=what)
-        assert classifier.config.problem_type == "single_label_classification", what
+        assert classifier.problem_type == "single_label_classification", what
 
 
 def test_regression_labels_in_any_container_give_the_same_loss(regressor):
@@ -215,7 +218,7 @@ def test_regression_labels_in_any_container_give_the_same_loss(regressor):
     }.items():
         expected = reference if what != "ints" else _loss(regressor, torch.tensor([1.0, -2.0, 3.0]))
         torch.testing.assert_close(_loss(regressor, labels), expected, atol=0, rtol=0, msg=what)
-    assert regressor.config.problem_type == "regression"
+    assert regressor.problem_type == "regression"
 
 
 @pytest.mark.parametrize(
@@ -232,7 +235,7 @@ def test_regression_labels_in_any_container_give_the_same_loss(regressor):
 def test_bad_labels_name_the_sample(classifier, labels, error, message):
     with pytest.raises(error, match=message):
         _loss(_fresh(classifier), labels)
-    assert classifier.config.problem_type is None  # an invalid batch fixes nothing
+    assert classifier.problem_type is None  # an invalid batch fixes nothing
 
 
 def test_regression_labels_of_the_wrong_shape(regressor):
@@ -242,24 +245,36 @@ def test_regression_labels_of_the_wrong_shape(regressor):
         _loss(regressor, [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
 
 
+def test_the_settled_problem_type_lives_on_the_model_and_is_saved_not_written_on_the_config(classifier, tmp_path):
+    model = _fresh(classifier)
+    before = model.config.to_dict()
+    _loss(model, [0, 2, 1])
+    assert model.problem_type == "single_label_classification"
+    assert model.config.to_dict() == before  # forward writes nothing onto the config
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["problem_type"] == "single_label_classification"
+    assert model.config.problem_type is None
+
+
 def test_first_valid_batch_fixes_the_problem_type_and_a_contradicting_batch_is_an_error(classifier):
     model = _fresh(classifier)
     with pytest.raises(ValueError):  # invalid first batch: nothing fixed
         _loss(model, [0, 1])
-    assert model.config.problem_type is None
+    assert model.problem_type is None
     # float class ids on a 3-class model are one class id per sample (transformers would switch to multi-label)
     _loss(model, torch.tensor([0.0, 1.0, 2.0]))
-    assert model.config.problem_type == "single_label_classification"
+    assert model.problem_type == "single_label_classification"
     with pytest.raises(ValueError, match=r"labels of shape \(3, 3\) are multi-label rows .* problem_type is "):
         _loss(model, torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
-    assert model.config.problem_type == "single_label_classification"
+    assert model.problem_type == "single_label_classification"
 
     model = _fresh(classifier)
     _loss(model, torch.tensor([[0, 1, 1], [1, 0, 0], [0, 0, 1]]))  # multi-hot rows, even as integers
-    assert model.config.problem_type == "multi_label_classification"
+    assert model.problem_type == "multi_label_classification"
     with pytest.raises(ValueError, match=r"one row of 3 targets .* One class id per sample is single-label, but"):
         _loss(model, torch.tensor([0, 2, 1]))
-    assert model.config.problem_type == "multi_label_classification"
+    assert model.problem_type == "multi_label_classification"
 
 
 def test_problem_type_set_at_construction_is_kept():
@@ -268,7 +283,7 @@ def test_problem_type_set_at_construction_is_kept():
     ).eval()
     with pytest.raises(ValueError, match=r"multi-label classification takes one row of 2 targets"):
         _loss(model, [0, 1, 1])
-    assert model.config.problem_type == "multi_label_classification"
+    assert model.problem_type == "multi_label_classification"
     assert torch.isfinite(_loss(model, [[0, 1], [1, 1], [0, 0]]))
 
 
@@ -357,7 +372,7 @@ def test_class_ids_of_any_integer_form_give_the_int64_loss(classifier, classes, 
     tensor = torch.tensor(classes, dtype=dtype)
     labels = {"tensor": tensor, "numpy": tensor.numpy(), "list": classes, "whole floats": tensor.double()}[form]
     torch.testing.assert_close(_loss(_fresh(classifier), labels), reference, atol=0, rtol=0)
-    assert classifier.config.problem_type == "single_label_classification"
+    assert classifier.problem_type == "single_label_classification"
 
 
 label_batches = st.one_of(
@@ -385,4 +400,4 @@ def test_problem_type_never_switches_after_the_first_valid_batch(classifier, seq
         else:
             with pytest.raises(ValueError):
                 _loss(model, labels)
-        assert model.config.problem_type == fixed
+        assert model.problem_type == fixed

@@ -167,13 +167,13 @@ def test_problem_types_follow_num_labels_and_label_dtype(protein_pair, protein_p
     batch = protein_processor(PROTEINS[:2])
     regression = MetaEmbedForSequenceClassification.from_backbones(protein_pair, num_labels=1)
     assert regression(**batch, labels=torch.tensor([1.0, 2.0])).loss > 0
-    assert regression.config.problem_type == "regression"
+    assert regression.problem_type == "regression"
     single = MetaEmbedForSequenceClassification.from_backbones(protein_pair, num_labels=3)
     out = single(**batch, labels=torch.tensor([0, 2]))
-    assert single.config.problem_type == "single_label_classification" and out.logits.shape == (2, 3)
+    assert single.problem_type == "single_label_classification" and out.logits.shape == (2, 3)
     multi = MetaEmbedForSequenceClassification.from_backbones(protein_pair, num_labels=3)
     multi(**batch, labels=torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
-    assert multi.config.problem_type == "multi_label_classification"
+    assert multi.problem_type == "multi_label_classification"
     with pytest.raises(ValueError, match=r"samples \[1\]"):
         regression(**batch, labels=torch.tensor([1.0, float("nan")]))
 

@@ -92,11 +92,19 @@ def pairing_config(architecture: str, **settings) -> SimpleNamespace:
     )
 
 
-def unit_encoder_for(name: str, dim: int) -> torch.nn.Module:
-    """The unit encoder `name` over `dim`-wide states, at its declared defaults (2 ConvBERT heads), in eval mode."""
+def unit_encoder_for(name: str, dim: int, architecture: str = "single") -> torch.nn.Module:
+    """The unit encoder `name` over `dim`-wide states, at its declared defaults (2 ConvBERT heads), in eval mode,
+    running where `architecture` (at its defaults) says."""
     torch.manual_seed(1)
-    fields = {**UNIT_ENCODERS[name].config_fields, "convbert_num_heads": 2}
-    return build_unit_encoder(SimpleNamespace(unit_encoder=name, **fields), dim).eval()
+    fields = {**PAIRINGS[architecture].config_fields, **UNIT_ENCODERS[name].config_fields, "convbert_num_heads": 2}
+    return build_unit_encoder(SimpleNamespace(unit_encoder=name, architecture=architecture, **fields), dim).eval()
+
+
+def encode_then_pair(pairing, unit_encoder, states, unit_mask, sample, side):
+    """The model's two stages after fusion: the unit encoder (where the architecture declares), then the pairing;
+    returns `(pooled, refined unit states)`."""
+    refined = unit_encoder(states, unit_mask, sample, side)
+    return pairing(refined, unit_mask, sample, side), refined
 
 
 # ------------------------------------------------------------------------------------ every combination
@@ -146,7 +154,7 @@ def test_padded_units_are_ignored_whatever_they_hold(architecture, unit_encoder)
     unit's refined state, wherever the architecture runs the unit encoder."""
     torch.manual_seed(0)
     pairing = PAIRINGS[architecture](pairing_config(architecture, pad_num_heads=2), 8).eval()
-    encode_units = unit_encoder_for(unit_encoder, 8)
+    encode_units = unit_encoder_for(unit_encoder, 8, architecture)
     layout = {"sc": ([0, 1], [0, 0]), "hp": ([0, 0, 0, 1, 1], [0, 1, 1, 0, 1])}
     sample, side = layout.get(architecture, ([0, 0, 1, 1], [1, 0, 0, 1]))
     sample, side = torch.tensor(sample), torch.tensor(side)
@@ -156,12 +164,12 @@ def test_padded_units_are_ignored_whatever_they_hold(architecture, unit_encoder)
     states = torch.randn(len(sample), 9, 8) * unit_mask.unsqueeze(-1)
     noisy = states + 100 * torch.randn_like(states) * (1 - unit_mask).unsqueeze(-1)
     with torch.no_grad():
-        clean, clean_units = pairing(states, unit_mask, sample, side, unit_encoder=encode_units)
-        pooled, units = pairing(noisy, unit_mask, sample, side, unit_encoder=encode_units)
+        clean, clean_units = encode_then_pair(pairing, encode_units, states, unit_mask, sample, side)
+        pooled, units = encode_then_pair(pairing, encode_units, noisy, unit_mask, sample, side)
         torch.testing.assert_close(pooled, clean, atol=1e-5, rtol=0)
         torch.testing.assert_close(units[real], clean_units[real], atol=1e-5, rtol=0)
         trimmed = int(lengths.max())
-        pooled, units = pairing(states[:, :trimmed], unit_mask[:, :trimmed], sample, side, unit_encoder=encode_units)
+        pooled, units = encode_then_pair(pairing, encode_units, states[:, :trimmed], unit_mask[:, :trimmed], sample, side)
         torch.testing.assert_close(pooled, clean, atol=1e-5, rtol=0)
         torch.testing.assert_close(units, clean_units[:, :trimmed], atol=1e-5, rtol=0)
     assert clean.shape == (2, pairing.output_dim) and clean_units.shape == states.shape
@@ -215,7 +223,7 @@ def test_hp_matches_a_loop_over_chains(chain_pooling, separate_side_poolers):
     side = torch.tensor([0, 1, 1, 0, 0, 0, 1, 1, 0])
     unit_mask = (torch.arange(6) < torch.randint(1, 7, (9,))[:, None]).long()
     states = torch.randn(9, 6, 4) * unit_mask.unsqueeze(-1)
-    pooled, refined = pairing(states, unit_mask, sample, side)
+    pooled, refined = encode_then_pair(pairing, unit_encoder_for("none", 4, "hp"), states, unit_mask, sample, side)
     assert refined is states  # no unit encoder: the fused states come back untouched
     chain_vectors = []
     for i in range(9):
@@ -239,16 +247,16 @@ def test_ec_token_mode_encodes_and_pools_the_joined_unit_sequence(unit_encoder):
     pooled, then the Linear - SiLU block; the refined states of each side are read back from the joined rows."""
     torch.manual_seed(0)
     token = PAIRINGS["ec"](pairing_config("ec"), 4).eval()
-    encode_units = unit_encoder_for(unit_encoder, 4)
+    encode_units = unit_encoder_for(unit_encoder, 4, "ec")
     sample, side = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
     unit_mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]])
     states = torch.randn(4, 3, 4) * unit_mask.unsqueeze(-1)
     with torch.no_grad():
-        out, refined = token(states, unit_mask, sample, side, unit_encoder=encode_units)
+        out, refined = encode_then_pair(token, encode_units, states, unit_mask, sample, side)
         for s, (ligand, receptor) in enumerate([(2, 0), (3, 1)]):
             lengths = [int(unit_mask[ligand].sum()), int(unit_mask[receptor].sum())]
             joined = torch.cat([states[ligand, : lengths[0]], states[receptor, : lengths[1]]]).unsqueeze(0)
-            joined = encode_units(joined, torch.ones(1, sum(lengths)))
+            joined = encode_units.refine(joined, torch.ones(1, sum(lengths)))
             expected, _ = token.pooler(joined, torch.ones(1, sum(lengths)))
             torch.testing.assert_close(out[s], token.feed_forward(expected[0]), atol=1e-6, rtol=0)
             torch.testing.assert_close(refined[ligand, : lengths[0]], joined[0, : lengths[0]], atol=1e-6, rtol=0)
@@ -262,14 +270,14 @@ def test_ec_pooled_mode_concatenates_the_two_side_vectors():
     sample, side = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
     unit_mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]])
     states = torch.randn(4, 3, 4)
-    both, _ = pooled_mode(states, unit_mask, sample, side)
+    both = pooled_mode(states, unit_mask, sample, side)
     assert both.shape == (2, 8) and pooled_mode.output_dim == 8
     for s, (ligand, receptor) in enumerate([(2, 0), (3, 1)]):
         ligand_vector, _ = pooled_mode.pooler(states[ligand : ligand + 1], unit_mask[ligand : ligand + 1])
         receptor_vector, _ = pooled_mode.pooler(states[receptor : receptor + 1], unit_mask[receptor : receptor + 1])
         torch.testing.assert_close(both[s], torch.cat([ligand_vector[0], receptor_vector[0]]))
     with_block = PAIRINGS["ec"](pairing_config("ec", ec_mode="pooled"), 4)
-    assert with_block.feed_forward[0].in_features == 8 and with_block(states, unit_mask, sample, side)[0].shape == (
+    assert with_block.feed_forward[0].in_features == 8 and with_block(states, unit_mask, sample, side).shape == (
         2,
         8,
     )

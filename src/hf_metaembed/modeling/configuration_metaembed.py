@@ -204,6 +204,8 @@ class MetaEmbedConfig(PreTrainedConfig):
             (a list given beside `backbones` overrides that field of every record), readable and assignable as
             attributes; a saved config stores `backbones` only.
         freeze_backbones (`bool`, defaults to `True`): backbones get no gradients and stay in eval mode.
+        backbone_weights_saved (`bool`, *optional*): in a saved config, whether that folder holds the backbone
+            weights (None in a config that was not read from a folder).
         save_backbone_weights (`bool`, defaults to `True`): how this model saves when `save_pretrained` is not told
             (`save_pretrained(d, save_backbone_weights=False)` decides for that one call and changes nothing here):
             `False` saves only fusion and head weights plus the backbone references (a small checkpoint), e.g. every
@@ -282,7 +284,7 @@ class MetaEmbedConfig(PreTrainedConfig):
     backbones: list | None = None
     freeze_backbones: bool = True
     save_backbone_weights: bool = True
-    backbone_weights_saved: bool = True
+    backbone_weights_saved: bool | None = None
     fusion: str = "dme"
     fusion_dim: int | None = None
     level: str = "unit"
@@ -340,13 +342,14 @@ class MetaEmbedConfig(PreTrainedConfig):
             config_dict = {**block_config_fields(legacy=True), **config_dict}
             if config_dict.get("level", "unit") == "unit":  # 0.1 read pool_special_tokens at sequence level only
                 config_dict["pool_special_tokens"] = False
-        if (stored_format or 0) < 3:  # `save_backbone_weights` said what the folder holds; its model saved in full
-            config_dict = {
-                **config_dict,
-                "backbone_weights_saved": config_dict.get("save_backbone_weights", True),
-                "save_backbone_weights": True,
-                "metaembed_config_format": CONFIG_FORMAT,
-            }
+        # a saved folder's `save_backbone_weights` says what the folder holds; the model loaded from it saves in full
+        # unless told otherwise (release 0.1's behaviour), and `backbone_weights_saved` keeps what the folder held
+        held = config_dict.get("backbone_weights_saved")
+        if held is None and (stored_format or 0) < 3:
+            held = config_dict.get("save_backbone_weights", True)
+        if held is not None:
+            config_dict = {**config_dict, "backbone_weights_saved": bool(held), "save_backbone_weights": True}
+        config_dict = {**config_dict, "metaembed_config_format": CONFIG_FORMAT}
         return super().from_dict(config_dict, **kwargs)
 
     def check_settings(self) -> None:

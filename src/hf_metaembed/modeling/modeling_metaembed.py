@@ -104,7 +104,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
                 `reader.read_backbones` or a feature cache returns them) with their `unit_mask`: tensors, numpy
                 arrays or nested lists, checked per backbone (count, shape, width) and cast to the dtype and device
                 the fusion computes in (docs/RELIABILITY.md).
-            output_backbone_states: also return the read states fusion consumed.
+            output_backbone_states: also return the states as read (before a layer mix: what the cache stores).
             return_dict: `False` returns a tuple, as every `transformers` model does.
             inputs_embeds, output_attentions, output_hidden_states: accepted because PEFT's task wrappers and
                 pipelines pass them (as None); a MetaEmbed model has no single embedding matrix, attention map or
@@ -135,7 +135,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             pooler_output=pooled,
             fusion_weights=fusion_weights,
             unit_mask=reading.unit_mask,
-            backbone_states=tuple(reading.states) if output_backbone_states else None,
+            backbone_states=tuple(reading.read_states) if output_backbone_states else None,
         )
         return outputs if return_dict is not False else outputs.to_tuple()
 

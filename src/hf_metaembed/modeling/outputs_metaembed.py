@@ -17,11 +17,14 @@ class BackboneReading:
         states: per backbone `(segments, units, d_i)` (layers chosen or mixed; `units` is 1 when `per_sequence`).
         unit_mask: `(segments, units)` 1 for real units.
         per_sequence: each segment was read into one vector (`level="sequence"`), not one state per unit.
+        read_states: the states as read, before the layer mix (`(segments, units, layers, d_i)` for a `"mix"`
+            backbone): what the feature cache stores and `output_backbone_states=True` returns.
     """
 
     states: list[torch.Tensor] = field(default_factory=list)
     unit_mask: torch.Tensor | None = None
     per_sequence: bool = False
+    read_states: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass

@@ -58,8 +58,7 @@ def _config_as_saved(model: "MetaEmbedPreTrainedModel", with_backbones: bool, fi
     config = model.config
     saved = {
         "backbone_weights_saved": with_backbones,
-        # a model loaded from the folder saves in full unless a save says otherwise (as release 0.1 did)
-        "save_backbone_weights": True,
+        "save_backbone_weights": with_backbones,  # what release 0.1 wrote there (MetaEmbedConfig.from_dict reads it)
         "problem_type": getattr(model, "problem_type", None) or config.problem_type,
         "auto_map": auto_map(),
         "custom_pipelines": custom_pipelines(type(model).__name__),
@@ -217,7 +216,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             if shapes is not None and config is not None and not kwargs.get("ignore_mismatched_sizes"):
                 cls._check_checkpoint_shapes(config, shapes)
         kwargs.setdefault("key_mapping", legacy_key_mapping())
-        if config is None or config.backbone_weights_saved or pretrained_model_name_or_path is None:
+        if config is None or config.backbone_weights_saved is not False or pretrained_model_name_or_path is None:
             if backbone_paths:
                 raise ValueError(
                     "backbone_paths is for checkpoints saved without backbone weights; "

@@ -308,7 +308,9 @@ class BackboneReader(nn.Module):
         states = [self.mix(index, backbone) for index, backbone in enumerate(backbone_states)]
         if self.per_sequence:
             unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)
-        return BackboneReading(states=states, unit_mask=unit_mask, per_sequence=self.per_sequence)
+        return BackboneReading(
+            states=states, unit_mask=unit_mask, per_sequence=self.per_sequence, read_states=list(backbone_states)
+        )
 
     def check_token_inputs(self, input_ids, attention_mask, token_unit_index) -> None:
         """Raise a `ValueError` unless the three token tensors are `(segments, backbones, tokens)` alike."""

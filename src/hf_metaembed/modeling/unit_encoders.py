@@ -37,8 +37,9 @@ class UnitEncoder(Block, nn.Module):
     def __init__(self, config, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        self.architecture = config.architecture
-        self.scope = PAIRINGS.get_class(config.architecture).encoder_scope(config)
+        # built outside a model (no architecture named), it reads every sequence alone
+        self.architecture = getattr(config, "architecture", "single")
+        self.scope = PAIRINGS.get_class(self.architecture).encoder_scope(config)
 
     def forward(
         self,
