@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..io.records import INPUT_FORMATS, InputError
+from .embed_precision import add_precision_arguments
 from .errors import (
     DEMO_EXTRA_HINT,
     EXIT_CODES,
@@ -161,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("-o", "--output", required=True, help="output folder, or a .npy / .npz file")
     _input_arguments(embed)
     add_embed_arguments(embed)  # batching (--max-tokens), output, precision and device
+    add_precision_arguments(embed)  # --precision: quantised embeddings (embed_precision.py)
     add_processor_arguments(embed)
     add_new_model_arguments(embed)
     _common(embed)
-    embed.set_defaults(handler="embed:run_embed")
+    embed.set_defaults(handler="embed_precision:run_embed_with_precision")
 
     build = _subparser(
         subparsers,
