@@ -42,6 +42,15 @@ AutoProcessor.register(MetaEmbedConfig, MetaEmbedProcessor, exist_ok=True)
 # a MetaEmbed folder has one tokenizer per backbone: AutoTokenizer gets an error that names AutoProcessor
 AutoTokenizer.register(MetaEmbedConfig, tokenizer_class=MetaEmbedTokenizers, exist_ok=True)
 
+
+def fit_fusion(model, source, **kwargs):
+    """Fit the model's fitted fusion (svd, pca, 1ton, gcca, daeme, caeme, aaeme, lle) on a feature cache, sequences
+    or arrays and store the result as its weights: `hf_metaembed.fitting.fit_fusion` (imported on first use)."""
+    from .fitting import fit_fusion as fit
+
+    return fit(model, source, **kwargs)
+
+
 __all__ = [
     "BackboneFamily",
     "MetaEmbedConfig",
@@ -52,6 +61,7 @@ __all__ = [
     "MetaEmbedPreTrainedModel",
     "MetaEmbedProcessor",
     "__version__",
+    "fit_fusion",
     "list_architectures",
     "list_backbone_families",
     "list_fusions",

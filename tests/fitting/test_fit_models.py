@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
+from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor, fit_fusion
 from hf_metaembed.cache import build_feature_cache
-from hf_metaembed.fitting import fit_fusion, fitted_fusion_names
+from hf_metaembed.fitting import fitted_fusion_names
 
 PROTEINS = ["MKTAYIAKQRQISFVK", "GSHMVLSPADKTNVKAAW", "MVLSGEDKSNIKAAWGKIGGHGAEYGAEALERMF", "MKVLA", "GAVLIPFMW"]
 SETTINGS = {"fusion_dim": 4, "lle_anchors": 200, "lle_neighbors": 3}
