@@ -2,13 +2,20 @@
 
 import dataclasses
 import difflib
-import json
 import re
 from typing import Any
 
 from transformers import PreTrainedConfig
 
-from .backbone_families import UNIT_TYPES, backbone_family
+from .backbone_families import UNIT_TYPES
+from .backbone_records import (
+    LEGACY_BACKBONE_LISTS,
+    backbone_config_from_dict,
+    backbone_hidden_size,
+    backbone_num_layers,
+    backbone_records,
+    record_field,
+)
 from .fusion import FUSIONS
 from .heads import HEADS
 from .losses import LOSSES
@@ -53,126 +60,6 @@ PRESETS = {
     },
     "v0.1": {"pooling": "mean", **block_config_fields(legacy=True)},
 }
-
-
-def backbone_config_from_dict(config_dict: dict) -> PreTrainedConfig:
-    """Rebuild one backbone's config from the dict stored in its record (`MetaEmbedConfig.backbones[i]["config"]`),
-    as its family record says (`AutoConfig.for_model` unless the family names a config class)."""
-    config_dict = dict(config_dict)
-    model_type = config_dict.pop("model_type", None)
-    if model_type is None:
-        raise ValueError("a stored backbone config has no `model_type`; re-create the model with `from_backbones`")
-    return backbone_family(model_type).config_from_dict(model_type, config_dict)
-
-
-def backbone_hidden_size(config: PreTrainedConfig) -> int:
-    """Width of a backbone's hidden states (`d_model` for T5-family encoders)."""
-    for name in ("hidden_size", "d_model", "dim"):
-        size = getattr(config, name, None)
-        if isinstance(size, int):
-            return size
-    raise ValueError(f"cannot tell the hidden size of a {config.model_type!r} backbone from its config")
-
-
-def backbone_num_layers(config: PreTrainedConfig) -> int:
-    """Number of transformer layers; the backbone gives this many hidden states plus its embedding output."""
-    for name in ("num_hidden_layers", "num_layers", "n_layers"):
-        layers = getattr(config, name, None)
-        if isinstance(layers, int):
-            return layers
-    return 0
-
-
-def _storable(config: PreTrainedConfig | dict) -> dict:
-    """A backbone config as the JSON-safe dict that is saved (labels and versions do not describe a backbone)."""
-    config_dict = config.to_dict() if isinstance(config, PreTrainedConfig) else dict(config)
-    for key in ("id2label", "label2id", "transformers_version"):
-        config_dict.pop(key, None)
-    return json.loads(json.dumps(config_dict))
-
-
-# the fields of one backbone's record in `MetaEmbedConfig.backbones`
-BACKBONE_RECORD_KEYS = (
-    "name",
-    "revision",
-    "unit_type",
-    "layer",
-    "window_size",
-    "config",
-    "fingerprint",
-    "sentence_pooling",
-)
-# release 0.1's parallel lists (keyword arguments, stored config keys, attributes) and the record field each one holds
-LEGACY_BACKBONE_LISTS = {
-    "backbone_configs": "config",
-    "backbone_names": "name",
-    "backbone_revisions": "revision",
-    "backbone_unit_types": "unit_type",
-    "backbone_layers": "layer",
-}
-
-
-def _backbone_record(entry: dict, index: int) -> dict:
-    """One backbone's record with every field present (release 0.1's defaults for those not given)."""
-    if not isinstance(entry, dict) or entry.get("config") is None:
-        raise ValueError(
-            f"backbones[{index}] must be a dict with a 'config' (the backbone's config dict with its model_type), got "
-            f"{entry!r:.80}"
-        )
-    unknown = sorted(set(entry) - set(BACKBONE_RECORD_KEYS))
-    if unknown:
-        raise ValueError(
-            f"backbones[{index}] has unknown key(s) {unknown}; a backbone record holds: "
-            f"{', '.join(BACKBONE_RECORD_KEYS)}"
-        )
-    config = _storable(entry["config"])
-    return {
-        "name": entry.get("name"),
-        "revision": entry.get("revision"),
-        "unit_type": entry.get("unit_type") or "word",
-        "layer": "last" if entry.get("layer") is None else entry["layer"],
-        "window_size": entry.get("window_size"),
-        "config": config,
-        "fingerprint": entry.get("fingerprint"),
-        "sentence_pooling": entry.get("sentence_pooling"),
-    }
-
-
-def _backbone_records(backbones: list | None, legacy: dict[str, list]) -> list[dict]:
-    """The per-backbone records from `backbones` and/or release 0.1's parallel lists; a list given beside `backbones`
-    overrides that field of every record (as a stored config updated with `backbone_layers=[...]` expects)."""
-    if backbones is not None:
-        entries = list(backbones)
-    else:
-        entries = [{"config": config} for config in legacy.get("backbone_configs") or []]
-    records = [_backbone_record(entry, index) for index, entry in enumerate(entries)]
-    for field, key in LEGACY_BACKBONE_LISTS.items():
-        values = legacy.get(field)
-        if not values or (backbones is None and field == "backbone_configs"):
-            continue
-        values = list(values)
-        if len(values) != len(records):
-            raise ValueError(f"{field} has {len(values)} entries for {len(records)} backbone configs")
-        for record, value in zip(records, values):
-            record[key] = _storable(value) if key == "config" else value
-    return records
-
-
-def _record_field(key: str) -> property:
-    """Release 0.1's list attribute for one field of the backbone records (`config.backbone_layers`): reading gives a
-    new list, assigning a list of one value per backbone sets that field of every record."""
-
-    def read(self) -> list:
-        return [record[key] for record in self.backbones]
-
-    def write(self, values: list) -> None:
-        values = list(values)
-        if len(values) != len(self.backbones):
-            raise ValueError(f"got {len(values)} values for {len(self.backbones)} backbones; give one per backbone")
-        for record, value in zip(self.backbones, values):
-            record[key] = _storable(value) if key == "config" else value
-
-    return property(read, write, doc=f'`[record["{key}"] for record in backbones]` (release 0.1\'s list).')
 
 
 class MetaEmbedConfig(PreTrainedConfig):
@@ -303,7 +190,7 @@ class MetaEmbedConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs) -> None:
         legacy = {field: kwargs.pop(field) for field in LEGACY_BACKBONE_LISTS if field in kwargs}
-        self.backbones = _backbone_records(self.backbones, legacy)
+        self.backbones = backbone_records(self.backbones, legacy)
         if self.window_size is None and any(record["window_size"] is not None for record in self.backbones):
             self.window_size = [record["window_size"] for record in self.backbones]
         self._mirror_windows()
@@ -398,11 +285,11 @@ class MetaEmbedConfig(PreTrainedConfig):
             "loss": LOSSES.get_class(self.loss),
         }
 
-    backbone_configs = _record_field("config")
-    backbone_names = _record_field("name")
-    backbone_revisions = _record_field("revision")
-    backbone_unit_types = _record_field("unit_type")
-    backbone_layers = _record_field("layer")
+    backbone_configs = record_field("config")
+    backbone_names = record_field("name")
+    backbone_revisions = record_field("revision")
+    backbone_unit_types = record_field("unit_type")
+    backbone_layers = record_field("layer")
 
     def __setattr__(self, key: str, value: Any) -> None:
         super().__setattr__(key, value)

@@ -8,33 +8,28 @@ torch, transformers and its sibling files only.
 import json
 import os
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 
-import torch
 from transformers import AutoTokenizer, BatchEncoding
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
 from .backbone_families import backbone_family
 from .backbones import infer_unit_type, load_backbone_config, sentence_transformers_settings
-from .feature_rows import collate_labels, feature_rows, label_of, sample_row, sample_segments
+from .feature_rows import sample_row
+from .padding_metaembed import pad_features
 from .pairing import PAIRINGS
 from .processing_options import (
     CALL_OPTIONS,
-    RETURN_TENSORS,
-    TRUNCATION_VALUES,
-    EncodingOptions,
     check_options,
     padding_strategy,
-    round_up,
 )
 from .safe_files import staged_save
+from .segment_encoding import SegmentEncoding
 from .segments import as_list, input_segments
 from .tokenization_metaembed import (
     PROTEIN_LETTERS,
     BackboneTokenization,
-    normalise_item,
     token_limit,
 )
 
@@ -44,7 +39,7 @@ TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 _TOKENIZER_FOLDER = re.compile(r"tokenizer_\d+")
 
 
-class MetaEmbedProcessor:
+class MetaEmbedProcessor(SegmentEncoding):
     """Holds every backbone's tokenizer and turns sequences (or ligand/receptor complexes) into model inputs.
 
     Call it with `sequences` (or `text=`; architecture `single`) or with `ligand=` and `receptor=` lists of chains
@@ -230,154 +225,6 @@ class MetaEmbedProcessor:
     def is_protein(self) -> bool:
         return "residue" in self.unit_types
 
-    # ---------------------------------------------------------------- encoding
-
-    def _limit(self, index: int, options: "EncodingOptions") -> int | None:
-        """The most tokens backbone `index` reads in this call: its own limit, or the call's `max_length` if lower."""
-        limits = [limit for limit in (self.backbones[index].max_length, options.max_length) if limit is not None]
-        return min(limits) if limits else None
-
-    def _encode_segment(
-        self, chains: list[dict], sample: int, where: str, stats: dict, options: "EncodingOptions"
-    ) -> dict:
-        """Encode one segment for every backbone, enforcing (or, if chosen, applying) each backbone's limit."""
-        units = {kind: sum(len(chain[kind]) for chain in chains) for kind in chains[0]}
-        encoded = [backbone.encode([chain[backbone.unit_type] for chain in chains]) for backbone in self.backbones]
-        for index, (backbone, (ids, _)) in enumerate(zip(self.backbones, encoded)):
-            limit = self._limit(index, options)
-            if limit is None or len(ids) <= limit:
-                continue
-            if not options.truncation and options.long_sequences == "window" and limit == backbone.max_length:
-                continue
-            if not options.truncation:
-                lengths = "+".join(str(len(chain[backbone.unit_type])) for chain in chains)
-                bound = f"accepts at most {limit}" if limit == backbone.max_length else f"reads max_length={limit}"
-                raise ValueError(
-                    f"sample {sample}{where}: backbone {index} ({backbone.name}) {bound} tokens, this input "
-                    f"({len(chains)} chain(s) of {lengths} units) needs {len(ids)}; read it in sliding windows "
-                    "(a model config with window_size, e.g. 1022 for ESM-2, and MetaEmbedProcessor(..., "
-                    "long_sequences='window')), shorten or split it, or pass truncation=True to cut the end of every "
-                    "chain by the same share, keeping at least one unit of each (a warning counts what was cut)"
-                )
-            chains = self._truncate(chains, index, stats, sample, where, limit)
-            return self._encode_segment(chains, sample, where, stats, options)
-        num_units = max(units.values())
-        return {
-            "input_ids": [ids for ids, _ in encoded],
-            "token_unit_index": [unit_index for _, unit_index in encoded],
-            "num_units": num_units,
-        }
-
-    def _truncate(
-        self, chains: list[dict], index: int, stats: dict, sample: int, where: str, limit: int
-    ) -> list[dict]:
-        """Cut the segment until backbone `index` reads at most `limit` tokens: every chain loses the same share of its
-        units from its end and keeps at least one, so no chain (and no side of a joined `sc` complex) is ever dropped.
-
-        The largest fitting share is found by binary search on the number of units kept.
-        """
-        backbone = self.backbones[index]
-        kind = backbone.unit_type
-        lengths = [len(chain[kind]) for chain in chains]
-        total = sum(lengths)
-
-        def cut(keep: int) -> list[dict]:
-            # about keep / total of every chain; non-decreasing in `keep`, so the binary search below is valid
-            counts = [max(1, length * keep // total) for length in lengths]
-            return [{k: v[:count] for k, v in chain.items()} for chain, count in zip(chains, counts)]
-
-        def fits(keep: int) -> bool:
-            ids, _ = backbone.encode([chain[kind] for chain in cut(keep)])
-            return len(ids) <= limit
-
-        if not fits(0):
-            raise ValueError(
-                f"sample {sample}{where}: backbone {index} ({backbone.name}) reads at most {limit} tokens, "
-                f"too few for one unit of each of the {len(chains)} chains with their separators; split the "
-                "complex into fewer chains"
-            )
-        low, high = 0, total
-        while low < high:
-            middle = (low + high + 1) // 2
-            if fits(middle):
-                low = middle
-            else:
-                high = middle - 1
-        kept = cut(low)
-        stats["truncated_segments"] = stats.get("truncated_segments", 0) + 1
-        stats["truncated_units"] = stats.get("truncated_units", 0) + total - sum(len(chain[kind]) for chain in kept)
-        return kept
-
-    def encode_segment(
-        self,
-        chains: Sequence[str],
-        *,
-        sample: int = 0,
-        where: str = "",
-        truncation: bool | str | None = None,
-        stats: dict | None = None,
-        unknown_residues: str | None = None,
-        long_sequences: str | None = None,
-        max_length: int | None = None,
-    ) -> dict:
-        """Encode one segment (what one backbone pass reads: a sequence, a chain, a side, or a joined complex) exactly
-        as `__call__` encodes it inside a batch.
-
-        Args:
-            chains: the segment's chains, as given (normalised here as documented).
-            sample, where: how errors name the segment (`"sample 12 (ligand): ..."`).
-            truncation, unknown_residues, long_sequences, max_length: as in `__call__` (default: the processor's
-                settings).
-            stats: a dict that collects truncation and X-mapping counts over several calls (see `warn_about`).
-
-        Returns:
-            `{"input_ids": [ids per backbone], "token_unit_index": [per backbone], "num_units": int}`.
-        """
-        options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length)
-        return self._encode_chains(chains, sample, where, {} if stats is None else stats, options)
-
-    def _encoding_options(self, truncation, unknown_residues, long_sequences, max_length) -> "EncodingOptions":
-        """The call's options, the processor's settings where the call gives none; invalid values raise."""
-        check_options(truncation=truncation, unknown_residues=unknown_residues, long_sequences=long_sequences)
-        if max_length is not None and (
-            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
-        ):
-            raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}")
-        return EncodingOptions(
-            truncation=TRUNCATION_VALUES[self.truncation if truncation is None else truncation],
-            unknown_residues=unknown_residues or self.unknown_residues,
-            long_sequences=long_sequences or self.long_sequences,
-            max_length=max_length,
-        )
-
-    def _encode_chains(self, chains, sample: int, where: str, stats: dict, options: "EncodingOptions") -> dict:
-        read = [
-            normalise_item(chain, self.unit_types, sample, where, stats, options.unknown_residues) for chain in chains
-        ]
-        return self._encode_segment(read, sample, where, stats, options)
-
-    @staticmethod
-    def warn_about(stats: dict, stacklevel: int = 2) -> None:
-        """Warn once for what `encode_segment` counted in `stats`: units cut by truncation, letters read as X."""
-        if stats.get("truncated_segments"):
-            warnings.warn(
-                f"truncation cut {stats['truncated_units']} units from {stats['truncated_segments']} inputs that "
-                "were longer than a backbone (or the call's max_length) accepts",
-                stacklevel=stacklevel,
-            )
-        if stats.get("mapped_to_x"):
-            warnings.warn(f"{stats['mapped_to_x']} non-amino-acid characters were read as X", stacklevel=stacklevel)
-
-    @staticmethod
-    def segment_label(architecture: str, side: int) -> str:
-        """How error messages name a segment: its side, or both sides for a joined (`sc`) complex."""
-        layout = PAIRINGS.get_class(architecture).layout
-        if layout == "single":
-            return ""
-        if layout == "joined":
-            return " (ligand and receptor joined)"
-        return f" ({('ligand', 'receptor')[side]})"
-
     def __call__(
         self,
         sequences: str | list[str] | None = None,
@@ -488,64 +335,9 @@ class MetaEmbedProcessor:
             `unit_mask (segments, units)`, for pair architectures `segment_sample_index` and `segment_side_index`
             `(segments,)`, and `labels` (per-unit labels padded with -100) when every sample has one.
         """
-        check_options(architecture=architecture, per_unit_labels=per_unit_labels)
-        architecture = architecture or self.architecture
-        per_unit_labels = self.per_unit_labels if per_unit_labels is None else per_unit_labels
-        padding = padding_strategy(padding, return_tensors)
-        if return_tensors not in RETURN_TENSORS:
-            raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
-        rows = feature_rows(features)
-        if not rows:
-            raise ValueError("cannot pad an empty list of features")
-        samples = [sample_segments(row, index, len(self.backbones)) for index, row in enumerate(rows)]
-        segments = [segment for sample in samples for segment in sample]
-        tokens = max(len(ids) for segment in segments for ids in segment["input_ids"])
-        units = max(segment["num_units"] for segment in segments)
-        # backbones share the token axis, so only lengths that differ between segments need padding
-        lengths = {tuple(len(ids) for ids in segment["input_ids"]) + (segment["num_units"],) for segment in segments}
-        if padding is False and len(lengths) > 1:
-            raise ValueError(
-                "these samples have different lengths, so padding=False cannot make one tensor of them: pass "
-                "padding=True, or return_tensors=None for one unpadded row per sample"
-            )
-        if padding == "max_length":
-            target = max_length or max((limit for limit in self.max_lengths if limit is not None), default=tokens)
-            tokens, units = max(tokens, target), max(units, target)
-        if pad_to_multiple_of:
-            tokens, units = round_up(tokens, pad_to_multiple_of), round_up(units, pad_to_multiple_of)
-        count = len(self.backbones)
-        input_ids = torch.empty(len(segments), count, tokens, dtype=torch.long)
-        for index, backbone in enumerate(self.backbones):
-            input_ids[:, index] = backbone.pad_id
-        attention_mask = torch.zeros(len(segments), count, tokens, dtype=torch.long)
-        token_unit_index = torch.full((len(segments), count, tokens), -1, dtype=torch.long)
-        unit_mask = torch.zeros(len(segments), units, dtype=torch.long)
-        for row, segment in enumerate(segments):
-            for index, (ids, unit_index) in enumerate(zip(segment["input_ids"], segment["token_unit_index"])):
-                input_ids[row, index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, index, : len(ids)] = 1
-                token_unit_index[row, index, : len(ids)] = torch.tensor(unit_index, dtype=torch.long)
-            unit_mask[row, : segment["num_units"]] = 1
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_unit_index": token_unit_index,
-            "unit_mask": unit_mask,
-        }
-        if architecture != "single":
-            batch["segment_sample_index"] = torch.tensor(
-                [i for i, sample in enumerate(samples) for _ in sample], dtype=torch.long
-            )
-            batch["segment_side_index"] = torch.tensor([s["segment_side"] for s in segments], dtype=torch.long)
-        labels = [label_of(row) for row in rows]
-        if any(label is not None for label in labels):
-            unit_counts = [sum(segment["num_units"] for segment in sample) for sample in samples]
-            batch["labels"] = collate_labels(labels, unit_counts, units, per_unit_labels)
-        if return_tensors == "np":
-            return BatchEncoding({key: value.numpy() for key, value in batch.items()})
-        if return_tensors is None:
-            return BatchEncoding({key: value.tolist() for key, value in batch.items()})
-        return BatchEncoding(batch)
+        return pad_features(
+            self, features, padding, max_length, pad_to_multiple_of, return_tensors, architecture, per_unit_labels
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
