@@ -17,8 +17,7 @@ The planner itself lives with the model code (`modeling/length_batching.py`), so
 same way where this library is not installed. Not model code: the model files never import this module.
 """
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
@@ -28,43 +27,14 @@ from .modeling.length_batching import (
     DEFAULT_MAX_TOKENS,
     autocast,
     check_autocast,
+    feature_lengths,
     move_to_device,
     padded_tokens,
     plan_batches,
+    run_in_input_order,
     sample_token_lengths,
     token_budgets,
 )
-
-
-def _lengths(rows: Sequence[Mapping]) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
-    if not rows:
-        return (), ()
-    return tuple(zip(*(sample_token_lengths(row, index) for index, row in enumerate(rows))))
-
-
-def run_in_input_order(
-    features: Sequence[Mapping],
-    run_batch: Callable[[list[Mapping]], Sequence[Any]],
-    max_tokens: int | Sequence[int] = DEFAULT_MAX_TOKENS,
-    max_batch_size: int | None = None,
-) -> list[Any]:
-    """`run_batch` over token-budget batches of processor features; its per-sample results in input order.
-
-    Args:
-        features: per-sample features from `MetaEmbedProcessor(..., return_tensors=None)` (see `feature_rows`).
-        run_batch: takes a list of features, returns one result per feature, in that order.
-        max_tokens, max_batch_size: as `plan_batches`.
-    """
-    features = feature_rows(features)
-    counts, lengths = _lengths(features)
-    results: list[Any] = [None] * len(features)
-    for batch in plan_batches(lengths, max_tokens, max_batch_size, counts):
-        outputs = run_batch([features[i] for i in batch])
-        if len(outputs) != len(batch):
-            raise ValueError(f"run_batch returned {len(outputs)} results for a batch of {len(batch)} samples")
-        for position, output in zip(batch, outputs):
-            results[position] = output
-    return results
 
 
 class TokenBudgetBatchSampler(torch.utils.data.Sampler):
@@ -89,7 +59,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
     @classmethod
     def from_features(cls, features: Sequence[Mapping], **kwargs) -> "TokenBudgetBatchSampler":
         """The sampler for per-sample processor features (see `feature_rows`)."""
-        counts, lengths = _lengths(feature_rows(features))
+        counts, lengths = feature_lengths(feature_rows(features))
         return cls(lengths, segments=counts, **kwargs)
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -372,7 +372,7 @@ def test_command_line_builds_a_cache_from_jsonl_and_csv(backbone_dirs, backbones
 
     command = ["cache", str(lines), str(tmp_path / "bad"), "--backbones", *backbone_dirs, "--sequence-column", "x"]
     assert main(command) == EXIT_USAGE  # an input error, as in every hf-metaembed subcommand
-    assert "hf-metaembed cache: error: row 0: no column 'x'" in capsys.readouterr().err
+    assert "hf-metaembed cache: error: sequences.jsonl line 1 (record 1): no column 'x'" in capsys.readouterr().err
 
     assert PAIR_ARCHITECTURES
     table = tmp_path / "complexes.csv"

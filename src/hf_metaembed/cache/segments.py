@@ -8,18 +8,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from ..modeling.pairing import PAIRINGS, layout_segments, list_architectures
+from ..modeling.pairing import PAIRINGS, list_architectures
+from ..modeling.segments import SIDE_NAMES, input_segments
 
 
 def pair_architectures() -> list[str]:
     """Registered architectures that compare a ligand and a receptor (all but those reading plain sequences)."""
     return [name for name in list_architectures() if PAIRINGS.get_class(name).is_pair]
-
-
-def _check_chain(chain, sample: int, where: str) -> str:
-    if not isinstance(chain, str):
-        raise TypeError(f"sample {sample}{where}: expected a string, got {type(chain).__name__} ({chain!r:.40})")
-    return chain
 
 
 def sample_segments(
@@ -28,40 +23,22 @@ def sample_segments(
     ligand: Sequence[Sequence[str]] | None = None,
     receptor: Sequence[Sequence[str]] | None = None,
 ) -> list[list[tuple[int, list[str]]]]:
-    """Per sample, its segments as `(side, chains)` in the order `MetaEmbedProcessor` emits them.
+    """Per sample, its segments as `(side, chains)` in the order `MetaEmbedProcessor` emits them (the processor's own
+    `segments.input_segments`, so the cache and the processor can never lay a sample out differently), with every
+    chain checked to be a string.
 
     `single`: one segment `[sequence]`; `sc`: ligand and receptor chains joined; `ec`/`pad`: one per side; `hp`: one
     per chain. Side is 0 (ligand) or 1 (receptor).
     """
-    if architecture not in list_architectures():
-        raise ValueError(
-            f"architecture {architecture!r} has no known segment layout; choose one of: "
-            f"{', '.join(list_architectures())}"
-        )
-    if not PAIRINGS.get_class(architecture).is_pair:
-        if sequences is None or ligand is not None or receptor is not None:
-            raise ValueError(
-                f"architecture {architecture!r} reads plain sequences: pass sequences=[...], not ligand/receptor"
-            )
-        sequences = [sequences] if isinstance(sequences, str) else sequences
-        return [[(0, [_check_chain(s, i, "")])] for i, s in enumerate(sequences)]
-    if ligand is None or receptor is None or sequences is not None:
-        raise ValueError(f"architecture {architecture!r} compares two sides: pass ligand=[[chain, ...], ...] and "
-                         "receptor=[[chain, ...], ...]")  # fmt: skip
-    if len(ligand) != len(receptor):
-        raise ValueError(
-            f"ligand lists {len(ligand)} complexes but receptor lists {len(receptor)}; give one per sample"
-        )
-    samples = []
-    for index, sides in enumerate(zip(ligand, receptor)):
-        checked = []
-        for name, chains in zip(("ligand", "receptor"), sides):
-            if isinstance(chains, str) or not isinstance(chains, Sequence) or not chains:
-                raise ValueError(
-                    f"sample {index}: {name} must be a non-empty list of chain strings, got {chains!r:.60}"
-                )
-            checked.append([_check_chain(c, index, f" ({name})") for c in chains])
-        samples.append(layout_segments(*checked, architecture))
+    samples = input_segments(sequences, ligand, receptor, architecture, PAIRINGS.get_class(architecture))
+    for index, segments in enumerate(samples):
+        for side, chains in segments:
+            for chain in chains:
+                if not isinstance(chain, str):
+                    where = f" ({SIDE_NAMES[side]})" if PAIRINGS.get_class(architecture).is_pair else ""
+                    raise TypeError(
+                        f"sample {index}{where}: expected a string, got {type(chain).__name__} ({chain!r:.40})"
+                    )
     return samples
 
 

@@ -31,6 +31,7 @@ from transformers.utils import logging
 from .._version import __version__
 from ..modeling.auto_classes import AUTO_CLASSES, custom_pipelines
 from ..modeling.configuration_metaembed import MetaEmbedConfig
+from ..modeling.fusion import common_size
 from ..modeling.modeling_metaembed import MetaEmbedPreTrainedModel
 from ..modeling.processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
 from ..modeling.safe_files import find_file
@@ -113,7 +114,7 @@ def _model_settings(config: MetaEmbedConfig) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "level": config.level,
         "subword_pooling": config.subword_pooling,
-        "fusion_dim": config.fusion_dim or min(config.backbone_hidden_sizes),
+        "fusion_dim": common_size(config, config.backbone_hidden_sizes),
         "freeze_backbones": config.freeze_backbones,
     }
     if config.problem_type is not None:

@@ -11,12 +11,12 @@ Model code (copied next to a saved model for `trust_remote_code`): imports torch
 """
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from .feature_rows import sample_segments
+from .feature_rows import feature_rows, sample_segments
 
 # Padded tokens per backbone pass. Chosen by measurement (benchmarks/RESULTS.md, "Throughput of hf-metaembed embed"):
 # on 2 CPU threads, an ESM-2-8M-shaped backbone over 400 proteins of 30-1000 residues runs as fast at 2,048 as at
@@ -100,6 +100,39 @@ def plan_batches(
     return batches
 
 
+def feature_lengths(rows: Sequence[Mapping]) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """Per sample, its segment count and its tokens per backbone (`sample_token_lengths`), as two tuples."""
+    if not rows:
+        return (), ()
+    return tuple(zip(*(sample_token_lengths(row, index) for index, row in enumerate(rows))))
+
+
+def run_in_input_order(
+    features: Sequence[Mapping],
+    run_batch: Callable[[list[Mapping]], Sequence[Any]],
+    max_tokens: int | Sequence[int] = DEFAULT_MAX_TOKENS,
+    max_batch_size: int | None = None,
+) -> list[Any]:
+    """`run_batch` over token-budget batches of processor features; its per-sample results in input order (the one
+    implementation: the tools, the pipelines and the server use it).
+
+    Args:
+        features: per-sample features from `MetaEmbedProcessor(..., return_tensors=None)` (see `feature_rows`).
+        run_batch: takes a list of features, returns one result per feature, in that order.
+        max_tokens, max_batch_size: as `plan_batches`.
+    """
+    features = feature_rows(features)
+    counts, lengths = feature_lengths(features)
+    results: list[Any] = [None] * len(features)
+    for batch in plan_batches(lengths, max_tokens, max_batch_size, counts):
+        outputs = run_batch([features[i] for i in batch])
+        if len(outputs) != len(batch):
+            raise ValueError(f"run_batch returned {len(outputs)} results for a batch of {len(batch)} samples")
+        for position, output in zip(batch, outputs):
+            results[position] = output
+    return results
+
+
 def padded_tokens(batch: Sequence[int], lengths: Sequence[Sequence[int]], segments: Sequence[int] | None = None):
     """Per backbone, the padded token count of `batch` (its segments times its longest segment)."""
     count = len(batch) if segments is None else sum(segments[i] for i in batch)
@@ -152,9 +185,11 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "autocast",
     "check_autocast",
+    "feature_lengths",
     "move_to_device",
     "padded_tokens",
     "plan_batches",
+    "run_in_input_order",
     "sample_token_lengths",
     "token_budgets",
 ]

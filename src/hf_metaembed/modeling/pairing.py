@@ -26,7 +26,7 @@ from torch import nn
 from .fusion import unit_size
 from .pooling import POOLERS, build_pooler
 from .registry import Block, check_choice, check_heads, new_registry
-from .segments import LAYOUTS, check_segments, join_sides, segments_of, side_tensors
+from .segments import LAYOUTS, check_segments, join_sides, side_tensors
 
 PAIRINGS = new_registry("architecture", "architecture")
 
@@ -34,11 +34,6 @@ PAIRINGS = new_registry("architecture", "architecture")
 def list_architectures() -> list[str]:
     """Names accepted by `MetaEmbedConfig(architecture=...)`."""
     return PAIRINGS.names()
-
-
-def layout_segments(ligand: list, receptor: list, architecture: str) -> list[tuple[int, list]]:
-    """One complex's segments as `(side, chains)`, laid out as the architecture's `layout` says."""
-    return segments_of(ligand, receptor, PAIRINGS.get_class(architecture).layout)
 
 
 def silu_feed_forward(dim: int, hidden: int, bias: bool) -> nn.Sequential:
@@ -109,6 +104,7 @@ class SinglePairing(Pairing):
     def __init__(self, config, dim: int) -> None:
         super().__init__(config, dim)
         self.pooler = build_pooler(config.pooling, dim)
+        self.output_dim = self.pooler.output_size(dim)  # wider for a composite pooling
 
     def check_segments(self, unit_mask, segment_sample_index, segment_side_index):
         if segment_side_index is not None and bool((segment_side_index != 0).any()):

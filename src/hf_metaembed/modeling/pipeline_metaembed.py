@@ -36,11 +36,10 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 from transformers.pipelines.text_classification import TextClassificationPipeline
 
 from .feature_rows import feature_rows
-from .length_batching import DEFAULT_MAX_TOKENS, check_autocast, move_to_device, plan_batches, sample_token_lengths
+from .length_batching import DEFAULT_MAX_TOKENS, check_autocast, move_to_device, run_in_input_order
 from .length_batching import autocast as precision
 from .processing_metaembed import PROCESSOR_CONFIG_NAME, MetaEmbedProcessor
-
-SIDES = ("ligand", "receptor")
+from .segments import SIDE_NAMES as SIDES
 
 
 def _concat_features(items: list[dict]) -> dict:
@@ -142,15 +141,14 @@ class MetaEmbedPipelineMixin:
         """The results for a list of inputs: longest first in token-budget batches of at most `batch_size` samples
         (each backbone's padded tokens within `max_tokens`), handed back in input order."""
         prepared = [self.preprocess(item, **preprocess_params) for item in inputs]
-        rows = [row for item in prepared for row in item["features"]]
-        counts, lengths = zip(*(sample_token_lengths(row, i) for i, row in enumerate(rows))) if rows else ((), ())
+        rows = [row for item in prepared for row in item["features"]]  # one feature row per input
         max_tokens = forward_params.get("max_tokens") or DEFAULT_MAX_TOKENS
-        results = [None] * len(prepared)
-        for batch in plan_batches(lengths, max_tokens, batch_size, counts):
-            outputs = self.forward(_concat_features([prepared[i] for i in batch]), **forward_params)
-            for row, position in enumerate(batch):
-                results[position] = self.postprocess(_one_sample(outputs, row), **postprocess_params)
-        return results
+
+        def run_batch(batch_rows: list) -> list:
+            outputs = self.forward({"features": batch_rows}, **forward_params)
+            return [self.postprocess(_one_sample(outputs, r), **postprocess_params) for r in range(len(batch_rows))]
+
+        return run_in_input_order(rows, run_batch, max_tokens, batch_size)
 
     def get_iterator(
         self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params

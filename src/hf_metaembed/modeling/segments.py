@@ -175,7 +175,7 @@ def input_segments(sequences, ligand, receptor, architecture: str, pairing: type
         )
     samples = []
     for index, sides in enumerate(zip(ligand, receptor)):
-        for side, chains in zip(("ligand", "receptor"), sides):
+        for side, chains in zip(SIDE_NAMES, sides):
             if isinstance(chains, str) or not isinstance(chains, Sequence):
                 raise ValueError(
                     f"sample {index}: the {side} must be a list of chain strings, got {type(chains).__name__} "

@@ -17,9 +17,9 @@ import torch
 
 from ..batching import feature_rows, move_to_device
 from ..modeling.feature_rows import sample_segments
+from ..modeling.segments import SIDE_NAMES as SIDES
 from .settings import ServeSettings
 
-SIDES = ("ligand", "receptor")
 _SAMPLE_PREFIX = re.compile(r"^sample \d+(?: \(([a-z ]+)\))?: ")
 
 
