@@ -4,7 +4,7 @@ correct under left and right padding."""
 import pytest
 import torch
 
-from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
+from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.modeling.pooling import build_pooler
 
 
@@ -54,3 +54,18 @@ def test_new_poolings_train_in_a_model(pooling, tiny_esm, tiny_prott5):
     model(**batch).pooler_output.pow(2).sum().backward()
     pooler_parameters = [p for n, p in model.named_parameters() if "pool" in n and p.requires_grad]
     assert pooler_parameters and all(p.grad is not None for p in pooler_parameters)
+
+
+def test_mean_max_concatenates_both_poolings_and_widens_the_head(tiny_esm, tiny_prott5):
+    pooler = build_pooler("mean_max", 4)
+    states, mask = padded(torch.randn(3, 4, generator=torch.Generator().manual_seed(2)), left=True)
+    pooled, _ = pooler(states, mask)
+    real = states[0, 2:]
+    torch.testing.assert_close(pooled[0], torch.cat([real.mean(0), real.max(0).values]))
+    pair = [tiny_esm, tiny_prott5]
+    model = MetaEmbedForSequenceClassification.from_backbones(pair, fusion="mean", pooling="mean_max", num_labels=2)
+    batch = MetaEmbedProcessor.from_backbones(pair)(["MKTAYIAK", "GSH"])
+    out = model(**batch)
+    assert out.pooler_output.shape == (2, 32) and out.logits.shape == (2, 2)
+    with pytest.raises(ValueError, match="pooling 'mean_max' concatenates mean, max into a wider vector"):
+        MetaEmbedModel.from_backbones(pair, pooling="mean_max", architecture="ec")

@@ -16,6 +16,7 @@ from hf_metaembed import (
     list_fusions,
     list_poolings,
 )
+from hf_metaembed.modeling.pooling import POOLERS
 
 PROTEINS = ["MKTAYIAKQR", "GSHW", "MVLSPADKTNVKAAW"]
 TEXTS = ["the movie is good", "a very bad film !", "great"]
@@ -90,6 +91,10 @@ def test_padding_and_batch_invariance(fusion, protein_models, protein_processor)
 @pytest.mark.parametrize("pooling", list_poolings())
 @pytest.mark.parametrize("level", ["unit", "sequence"])
 def test_every_pooling_at_both_levels(pooling, level, protein_pair, protein_processor):
+    if level == "sequence" and POOLERS.get_class(pooling).output_size(16) != 16:  # a composite widens the vector
+        with pytest.raises(ValueError, match="only architecture='single' at level='unit' reads"):
+            MetaEmbedModel.from_backbones(protein_pair, pooling=pooling, level=level)
+        return
     model = MetaEmbedModel.from_backbones(protein_pair, pooling=pooling, level=level).eval()
     alone = model(**protein_processor([PROTEINS[0]])).pooler_output
     batched = model(**protein_processor([PROTEINS[1], PROTEINS[0], "W" * 40])).pooler_output

@@ -1,6 +1,6 @@
 """Masked pooling of a sequence of states into one vector: `mean`, `max`, `attention`, `cls`, `last_token`,
 `weighted_mean`, `mean_sqrt_len` (these four are also sentence-transformers' pooling modes, reading.py),
-`gated_mean` and `latent_attention` (NV-Embed).
+`gated_mean`, `latent_attention` (NV-Embed) and the composite `mean_max` (`CompositePooler`: poolings concatenated).
 
 Every pooler maps `states (batch, length, dim)` and `mask (batch, length)` (True/1 where a state is real) to
 `(batch, dim)`. Masked positions never contribute; a row with no real position pools to zeros.
@@ -26,6 +26,11 @@ class Pooler(Block, nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
+
+    @classmethod
+    def output_size(cls, dim: int) -> int:
+        """Width of the pooled vector for states of width `dim` (a composite's is wider)."""
+        return dim
 
 
 @POOLERS.register("mean")
@@ -182,6 +187,44 @@ class LatentAttentionPooler(Pooler):
         weights = mask.to(states.dtype)
         weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
         return torch.einsum("bl,bld->bd", weights, attended), weights
+
+
+class CompositePooler(Pooler):
+    """Several registered poolings side by side: [pool_1(states); pool_2(states); ...], width len(parts) x dim (as
+    protein-embedding tools often concatenate mean and max). A composite is one subclass naming its `parts`; the one
+    registered here is `mean_max`. Its wider vector feeds the head of architecture `single` at `level="unit"` (the
+    pair architectures and sequence-level reading pool into vectors of the unit size)."""
+
+    card_text = "several poolings concatenated"
+    parts: tuple[str, ...] = ()
+
+    @classmethod
+    def output_size(cls, dim: int) -> int:
+        return dim * len(cls.parts)
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        if config.architecture != "single" or config.level != "unit":
+            raise ValueError(
+                f"pooling {cls.registered_name!r} concatenates {', '.join(cls.parts)} into a wider vector, which only "
+                f"architecture='single' at level='unit' reads (got architecture={config.architecture!r}, "
+                f"level={config.level!r}); choose a single pooling such as 'mean' there"
+            )
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.poolers = nn.ModuleList(build_pooler(name, dim) for name in self.parts)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return torch.cat([pooler(states, mask)[0] for pooler in self.poolers], dim=-1), None
+
+
+@POOLERS.register("mean_max")
+class MeanMaxPooler(CompositePooler):
+    """[mean; max] over the real positions."""
+
+    card_text = "mean and element-wise maximum over the real positions, concatenated"
+    parts = ("mean", "max")
 
 
 def build_pooler(name: str, dim: int) -> Pooler:
