@@ -20,8 +20,15 @@ from ..io.records import TABLE_FORMATS, detect_input_format, read_records, read_
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from .errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, cli_hints, one_line
+from .folders import backbone_list
 from .loading import load_saved_model, processor_for, saved_model_type, torch_device
-from .options import CACHE_SUBCOMMANDS, add_cache_arguments, add_inspect_arguments, with_default_cache_subcommand
+from .options import (
+    CACHE_SUBCOMMANDS,
+    add_cache_arguments,
+    add_inspect_arguments,
+    check_block_names,
+    with_default_cache_subcommand,
+)
 
 
 def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbone_kwargs: dict):
@@ -161,10 +168,12 @@ def run_cache_command(args: argparse.Namespace) -> int:
     if args.lock_timeout is not None and args.lock_timeout < 0:
         raise UsageError(f"--lock-timeout must be 0 or more seconds, got {args.lock_timeout:g}")
     device = str(torch_device(args.device)) if args.device else None
+    if args.fusion is not None:
+        check_block_names(argparse.Namespace(fusion=args.fusion))  # a typo is an error even where it changes nothing
     try:
         cache = build_cache_from_file(
             args.input,
-            args.model or args.backbones,
+            args.model or [name for item in args.backbones for name in backbone_list(item)],
             args.output_dir,
             input_format=args.input_format,
             sequence_column=args.column,

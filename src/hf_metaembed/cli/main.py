@@ -404,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_arguments(args)
         handler = _handler(args.handler)
+        from .. import register_auto_classes
+
+        register_auto_classes()  # the commands load models as the library's users do, Auto classes included
         with _quiet_libraries(args.debug), _torch_threads(getattr(args, "threads", None)):
             return handler(args)
     except KeyboardInterrupt:

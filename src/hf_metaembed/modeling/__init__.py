@@ -5,15 +5,31 @@ The files import only torch, transformers, safetensors, the standard library and
 nothing here imports the rest of `hf_metaembed` (tests/test_layout.py checks it).
 """
 
-from .configuration_metaembed import MetaEmbedConfig
-from .modeling_metaembed import (
-    MetaEmbedForSequenceClassification,
-    MetaEmbedForTokenClassification,
-    MetaEmbedModel,
-    MetaEmbedModelOutput,
-    MetaEmbedPreTrainedModel,
+_MODEL_NAMES = (
+    "MetaEmbedForSequenceClassification",
+    "MetaEmbedForTokenClassification",
+    "MetaEmbedModel",
+    "MetaEmbedModelOutput",
+    "MetaEmbedPreTrainedModel",
 )
-from .processing_metaembed import MetaEmbedProcessor
+
+
+def __getattr__(name: str):
+    # imported on first use: importing one bundle file (the config, say) does not load the model classes and
+    # transformers' modeling and processing machinery with it
+    if name == "MetaEmbedConfig":
+        from .configuration_metaembed import MetaEmbedConfig as value
+    elif name == "MetaEmbedProcessor":
+        from .processing_metaembed import MetaEmbedProcessor as value
+    elif name in _MODEL_NAMES:
+        from . import modeling_metaembed
+
+        value = getattr(modeling_metaembed, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MetaEmbedConfig",
