@@ -16,6 +16,7 @@ from .backbone_records import (
     backbone_records,
     record_field,
 )
+from .fitted_fusion import FittedFusion  # noqa: F401  (registers the fitted fusions wherever a config loads)
 from .fusion import FUSIONS
 from .heads import HEADS
 from .losses import LOSSES
@@ -103,10 +104,12 @@ class MetaEmbedConfig(PreTrainedConfig):
         read backbones -> `fusion` -> `unit_encoder` -> `architecture` (pooling, pairing) -> `head` (`loss`).
 
     Fusion:
-        fusion (`str`, defaults to `"dme"`): one of `list_fusions()`: concat, mean, dme, cdme, attention.
+        fusion (`str`, defaults to `"dme"`): one of `list_fusions()`: concat, mean, average, dme, cdme, attention, and
+            the fitted svd, pca, 1ton, gcca, daeme, caeme, aaeme, lle (fitted_fusion.py; fit with `fit_fusion`).
         fusion_dim (`int`, *optional*): common projection size; defaults to the smallest backbone hidden size.
         gating (`str`, defaults to `"softmax"`): dme/cdme: `"softmax"` over backbones or an independent `"sigmoid"`.
-        fusion_activation (`str`, *optional*): `"relu"` after a projecting fusion, or None.
+        fusion_activation (`str`, *optional*, defaults to `"relu"`): `"relu"` after a projecting fusion (DME's
+            reference), or None (release 0.1's configs, which lack the field, load with None).
         fusion_dropout (`float`, defaults to 0.0): dropout after a projecting fusion.
         fusion_num_heads (`int`, defaults to 1): heads of the `attention` fusion.
         cdme_hidden_size (`int`, defaults to 2): BiLSTM size per direction of `cdme`.
