@@ -200,3 +200,30 @@ def test_v0_1_checkpoint_loads_as_remote_code_without_the_library(remote_outputs
     expected = load_file(str(FIXTURES / name / "expected.safetensors"))
     remote = load_file(str(remote_outputs / f"{name}.safetensors"))
     check_against_expected(name, expected, remote, "remote code")
+
+
+# ------------------------------------------------------------------ the last 0.1.x code (config format 2)
+
+V0_1_X = Path(__file__).resolve().parent / "fixtures" / "checkpoints_v0_1_x"
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in V0_1_X.iterdir() if path.is_dir()))
+def test_checkpoints_of_the_last_0_1_x_code_reproduce_their_outputs(name):
+    """Saved by commit 90b09b9 (tests/fixtures/make_v0_1_x_checkpoints.py): the reading stage's weights under their
+    old keys, ConvBERT run inside the EC pairing; 0.2 computes the same outputs to 1e-6."""
+    folder = V0_1_X / name
+    inputs = json.loads((folder / "inputs.json").read_text(encoding="utf-8"))
+    model = MetaEmbedForSequenceClassification.from_pretrained(folder).eval()
+    processor = MetaEmbedProcessor.from_pretrained(folder)
+    if inputs["architecture"] == "single":
+        batch = processor(inputs["sequences"])
+    else:
+        batch = processor(ligand=inputs["ligand"], receptor=inputs["receptor"])
+    with torch.no_grad():
+        outputs = model(**batch)
+    expected = load_file(folder / "expected.safetensors")
+    assert set(expected) >= {"logits", "pooler_output", "fusion_weights"}
+    for key, value in expected.items():
+        torch.testing.assert_close(outputs[key], value, atol=1e-6, rtol=0, msg=f"{name}: {key}")
+    if name == "single_mix_layer":
+        assert model.metaembed.reader.layer_mixes["0"].layer_scores.abs().sum() > 0  # loaded, not re-initialised
