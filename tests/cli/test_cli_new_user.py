@@ -234,3 +234,37 @@ def test_cache_takes_backbones_as_a_comma_list(tiny_esm, tiny_ankh, tmp_path, ca
     code, _, err = _run(capsys, *argv, "--fusion", "dmee", "--no-progress")
     assert code == EXIT_USAGE
     _one_line(err, "--fusion dmee: unknown fusion")
+
+
+def test_api_errors_name_the_problem_and_the_fix(tiny_bert, tmp_path):
+    processor = MetaEmbedProcessor.from_backbones([tiny_bert])
+    with pytest.raises(ValueError, match=r"sample 0\b.* has the label 'high', a string; labels are numbers.*label2id"):
+        processor(["good film"], labels=["high"])
+    assert processor(["good film"], labels=[1])["labels"].tolist() == [1]
+    with pytest.raises(OSError, match=r"no MetaEmbed model at '/no/such/model': the path does not exist; .*"
+                       r"save_pretrained.*from_backbones.*hf-metaembed build"):  # fmt: skip
+        MetaEmbedModel.from_pretrained("/no/such/model")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match=r"the path is a file, not a folder"):
+        MetaEmbedModel.from_pretrained(str(tmp_path / "file"))
+
+
+def test_loading_and_saving_bars_follow_transformers_progress_bar_setting(tiny_bert, tmp_path, capfd):
+    from transformers.utils import logging
+
+    model = MetaEmbedModel.from_backbones([tiny_bert], fusion="concat")
+    was_enabled = logging.is_progress_bar_enabled()
+    try:
+        logging.disable_progress_bar()
+        capfd.readouterr()
+        model.save_pretrained(tmp_path / "m")
+        MetaEmbedModel.from_pretrained(tmp_path / "m")
+        quiet = capfd.readouterr().err
+        logging.enable_progress_bar()
+        model.save_pretrained(tmp_path / "m")
+        MetaEmbedModel.from_pretrained(tmp_path / "m")
+        loud = capfd.readouterr().err
+    finally:
+        (logging.enable_progress_bar if was_enabled else logging.disable_progress_bar)()
+    assert "Writing model shards" not in quiet and "Loading weights" not in quiet
+    assert "Writing model shards" in loud and "Loading weights" in loud

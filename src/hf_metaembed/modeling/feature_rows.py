@@ -141,12 +141,22 @@ def check_labels(labels: list, unit_counts: list[int], per_unit_labels: bool, wh
 
     Per-unit labels (`per_unit_labels=True`, or lists whose lengths differ between samples) must hold one label per
     unit of their sample; scalars and lists of one length are one label (or one row of targets) per sample. A sample
-    without a label among labelled ones, a mix of scalars and lists, or a per-unit list of the wrong length is a
-    `ValueError` naming the sample (`where` follows its index, e.g. " of this batch").
+    without a label among labelled ones, a label that is a string (a class name, not its id), a mix of scalars and
+    lists, or a per-unit list of the wrong length is a `ValueError` naming the sample (`where` follows its index,
+    e.g. " of this batch").
     """
     unlabelled = [index for index, label in enumerate(labels) if label is None]
     if unlabelled:
         raise ValueError(f"samples {unlabelled}{where} have no label while others do; label every sample or none")
+    for index, label in enumerate(labels):
+        values = label if isinstance(label, list | tuple) else [label]
+        text = next((value for value in values if isinstance(value, str)), None)
+        if text is not None:
+            raise ValueError(
+                f"sample {index}{where} has the label {text!r:.40}, a string; labels are numbers: class ids 0 to "
+                "num_labels - 1 (map class names with the model's config, e.g. [config.label2id[name] for name in "
+                "names], or build the model with id2label/label2id), or floats for regression"
+            )
     is_list = [isinstance(label, list | tuple) for label in labels]
     if not any(is_list) and not per_unit_labels:
         return False

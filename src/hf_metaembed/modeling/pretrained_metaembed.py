@@ -18,7 +18,7 @@ from transformers.modeling_utils import load_state_dict
 from transformers.utils import cached_file, logging
 
 from .auto_classes import auto_map, copy_entry_files, custom_pipelines, write_sentence_transformers_files
-from .backbones import infer_unit_type, sentence_pooling
+from .backbones import infer_unit_type, looks_local, sentence_pooling
 from .configuration_metaembed import MetaEmbedConfig, check_setting_names, legacy_key_mapping, rename_legacy_keys
 from .loading_metaembed import fetch_backbones, load_backbone_safely
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
@@ -76,6 +76,20 @@ def _config_as_saved(model: "MetaEmbedPreTrainedModel", with_backbones: bool, fi
             setattr(config, key, value)
         for record, fingerprint in zip(config.backbones, before_fingerprints):
             record["fingerprint"] = fingerprint
+
+
+def _check_model_path(path) -> None:
+    """A local path that is no folder is reported as such (transformers would call it a malformed Hub id)."""
+    if path is None or not isinstance(path, str | os.PathLike):
+        return
+    name = os.fspath(path)
+    if looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+        what = "is a file, not a folder" if os.path.isfile(os.path.expanduser(name)) else "does not exist"
+        raise OSError(
+            f"no MetaEmbed model at {name!r}: the path {what}; pass the folder written by save_pretrained (or a Hub "
+            "id such as 'me/my-model'), or build a model with MetaEmbedModel.from_backbones([...]) (from the command "
+            "line: hf-metaembed build --backbones A,B -o FOLDER)"
+        )
 
 
 class MetaEmbedPreTrainedModel(PreTrainedModel):
@@ -205,6 +219,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             verify_backbones: for such a checkpoint, check each backbone's weights against the fingerprint recorded
                 when it was saved and refuse a mismatch (`False`: use whatever weights are found).
         """
+        _check_model_path(pretrained_model_name_or_path)
         kwargs["use_safetensors"] = safetensors_flag(kwargs.get("use_safetensors"), allow_pickle)
         config = kwargs.get("config")
         hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
