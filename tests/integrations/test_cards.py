@@ -286,14 +286,16 @@ def test_model_push_to_hub_sends_processor_and_card(protein, tmp_path):
     assert "processor_config.json" not in uploads  # no processor given: only the model, its code and card
 
 
-def test_repo_model_cards_folder_holds_the_shipped_template():
+def test_the_repository_holds_one_model_card_template_the_shipped_one():
     from pathlib import Path
 
     from hf_metaembed.integrations.cards import TEMPLATE_PATH
 
-    repo_template = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
-    assert repo_template.read_text(encoding="utf-8") == TEMPLATE_PATH.read_text(encoding="utf-8")
-    assert "{{ card_data }}" in repo_template.read_text(encoding="utf-8")
+    root = Path(__file__).resolve().parents[2]
+    templates = [path for path in root.rglob("template.md") if ".venv" not in path.parts and "build" not in path.parts]
+    assert templates == [TEMPLATE_PATH.resolve()]
+    assert TEMPLATE_PATH.relative_to(root / "src") == Path("hf_metaembed/integrations/model_cards/template.md")
+    assert "{{ card_data }}" in TEMPLATE_PATH.read_text(encoding="utf-8")
 
 
 def test_model_push_to_hub_without_the_library_falls_back_to_transformers(protein, monkeypatch):

@@ -1,8 +1,8 @@
 """Model cards and Hub uploads for MetaEmbed models.
 
-`render_model_card` fills `model_cards/template.md` with the model's backbones, every block it runs (fusion, unit
-encoder, pooling, pair architecture, head, loss: each described by its own card text and settings, so a block
-registered from outside the package is described too), how to load it with `trust_remote_code`, and evaluation
+`render_model_card` fills `integrations/model_cards/template.md` with the model's backbones, every block it runs
+(fusion, unit encoder, pooling, pair architecture, head, loss: each described by its own card text and settings, so a
+block registered from outside the package is described too), how to load it with `trust_remote_code`, and evaluation
 results; its metadata (base models = the backbones, library, tags, pipeline tag, metrics, `model-index`) is a
 `huggingface_hub.ModelCardData`, so the Hub reads it as usual.
 `save_for_hub` writes everything a Hub repo needs into one folder (weights, config, model code, processor with its
@@ -233,7 +233,7 @@ def render_model_card(
         eval_results: `EvalResult`s, or a metrics dict (e.g. `Trainer.evaluate()`) measured on `eval_dataset`.
         eval_dataset: name of the evaluation dataset, required with a metrics dict.
         description: a paragraph under the title.
-        template_path: a Jinja template to use instead of `model_cards/template.md`.
+        template_path: a Jinja template to use instead of `integrations/model_cards/template.md`.
         **card_data: `model_name`, `base_model`, `tags`, `license`, `datasets`, `language`, ... (`ModelCardData`).
 
     Returns:
