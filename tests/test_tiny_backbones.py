@@ -18,7 +18,7 @@ import tiny_backbones as tb  # noqa: E402
 
 FAMILIES = list(tb.TINY_BUILDERS)
 T5_FAMILIES = {"prott5", "ankh"}
-TEXT_FAMILIES = {"bert", "roberta", "static_vectors"}
+TEXT_FAMILIES = {"bert", "roberta", "static_vectors", "modernbert", "qwen2", "qwen3", "llama", "mistral", "gpt2"}
 MODEL_TYPES = {
     "bert": "bert",
     "roberta": "roberta",
@@ -26,6 +26,7 @@ MODEL_TYPES = {
     "prott5": "t5",
     "ankh": "t5",
     "static_vectors": "static_vectors",
+    **{name: name for name in ("modernbert", "qwen2", "qwen3", "llama", "mistral", "gpt2")},
 }
 MAX_LENGTH = 24
 
@@ -37,6 +38,8 @@ PROTEINS = ["MKTAYIAKQR", "GSHMLE"]
 def encode(family: str, tokenizer, proteins: list[str] = PROTEINS, texts: list[str] = TEXT_INPUTS, **kwargs):
     """Tokenize a padded batch the way a user of that real backbone would."""
     kwargs = {"padding": True, "return_tensors": "pt", **kwargs}
+    if tokenizer.pad_token is None:  # Llama, Mistral and GPT-2 ship none; users pad with EOS
+        tokenizer.pad_token = tokenizer.eos_token
     if family in TEXT_FAMILIES:
         return tokenizer(texts, **kwargs)
     if family == "esm":

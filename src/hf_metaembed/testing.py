@@ -26,6 +26,11 @@ Calling conventions of the saved tokenizers (mirroring the real checkpoints):
 - Ankh: a plain ``tokenizers`` WordLevel tokenizer (reloads as ``TokenizersBackend``), one token per
   character; ``tok(list("MKTA"), is_split_into_words=True)`` (or ``tok("MKTA")``) gives
   ``M K T A </s>``.
+- ModernBERT: byte-level BPE (prefix space), ``[CLS] pieces... [SEP]``; any text tokenizes.
+- Decoders (Qwen2, Qwen3, Llama, Mistral, GPT-2; read through ``AutoModel``, no LM head): byte-level BPE with a
+  prefix space, as their real tokenizers; Llama and Mistral put ``<s>`` first, Qwen and GPT-2 add no special token
+  (the processor appends EOS, as decoder embedders read). Qwen pads with ``<|endoftext|>``; Llama, Mistral and GPT-2
+  have no pad token, as the real ones.
 - Static word vectors: a ``StaticVectorsModel`` table and the whitespace word-level tokenizer
   ``convert_static_vectors`` writes (lowercasing; no special tokens; unknown words are ``[UNK]``).
 """
@@ -41,15 +46,23 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
+    AutoModel,
     BertConfig,
     BertModel,
     BertTokenizer,
     EsmConfig,
     EsmModel,
     EsmTokenizer,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    ModernBertConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2Tokenizer,
+    Qwen3Config,
     RobertaConfig,
     RobertaModel,
     RobertaTokenizer,
@@ -71,6 +84,12 @@ __all__ = [
     "build_tiny_ankh",
     "build_tiny_bert",
     "build_tiny_esm",
+    "build_tiny_gpt2",
+    "build_tiny_llama",
+    "build_tiny_mistral",
+    "build_tiny_modernbert",
+    "build_tiny_qwen2",
+    "build_tiny_qwen3",
     "build_tiny_prott5",
     "build_tiny_roberta",
     "build_tiny_static_vectors",
@@ -78,6 +97,12 @@ __all__ = [
     "make_tiny_ankh",
     "make_tiny_bert",
     "make_tiny_esm",
+    "make_tiny_gpt2",
+    "make_tiny_llama",
+    "make_tiny_mistral",
+    "make_tiny_modernbert",
+    "make_tiny_qwen2",
+    "make_tiny_qwen3",
     "make_tiny_prott5",
     "make_tiny_roberta",
     "make_tiny_static_vectors",
@@ -381,6 +406,168 @@ def build_tiny_static_vectors(
 def make_tiny_static_vectors(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
     """Save :func:`build_tiny_static_vectors` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
     return _save(folder, *build_tiny_static_vectors(seed, max_length))
+
+
+# ------------------------------------------------------------------------- ModernBERT and decoder backbones
+
+
+def _byte_level_tokenizer(
+    specials: list[str], max_length: int, frame: tuple[list[str], list[str]] = ([], []), **roles: str
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE fast tokenizer (GPT-2's byte alphabet, merges spelling ``Ġword`` for ``BERT_WORDS``) with a
+    prefix space, so pre-split words tokenize as in running text; ``frame`` = special tokens put before and after a
+    sequence; ``roles`` name the special tokens (``eos_token="<|endoftext|>"``)."""
+    vocab, merges = _roberta_vocab_and_merges()
+    vocab = {token: index for index, token in enumerate([*specials, *(t for t in vocab if not t.startswith("<"))])}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    backend.decoder = decoders.ByteLevel()
+    before, after = frame
+    if before or after:
+        single = " ".join([*before, "$A", *after])
+        pair = " ".join([*before, "$A", *after, "$B", *after])
+        used = dict.fromkeys([*before, *after])
+        backend.post_processor = processors.TemplateProcessing(
+            single=single, pair=pair, special_tokens=[(token, vocab[token]) for token in used]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, model_max_length=max_length, add_prefix_space=True, **roles
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in roles.values()]})
+    return tokenizer
+
+
+def build_tiny_modernbert(seed: int = 0, max_length: int = 64) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny ``ModernBertModel`` (rotary positions, local and global attention layers, eval mode) and a byte-level
+    BPE tokenizer framing a sequence as ``[CLS] ... [SEP]``; ``max_position_embeddings = model_max_length =
+    max_length``."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = _byte_level_tokenizer(
+        specials,
+        max_length,
+        (["[CLS]"], ["[SEP]"]),
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        **_ENCODER_SHAPE,
+        max_position_embeddings=max_length,
+        local_attention=8,  # the second layer is global, the first sees 4 tokens each side
+        pad_token_id=ids["[PAD]"],
+        bos_token_id=ids["[CLS]"],
+        cls_token_id=ids["[CLS]"],
+        eos_token_id=ids["[SEP]"],
+        sep_token_id=ids["[SEP]"],
+    )
+    with _seeded(seed):
+        model = AutoModel.from_config(config).eval()
+    return model, tokenizer
+
+
+# config class, its shape fields, and the special tokens of each decoder family's tokenizer
+_DECODERS = {
+    "qwen2": (Qwen2Config, {"<|endoftext|>": "eos_token", "<|im_start|>": None, "<|im_end|>": None}, True),
+    "qwen3": (Qwen3Config, {"<|endoftext|>": "eos_token", "<|im_start|>": None, "<|im_end|>": None}, True),
+    "llama": (LlamaConfig, {"<unk>": "unk_token", "<s>": "bos_token", "</s>": "eos_token"}, False),
+    "mistral": (MistralConfig, {"<unk>": "unk_token", "<s>": "bos_token", "</s>": "eos_token"}, False),
+    "gpt2": (GPT2Config, {"<|endoftext|>": "eos_token"}, False),
+}
+
+
+def _build_tiny_decoder(family: str, seed: int, max_length: int) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    config_class, specials, pads = _DECODERS[family]
+    roles = {role: token for token, role in specials.items() if role is not None}
+    if pads:
+        roles["pad_token"] = roles["eos_token"]
+    if family == "gpt2":
+        roles.update(bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    frame = (["<s>"], []) if "bos_token" in roles and family in ("llama", "mistral") else ([], [])
+    if family == "qwen2":  # AutoTokenizer reads a qwen2 folder with Qwen2Tokenizer (its own byte-level splitting)
+        vocab, merges = _roberta_vocab_and_merges()
+        vocab = {token: i for i, token in enumerate([*specials, *(t for t in vocab if not t.startswith("<"))])}
+        tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=max_length, unk_token=None, **roles)
+    else:
+        tokenizer = _byte_level_tokenizer(list(specials), max_length, frame, **roles)
+    token_ids = {
+        f"{role.removesuffix('_token')}_token_id": tokenizer.convert_tokens_to_ids(token)
+        for role, token in roles.items()
+        if role in ("bos_token", "eos_token", "pad_token")
+    }
+    if family == "gpt2":
+        shape = {"n_embd": HIDDEN, "n_layer": LAYERS, "n_head": HEADS, "n_inner": FFN, "n_positions": max_length}
+    else:
+        shape = {
+            **_ENCODER_SHAPE,
+            "num_key_value_heads": 1,  # grouped-query attention, as the real ones
+            "head_dim": HIDDEN // HEADS,
+            "max_position_embeddings": max_length,
+            "tie_word_embeddings": True,
+        }
+    config = config_class(vocab_size=len(tokenizer), use_cache=False, **shape, **token_ids)
+    with _seeded(seed):
+        model = AutoModel.from_config(config).eval()
+    return model, tokenizer
+
+
+def build_tiny_qwen2(seed: int = 0, max_length: int = 64) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny ``Qwen2Model`` (the decoder without LM head, eval mode) and a Qwen-style byte-level tokenizer."""
+    return _build_tiny_decoder("qwen2", seed, max_length)
+
+
+def build_tiny_qwen3(seed: int = 0, max_length: int = 64) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny ``Qwen3Model`` (the decoder without LM head, eval mode; as Qwen3-Embedding) and a Qwen-style
+    byte-level tokenizer (no special tokens added, ``<|endoftext|>`` is EOS and padding)."""
+    return _build_tiny_decoder("qwen3", seed, max_length)
+
+
+def build_tiny_llama(seed: int = 0, max_length: int = 64) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny ``LlamaModel`` (eval mode) and a byte-level tokenizer that puts ``<s>`` first, as Llama's."""
+    return _build_tiny_decoder("llama", seed, max_length)
+
+
+def build_tiny_mistral(seed: int = 0, max_length: int = 64) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny ``MistralModel`` (eval mode; as E5-Mistral) and a byte-level tokenizer that puts ``<s>`` first."""
+    return _build_tiny_decoder("mistral", seed, max_length)
+
+
+def build_tiny_gpt2(seed: int = 0, max_length: int = 64) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny ``GPT2Model`` (eval mode; as SGPT) and GPT-2's byte-level tokenizer shape (no pad token)."""
+    return _build_tiny_decoder("gpt2", seed, max_length)
+
+
+def make_tiny_modernbert(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_modernbert` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_modernbert(seed, max_length))
+
+
+def make_tiny_qwen3(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_qwen3` to ``folder``; reload with ``AutoModel`` / ``AutoTokenizer``."""
+    return _save(folder, *build_tiny_qwen3(seed, max_length))
+
+
+def make_tiny_qwen2(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_qwen2` to ``folder``."""
+    return _save(folder, *build_tiny_qwen2(seed, max_length))
+
+
+def make_tiny_llama(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_llama` to ``folder``."""
+    return _save(folder, *build_tiny_llama(seed, max_length))
+
+
+def make_tiny_mistral(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_mistral` to ``folder``."""
+    return _save(folder, *build_tiny_mistral(seed, max_length))
+
+
+def make_tiny_gpt2(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """Save :func:`build_tiny_gpt2` to ``folder``."""
+    return _save(folder, *build_tiny_gpt2(seed, max_length))
 
 
 # ----------------------------------------------------------------------------------------------- all

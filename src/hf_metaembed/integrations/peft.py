@@ -2,8 +2,10 @@
 
 A custom model has no default LoRA targets in `peft`, so `lora_target_modules` reads them off the model: for every
 backbone (or the chosen ones) the attention projections its family is usually adapted on (`query`/`value` for BERT,
-RoBERTa, MiniLM and ESM-2; `q`/`v` for T5-family encoders such as ProtT5 and Ankh), and as `modules_to_save` the
-MetaEmbed blocks outside the backbones (fusion, layer mixes, token poolers, unit encoder, pair architecture, head).
+RoBERTa, MiniLM and ESM-2; `q`/`v` for T5-family encoders such as ProtT5 and Ankh; `q_proj`/`k_proj`/`v_proj`/
+`o_proj` for decoders such as Qwen, Llama and Mistral; `c_attn` for GPT-2; `Wqkv`/`Wo` for ModernBERT), and as
+`modules_to_save` the MetaEmbed blocks outside the backbones (fusion, layer mixes, token poolers, unit encoder, pair
+architecture, head).
 
 ```python
 from peft import get_peft_model
@@ -27,6 +29,7 @@ from typing import Any, NamedTuple
 from peft import LoraConfig
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from .._utils import metaembed_of
 from ..modeling.backbone_families import backbone_family
@@ -89,7 +92,9 @@ def lora_target_modules(model: MetaEmbedPreTrainedModel, backbones: Sequence[int
                 "no layers LoRA can adapt; leave it out of `backbones`"
             )
         backbone = getattr(metaembed, f"backbone_{index}")
-        found = {name.rsplit(".", 1)[-1] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+        # GPT-2's projections are transformers' Conv1D (a linear layer with transposed weights), which peft adapts
+        adaptable = (nn.Linear, Conv1D)
+        found = {name.rsplit(".", 1)[-1] for name, module in backbone.named_modules() if isinstance(module, adaptable)}
         missing = [name for name in names if name not in found]
         if missing:
             raise ValueError(
@@ -116,10 +121,14 @@ def lora_config(
     lora_alpha: int = 16,
     lora_dropout: float = 0.0,
     backbones: Sequence[int] | None = None,
+    use_dora: bool = False,
     **kwargs: Any,
 ) -> LoraConfig:
     """A `peft.LoraConfig` for `model`: adapters on the backbones' attention projections (see
-    `lora_target_modules`), fusion and head in `modules_to_save`. Extra keyword arguments go to `LoraConfig`."""
+    `lora_target_modules`), fusion and head in `modules_to_save`. Extra keyword arguments go to `LoraConfig`.
+
+    `use_dora=True`: DoRA (Liu et al., 2024; the study's training config names it): each adapted weight is split into
+    a magnitude vector and a direction, LoRA adapts the direction and the magnitude trains too."""
     targets = lora_target_modules(model, backbones)
     return LoraConfig(
         r=r,
@@ -127,6 +136,7 @@ def lora_config(
         lora_dropout=lora_dropout,
         target_modules=targets.target_modules,
         modules_to_save=targets.modules_to_save,
+        use_dora=use_dora,
         **kwargs,
     )
 

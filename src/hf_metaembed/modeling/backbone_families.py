@@ -42,6 +42,13 @@ class BackboneFamily:
         tiny_builders: tiny random backbones of this family for tests, each `(seed, max_length) -> (model,
             tokenizer)`: the name of a function in `hf_metaembed.testing` (a name, since model code never imports
             the testing module), or the function itself. `hf_metaembed.testing.tiny_builders_for` resolves them.
+        causal: a decoder read as an encoder (Qwen, Llama, Mistral, GPT-2): each token sees only the tokens before
+            it, so at `level="unit"` a unit's state is built from its left context alone. The reader gives it
+            position ids counted from its attention mask (so left and right padding read alike), and at
+            `level="sequence"` pools every real token but the prompt's (the appended EOS included: `last_token`
+            then gives the EOS state, the decoder embedders' recipe), whatever `pool_special_tokens` says.
+        append_eos: the processor ends every segment with the tokenizer's EOS token when its own special-token frame
+            does not (decoder embedders pool the EOS state; their tokenizers add no EOS by themselves).
     """
 
     name: str
@@ -53,6 +60,8 @@ class BackboneFamily:
     absolute_positions: bool = True
     lora_targets: tuple[str, ...] | None = None
     tiny_builders: tuple[str | Callable, ...] = ()
+    causal: bool = False
+    append_eos: bool = False
 
     def __post_init__(self) -> None:
         # lists are accepted for convenience and stored as tuples, so a record stays immutable
@@ -189,3 +198,37 @@ register_backbone_family(
         tiny_builders=("build_tiny_static_vectors",),
     )
 )
+
+# ModernBERT: an encoder with rotary positions and alternating local/global attention; transformers runs it unpadded
+# (its tokens packed, padding dropped) only under flash attention, and the reader's attention mask serves both paths
+register_backbone_family(
+    BackboneFamily(
+        name="modernbert",
+        model_types=("modernbert",),
+        lora_targets=("Wqkv", "Wo"),
+        tiny_builders=("build_tiny_modernbert",),
+    )
+)
+# decoder models read as encoders through AutoModel (the bare decoder, no LM head), as decoder embedding models are
+# (Qwen3-Embedding, gte-Qwen2, E5-Mistral, SGPT); one record per family, the same recipe for each
+DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+for _name, _lora, _builder in (
+    ("qwen2", DECODER_LORA_TARGETS, "build_tiny_qwen2"),
+    ("qwen3", DECODER_LORA_TARGETS, "build_tiny_qwen3"),
+    ("llama", DECODER_LORA_TARGETS, "build_tiny_llama"),
+    ("mistral", DECODER_LORA_TARGETS, "build_tiny_mistral"),
+    # GPT-2 fuses its query, key and value projections into one Conv1D (`c_attn`), its output is `c_proj`
+    ("gpt2", ("c_attn",), "build_tiny_gpt2"),
+):
+    register_backbone_family(
+        BackboneFamily(
+            name=_name,
+            model_types=(_name,),
+            unit_type="word",
+            chain_separator=("eos_token_id",),
+            lora_targets=_lora,
+            tiny_builders=(_builder,),
+            causal=True,
+            append_eos=True,
+        )
+    )

@@ -188,6 +188,17 @@ def sentence_pooling(name: str | None, revision: str | None = None) -> dict | No
     """A backbone record's `sentence_pooling` (`{"mode", "normalize"}`) for a sentence-transformers backbone whose
     pooling this library reproduces, else None."""
     settings = sentence_transformers_settings(name, revision)
+def sentence_transformers_prompts(name: str | None, revision: str | None = None) -> tuple[dict | None, str | None]:
+    """A sentence-transformers backbone's own instruction prompts and default prompt name
+    (`config_sentence_transformers.json`: `prompts`, `default_prompt_name`); `(None, None)` when it has none."""
+    if name is None:
+        return None, None
+    settings = _json_file(str(name), "config_sentence_transformers.json", revision)
+    if not isinstance(settings, dict) or not settings.get("prompts"):
+        return None, None
+    return dict(settings["prompts"]), settings.get("default_prompt_name")
+
+
     if settings is None or settings["pooling"] is None:
         return None
     return {"mode": settings["pooling"], "normalize": settings["normalize"]}

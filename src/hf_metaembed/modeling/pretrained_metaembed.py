@@ -18,6 +18,7 @@ from transformers.modeling_utils import load_state_dict
 from transformers.utils import cached_file, logging
 
 from .auto_classes import auto_map, copy_entry_files, custom_pipelines, write_sentence_transformers_files
+from .backbone_families import backbone_family
 from .backbones import infer_unit_type, looks_local, sentence_pooling
 from .configuration_metaembed import MetaEmbedConfig, check_setting_names, legacy_key_mapping, rename_legacy_keys
 from .loading_metaembed import fetch_backbones, load_backbone_safely
@@ -189,8 +190,11 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         )
         if "pooling" not in config_kwargs and "pool_special_tokens" not in config_kwargs:
             # a sentence-transformers backbone makes its sentence vector (level="sequence") as its own config says
+            # a decoder's, by its family's recipe, as its last real token (EOS) state
             for record, name, revision in zip(config.backbones, names, revisions):
                 record["sentence_pooling"] = sentence_pooling(name, revision)
+                if record["sentence_pooling"] is None and backbone_family(record["config"]["model_type"]).causal:
+                    record["sentence_pooling"] = {"mode": "lasttoken", "normalize": False}
         for backbone in loaded:
             for module in backbone.modules():
                 module._is_hf_initialized = True

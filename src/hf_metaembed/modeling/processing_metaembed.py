@@ -15,7 +15,12 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file
 
 from .backbone_families import backbone_family
-from .backbones import infer_unit_type, load_backbone_config, sentence_transformers_settings
+from .backbones import (
+    infer_unit_type,
+    load_backbone_config,
+    sentence_transformers_prompts,
+    sentence_transformers_settings,
+)
 from .feature_rows import sample_row
 from .padding_metaembed import pad_features
 from .pairing import PAIRINGS
@@ -65,6 +70,11 @@ class MetaEmbedProcessor(SegmentEncoding):
         long_sequences: `"error"` (default) rejects an input longer than a backbone accepts, naming the sample, the
             backbone and its limit; `"window"` lets it through for a model whose config sets a window policy
             (`window_size`), which reads it in sliding windows.
+        prompts: per backbone, its instruction prompts by name or None (`[None, {"query": "Instruct: Given a
+            query, retrieve passages\\nQuery: "}]`), as sentence-transformers keeps them (`from_backbones` reads a
+            sentence-transformers backbone's own `prompts`). prompt_name: the prompt every call uses unless it
+            names another (None: no prompt). A backbone with a prompt of that name reads its tokens before the
+            sequence; they belong to no unit (`token_unit_index` -2) and no sequence pooling reads them.
 
     `max_lengths`: the longest token sequence each backbone accepts (its tokenizer's and position limits; a
     sentence-transformers backbone's own `max_seq_length`). `model_types`: each backbone's `config.model_type`
@@ -87,6 +97,8 @@ class MetaEmbedProcessor(SegmentEncoding):
         per_unit_labels: bool = False,
         long_sequences: str = "error",
         model_types: list[str | None] | None = None,
+        prompts: list[dict[str, str] | None] | None = None,
+        prompt_name: str | None = None,
     ) -> None:
         check_options(
             architecture=architecture,
@@ -107,12 +119,17 @@ class MetaEmbedProcessor(SegmentEncoding):
         self.long_sequences = long_sequences
         # each backbone's config.model_type picks its family record (chain separator); None: the generic record
         self.model_types = list(model_types or [None] * count)
+        self.prompts = list(prompts or [None] * count)
+        if len(self.prompts) != count:
+            raise ValueError(f"prompts has {len(self.prompts)} entries for {count} backbones; give one per backbone")
+        self.prompt_name = prompt_name
         self.backbones = [
-            BackboneTokenization(tok, kind, limit, name, backbone_family(model_type))
-            for tok, kind, limit, name, model_type in zip(
-                self.tokenizers, self.unit_types, self.max_lengths, self.backbone_names, self.model_types
+            BackboneTokenization(tok, kind, limit, name, backbone_family(model_type), backbone_prompts)
+            for tok, kind, limit, name, model_type, backbone_prompts in zip(
+                self.tokenizers, self.unit_types, self.max_lengths, self.backbone_names, self.model_types, self.prompts
             )
         ]
+        self._encoding_options(None, None, None, None)  # an unknown default prompt_name fails here
 
     # ---------------------------------------------------------------- construction, saving, loading
 
@@ -128,10 +145,11 @@ class MetaEmbedProcessor(SegmentEncoding):
         """Load each backbone's tokenizer (and config, for its length limit) from a Hub id or local folder.
 
         A backbone that is a sentence-transformers model reads at most its own `max_seq_length`
-        (`sentence_bert_config.json`), as `SentenceTransformer.encode` does.
+        (`sentence_bert_config.json`), as `SentenceTransformer.encode` does, and brings its own `prompts` (and
+        `default_prompt_name`, when the backbones agree on one) unless `prompts=` is given.
         """
         revisions = list(revisions or [None] * len(backbones))
-        tokenizers, kinds, limits, model_types = [], [], [], []
+        tokenizers, kinds, limits, model_types, prompts, default_prompts = [], [], [], [], [], set()
         for index, (name, revision) in enumerate(zip(backbones, revisions)):
             config = load_backbone_config(str(name), revision, index)
             tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision)
@@ -147,6 +165,14 @@ class MetaEmbedProcessor(SegmentEncoding):
                 limit = min(limit or sentence["max_seq_length"], sentence["max_seq_length"])
             limits.append(limit)
             model_types.append(config.model_type)
+            own_prompts, default_prompt = sentence_transformers_prompts(str(name), revision)
+            prompts.append(own_prompts)
+            if default_prompt:
+                default_prompts.add(default_prompt)
+        if "prompts" not in kwargs and any(prompts):  # sentence-transformers backbones' own prompts
+            kwargs["prompts"] = prompts
+            if len(default_prompts) == 1:
+                kwargs.setdefault("prompt_name", default_prompts.pop())
         return cls(tokenizers, kinds, limits, [str(b) for b in backbones], model_types=model_types, **kwargs)
 
     def to_dict(self) -> dict:
@@ -161,6 +187,8 @@ class MetaEmbedProcessor(SegmentEncoding):
             "per_unit_labels": self.per_unit_labels,
             "long_sequences": self.long_sequences,
             "model_types": self.model_types,
+            "prompts": self.prompts,
+            "prompt_name": self.prompt_name,
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
@@ -242,6 +270,7 @@ class MetaEmbedProcessor(SegmentEncoding):
         unknown_residues: str | None = None,
         long_sequences: str | None = None,
         per_unit_labels: bool | None = None,
+        prompt_name: str | None = None,
     ) -> BatchEncoding:
         """Encode a batch.
 
@@ -257,8 +286,8 @@ class MetaEmbedProcessor(SegmentEncoding):
                 `max_length`, with a warning; `False` raises instead. Defaults to the processor's setting.
             max_length: the most tokens any backbone reads in this call (capped by each backbone's own limit).
             pad_to_multiple_of: round the padded token and unit lengths up to a multiple of this.
-            architecture, unknown_residues, long_sequences, per_unit_labels: override the processor's settings for
-                this call.
+            architecture, unknown_residues, long_sequences, per_unit_labels, prompt_name: override the processor's
+                settings for this call.
 
         Returns:
             A `BatchEncoding`: padded `input_ids`, `attention_mask`, `token_unit_index` `(segments, backbones,
@@ -274,7 +303,7 @@ class MetaEmbedProcessor(SegmentEncoding):
         check_options(architecture=architecture, per_unit_labels=per_unit_labels)
         padding = padding_strategy(padding, return_tensors)
         architecture = architecture or self.architecture
-        options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length)
+        options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length, prompt_name)
         samples = input_segments(sequences, ligand, receptor, architecture, PAIRINGS.get_class(architecture))
         if not samples:
             raise ValueError("the batch is empty: pass at least one sequence")

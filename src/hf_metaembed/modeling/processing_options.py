@@ -12,7 +12,7 @@ from .pairing import PAIRINGS
 LONG_SEQUENCE_POLICIES = ("error", "window")
 UNKNOWN_RESIDUE_POLICIES = ("error", "x")
 # the settings a saved processor stores that `from_pretrained` and every call may override
-CALL_OPTIONS = ("architecture", "truncation", "unknown_residues", "per_unit_labels", "long_sequences")
+CALL_OPTIONS = ("architecture", "truncation", "unknown_residues", "per_unit_labels", "long_sequences", "prompt_name")
 # tokenizer keyword values (transformers' `PaddingStrategy` and `TruncationStrategy` are str enums of these)
 PADDING_VALUES = {True: "longest", "longest": "longest", "max_length": "max_length", False: False, "do_not_pad": False}
 TRUNCATION_VALUES = {
@@ -33,6 +33,7 @@ class EncodingOptions(NamedTuple):
     unknown_residues: str
     long_sequences: str
     max_length: int | None
+    prompt_name: str | None = None
 
 
 def check_options(**options) -> None:

@@ -3,7 +3,9 @@
 `BackboneReader` alone owns everything between token ids and fusion: running each backbone (sliding windows past
 its length limit; LoRA adapters are part of the backbone module), choosing or mixing its layers, dropping special
 tokens (or turning them into units of their own, `pool_special_tokens` at unit level), and aligning sub-word tokens
-onto units, or pooling them into one vector per segment at `level="sequence"`. It is the only place that reads
+onto units, or pooling them into one vector per segment at `level="sequence"`. A batch may be padded on either
+side. Decoder backbones (family records with `causal=True`) read with position ids counted over their real tokens,
+and are causal: at `level="unit"` a unit's state has seen only the units to its left. It is the only place that reads
 `level`; what it produces is a `BackboneReading`, and `describe()` says what decides it (the feature cache's
 fingerprint and builder ask it instead of re-deriving).
 
@@ -18,10 +20,12 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
+from .backbone_families import backbone_family
 from .input_checks import check_backbone_states
 from .outputs_metaembed import BackboneReading
 from .pooling import build_pooler
 from .special_units import with_special_units
+from .tokenization_metaembed import PROMPT_TOKEN
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
 
 # bump whenever token-to-unit alignment or layer selection changes what `read_backbones` returns (cache fingerprint)
@@ -175,6 +179,9 @@ class BackboneReader(nn.Module):
         return self.config.level == "sequence"
 
     @property
+        # per backbone: a decoder read as an encoder (its family record's `causal`): each token sees only its left
+        # context, so at level="unit" a unit's state knows the units before it and none after
+        self.causal = [backbone_family(record["config"].get("model_type")).causal for record in config.backbones]
     def special_units(self) -> bool:
         """Special tokens become units of their own (`pool_special_tokens` at unit level, special_units.py)."""
         return self.config.pool_special_tokens and not self.per_sequence
@@ -237,9 +244,12 @@ class BackboneReader(nn.Module):
         config = self.config
         states = []
         for index, backbone in enumerate(backbones):
-            mask = attention_mask[:, index]
-            length = max(int(mask.sum(dim=1).max()), 1)
-            ids, mask, unit_index = input_ids[:, index, :length], mask[:, :length], token_unit_index[:, index, :length]
+            # the columns holding any real token of this backbone (padding may sit on either side)
+            used = attention_mask[:, index].bool().any(dim=0).nonzero()
+            start, stop = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
+            window = slice(start, stop)
+            ids, mask = input_ids[:, index, window], attention_mask[:, index, window]
+            unit_index = token_unit_index[:, index, window]
             if int(unit_index.max()) >= num_units:
                 raise ValueError(
                     f"token_unit_index of backbone {index} points at unit {int(unit_index.max())} but unit_mask has "
@@ -263,7 +273,11 @@ class BackboneReader(nn.Module):
 
         def run(run_ids, run_mask):
             outputs = backbone(
-                input_ids=run_ids, attention_mask=run_mask, output_hidden_states=layer != "last", return_dict=True
+                input_ids=run_ids,
+                attention_mask=run_mask,
+                output_hidden_states=layer != "last",
+                return_dict=True,
+                **extra,
             )
             return select_layer(outputs, layer)
 
@@ -278,8 +292,12 @@ class BackboneReader(nn.Module):
                 unit_index,
                 *window,
                 combine=config.window_combine,
+        causal = self.causal[index]
                 pad_token_id=backbone.config.pad_token_id or 0,
                 token_limit=position_limit(backbone),
+            extra = {}
+            if causal:  # positions counted over real tokens, so a left-padded row reads as an unpadded one
+                extra["position_ids"] = (run_mask.long().cumsum(dim=1) - 1).clamp(min=0)
                 backbone_label=f"backbone {index} ({name})",
             )
 
@@ -288,9 +306,9 @@ class BackboneReader(nn.Module):
         token_states = self.mix(index, token_states)
         pooler = self.token_poolers[index]
         if isinstance(pooler, SentencePooler):  # a sentence-transformers backbone: its own pooling of all tokens
-            return pooler(token_states, mask).unsqueeze(1)
-        keep = mask.bool()
-        if not self.config.pool_special_tokens:
+            return pooler(token_states, keep).unsqueeze(1)
+        # a decoder pools its special tokens too: its EOS state is the one that has read the whole segment
+        if not self.config.pool_special_tokens and not self.causal[index]:
             keep = keep & (unit_index >= 0)
         pooled, _ = pooler(token_states, keep)
         return pooled.unsqueeze(1)
@@ -305,6 +323,7 @@ class BackboneReader(nn.Module):
     def finish(self, backbone_states, unit_mask: torch.Tensor) -> BackboneReading:
         """The end of reading, for states read here or from a feature cache: the layer mix applied, and per sequence
         every segment one unit (mask `(segments, 1)` ones), so no later stage asks how the states were read."""
+        keep = mask.bool() & (unit_index != PROMPT_TOKEN)  # a prompt's tokens are never pooled
         states = [self.mix(index, backbone) for index, backbone in enumerate(backbone_states)]
         if self.per_sequence:
             unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)

@@ -27,7 +27,10 @@ class SegmentEncoding:
     ) -> dict:
         """Encode one segment for every backbone, enforcing (or, if chosen, applying) each backbone's limit."""
         units = {kind: sum(len(chain[kind]) for chain in chains) for kind in chains[0]}
-        encoded = [backbone.encode([chain[backbone.unit_type] for chain in chains]) for backbone in self.backbones]
+        encoded = [
+            backbone.encode([chain[backbone.unit_type] for chain in chains], options.prompt_name)
+            for backbone in self.backbones
+        ]
         for index, (backbone, (ids, _)) in enumerate(zip(self.backbones, encoded)):
             limit = self._limit(index, options)
             if limit is None or len(ids) <= limit:
@@ -44,7 +47,7 @@ class SegmentEncoding:
                     "long_sequences='window')), shorten or split it, or pass truncation=True to cut the end of every "
                     "chain by the same share, keeping at least one unit of each (a warning counts what was cut)"
                 )
-            chains = self._truncate(chains, index, stats, sample, where, limit)
+            chains = self._truncate(chains, index, stats, sample, where, limit, options.prompt_name)
             return self._encode_segment(chains, sample, where, stats, options)
         num_units = max(units.values())
         return {
@@ -54,7 +57,14 @@ class SegmentEncoding:
         }
 
     def _truncate(
-        self, chains: list[dict], index: int, stats: dict, sample: int, where: str, limit: int
+        self,
+        chains: list[dict],
+        index: int,
+        stats: dict,
+        sample: int,
+        where: str,
+        limit: int,
+        prompt_name: str | None = None,
     ) -> list[dict]:
         """Cut the segment until backbone `index` reads at most `limit` tokens: every chain loses the same share of its
         units from its end and keeps at least one, so no chain (and no side of a joined `sc` complex) is ever dropped.
@@ -72,7 +82,7 @@ class SegmentEncoding:
             return [{k: v[:count] for k, v in chain.items()} for chain, count in zip(chains, counts)]
 
         def fits(keep: int) -> bool:
-            ids, _ = backbone.encode([chain[kind] for chain in cut(keep)])
+            ids, _ = backbone.encode([chain[kind] for chain in cut(keep)], prompt_name)
             return len(ids) <= limit
 
         if not fits(0):
@@ -104,6 +114,7 @@ class SegmentEncoding:
         unknown_residues: str | None = None,
         long_sequences: str | None = None,
         max_length: int | None = None,
+        prompt_name: str | None = None,
     ) -> dict:
         """Encode one segment (what one backbone pass reads: a sequence, a chain, a side, or a joined complex) exactly
         as `__call__` encodes it inside a batch.
@@ -111,18 +122,28 @@ class SegmentEncoding:
         Args:
             chains: the segment's chains, as given (normalised here as documented).
             sample, where: how errors name the segment (`"sample 12 (ligand): ..."`).
-            truncation, unknown_residues, long_sequences, max_length: as in `__call__` (default: the processor's
-                settings).
+            truncation, unknown_residues, long_sequences, max_length, prompt_name: as in `__call__` (default: the
+                processor's settings).
             stats: a dict that collects truncation and X-mapping counts over several calls (see `warn_about`).
 
         Returns:
             `{"input_ids": [ids per backbone], "token_unit_index": [per backbone], "num_units": int}`.
         """
-        options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length)
+        options = self._encoding_options(truncation, unknown_residues, long_sequences, max_length, prompt_name)
         return self._encode_chains(chains, sample, where, {} if stats is None else stats, options)
 
-    def _encoding_options(self, truncation, unknown_residues, long_sequences, max_length) -> "EncodingOptions":
+    def _encoding_options(
+        self, truncation, unknown_residues, long_sequences, max_length, prompt_name=None
+    ) -> "EncodingOptions":
         """The call's options, the processor's settings where the call gives none; invalid values raise."""
+        prompt_name = self.prompt_name if prompt_name is None else prompt_name
+        if prompt_name is not None and not any(prompt_name in backbone.prompts for backbone in self.backbones):
+            known = sorted({name for backbone in self.backbones for name in backbone.prompts})
+            raise ValueError(
+                f"unknown prompt_name {prompt_name!r}: no backbone has a prompt of that name (prompts: "
+                f"{', '.join(known) or 'none'}); give the processor prompts=[{{{prompt_name!r}: '...'}}, ...] (one "
+                "dict per backbone, None for a backbone without prompts), or pick one of the names above"
+            )
         check_options(truncation=truncation, unknown_residues=unknown_residues, long_sequences=long_sequences)
         if max_length is not None and (
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
@@ -133,6 +154,7 @@ class SegmentEncoding:
             unknown_residues=unknown_residues or self.unknown_residues,
             long_sequences=long_sequences or self.long_sequences,
             max_length=max_length,
+            prompt_name=prompt_name,
         )
 
     def _encode_chains(self, chains, sample: int, where: str, stats: dict, options: "EncodingOptions") -> dict:

@@ -29,9 +29,11 @@ def with_special_units(
     segments, backbones, tokens = token_unit_index.shape
     lengths = unit_mask.sum(dim=1).long()  # (segments,)
     real = attention_mask.bool()
-    special = real & (token_unit_index < 0)
+    special = real & (token_unit_index == -1)  # a prompt's tokens (-2) never become units
     # the place of a special token: how many units precede it (0: before the first, `length`: after the last)
-    place = torch.cummax(token_unit_index, dim=-1).values + 1  # -1 before any unit gives 0
+    place = (torch.cummax(token_unit_index, dim=-1).values + 1).clamp(
+        min=0
+    )  # -1 (or a prompt's -2) before any unit: 0
     place = torch.minimum(place, lengths.view(segments, 1, 1))
     places = unit_mask.shape[1] + 1
     occupied = torch.zeros(segments, places, dtype=torch.long, device=token_unit_index.device)

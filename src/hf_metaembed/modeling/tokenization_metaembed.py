@@ -13,6 +13,9 @@ STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 # accepted amino-acid letters beyond the 20: unknown (X), selenocysteine (U), pyrrolysine (O), ambiguous B and Z
 EXTRA_RESIDUES = "XUOBZ"
 PROTEIN_LETTERS = frozenset(STANDARD_RESIDUES + EXTRA_RESIDUES)
+# `token_unit_index` of a prompt's tokens: like special tokens (-1) they belong to no unit, and reading also leaves
+# them out of every sequence pooling (special tokens are pooled where `pool_special_tokens` or a decoder says so)
+PROMPT_TOKEN = -2
 # a tokenizer "limit" at least this large means unlimited (transformers' VERY_LARGE_INTEGER placeholder)
 _UNBOUNDED = 10**8
 
@@ -28,7 +31,13 @@ def special_token_frame(tokenizer, probe: str) -> tuple[list[int], list[int]]:
 
 
 class BackboneTokenization:
-    """How one backbone turns a segment (a list of chains) into token ids and a token -> unit map."""
+    """How one backbone turns a segment (a list of chains) into token ids and a token -> unit map.
+
+    `prompts`: this backbone's instruction prompts by name (`{"query": "Instruct: ...\\nQuery: "}`), as a
+    sentence-transformers model keeps them; `encode(..., prompt_name=...)` puts that prompt's tokens after the
+    backbone's leading special tokens, with unit index `PROMPT_TOKEN`. A family that reads an EOS state
+    (`BackboneFamily.append_eos`, decoders) gets the tokenizer's EOS token appended when its frame lacks one.
+    """
 
     def __init__(
         self,
@@ -37,12 +46,21 @@ class BackboneTokenization:
         max_length: int | None,
         name: str,
         family: BackboneFamily = GENERIC_FAMILY,
+        prompts: dict[str, str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.unit_type = unit_type
         self.max_length = max_length
         self.name = name
         self.prefix, self.suffix = special_token_frame(tokenizer, "A" if unit_type == "residue" else "a")
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if family.append_eos and eos is not None and self.suffix[-1:] != [eos]:
+            self.suffix = [*self.suffix, eos]
+        self.prompts = dict(prompts or {})
+        self.prompt_ids = {
+            prompt_name: list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+            for prompt_name, text in self.prompts.items()
+        }
         self.separator = family.separator_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if unit_type == "residue":
@@ -61,12 +79,14 @@ class BackboneTokenization:
         ids = self.tokenizer(letter, add_special_tokens=False)["input_ids"]
         return ids if ids and unk not in ids else None
 
-    def encode(self, chains: Sequence) -> tuple[list[int], list[int]]:
-        """Token ids and the unit of each token (-1 for special tokens) for one segment of chains.
+    def encode(self, chains: Sequence, prompt_name: str | None = None) -> tuple[list[int], list[int]]:
+        """Token ids and the unit of each token (-1 for special tokens, `PROMPT_TOKEN` for the prompt's) for one
+        segment of chains, after the prompt `prompt_name` when this backbone has one of that name.
 
         `chains` holds residue strings (protein) or word lists (text); units are numbered across chains.
         """
-        ids, units = list(self.prefix), [-1] * len(self.prefix)
+        prompt = self.prompt_ids.get(prompt_name, []) if prompt_name is not None else []
+        ids, units = [*self.prefix, *prompt], [-1] * len(self.prefix) + [PROMPT_TOKEN] * len(prompt)
         offset = 0
         for position, chain in enumerate(chains):
             if position:
