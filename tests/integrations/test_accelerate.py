@@ -1,10 +1,12 @@
 """Accelerate placement: every backbone lands whole on one device, different backbones may go to different devices,
 and a model loaded with a `device_map` (explicit or `"auto"` with `max_memory`) runs and gives the same outputs."""
 
+import os
+
 import pytest
 import torch
-from accelerate import infer_auto_device_map, init_empty_weights
-from accelerate.utils import compute_module_sizes
+from accelerate import infer_auto_device_map, init_empty_weights, load_checkpoint_and_dispatch
+from accelerate.utils import compute_module_sizes, find_tied_parameters
 from transformers import EsmConfig, T5Config
 from transformers.integrations.accelerate import compute_module_sizes as transformers_module_sizes
 
@@ -127,7 +129,7 @@ def test_forward_with_explicit_cpu_device_map(saved):
     device_map = {
         "metaembed.backbone_0": "cpu",
         "metaembed.backbone_1": "cpu",
-        "metaembed.layer_mixes": "cpu",
+        "metaembed.reader": "cpu",
         "metaembed.fusion": "cpu",
         "metaembed.pairing": "cpu",
         "classifier": "cpu",
@@ -145,7 +147,7 @@ def test_forward_with_a_backbone_offloaded_to_disk(saved, tmp_path):
     device_map = {
         "metaembed.backbone_0": "cpu",
         "metaembed.backbone_1": "disk",
-        "metaembed.layer_mixes": "cpu",
+        "metaembed.reader": "cpu",
         "metaembed.fusion": "cpu",
         "metaembed.pairing": "cpu",
         "classifier": "cpu",
@@ -177,3 +179,72 @@ def test_auto_device_map_with_max_memory(saved, tmp_path):
     with torch.no_grad():
         output = model(**batch)
     torch.testing.assert_close(output.logits, reference.logits)
+
+
+# ------------------------------------------------------- accelerate's big-model recipe, as the README shows it
+
+
+@pytest.fixture(scope="module")
+def saved_base(tiny_esm, tiny_prott5, tmp_path_factory):
+    """A saved headless ESM-2 + T5 model (T5's embed_tokens tied to its shared embedding, stored once), its inputs
+    and its reference outputs."""
+    folder = tmp_path_factory.mktemp("dispatched")
+    torch.manual_seed(0)
+    model = MetaEmbedModel.from_backbones([tiny_esm, tiny_prott5]).eval()
+    model.save_pretrained(folder)
+    batch = MetaEmbedProcessor.from_backbones([tiny_esm, tiny_prott5])(["MKTAYIAKQR", "GSHMLV"])
+    with torch.no_grad():
+        reference = model(**batch)
+    return str(folder), batch, reference
+
+
+def test_a_model_built_empty_has_its_backbones_weights_tied(saved_base):
+    folder, _, _ = saved_base
+    with init_empty_weights():
+        model = MetaEmbedModel(MetaEmbedConfig.from_pretrained(folder))
+    t5 = model.backbone_1
+    assert t5.encoder.embed_tokens.weight is t5.shared.weight
+    assert find_tied_parameters(model) == [["backbone_1.encoder.embed_tokens.weight", "backbone_1.shared.weight"]]
+
+
+def test_load_checkpoint_and_dispatch_recipe(saved_base):
+    folder, batch, reference = saved_base
+    # the README's recipe, verbatim
+    config = MetaEmbedConfig.from_pretrained(folder)
+    with init_empty_weights():
+        model = MetaEmbedModel(config)
+    model = load_checkpoint_and_dispatch(
+        model, folder, device_map="auto", no_split_module_classes=model._no_split_modules
+    )
+    assert not [name for name, param in model.named_parameters() if param.device.type == "meta"]
+    with torch.no_grad():
+        output = model(**batch)
+    torch.testing.assert_close(output.pooler_output, reference.pooler_output)
+    torch.testing.assert_close(output.fusion_weights, reference.fusion_weights)
+
+
+def test_load_checkpoint_and_dispatch_recipe_offloading_to_disk(saved_base, tmp_path):
+    folder, batch, reference = saved_base
+    config = MetaEmbedConfig.from_pretrained(folder)
+    with init_empty_weights():
+        sizes, _ = transformers_module_sizes(MetaEmbedModel(config))
+    esm, t5 = sizes["backbone_0"], sizes["backbone_1"]
+    # room for one backbone plus an execution buffer as large as the largest backbone: the other goes to disk, whole
+    budget = esm + t5 + 256
+    # the README's recipe with offloading, verbatim but for the tiny memory budget
+    with init_empty_weights():
+        model = MetaEmbedModel(config)
+    model = load_checkpoint_and_dispatch(
+        model,
+        folder,
+        device_map="auto",
+        no_split_module_classes=model._no_split_modules,
+        max_memory={"cpu": budget},
+        offload_folder=str(tmp_path / "offload"),
+    )
+    placed = _backbone_devices(model.hf_device_map, "", 2)
+    assert sorted(placed) == ["cpu", "disk"], model.hf_device_map
+    assert os.listdir(tmp_path / "offload")  # the offloaded backbone's weights were written there
+    with torch.no_grad():
+        output = model(**batch)
+    torch.testing.assert_close(output.pooler_output, reference.pooler_output)

@@ -97,7 +97,7 @@ def test_modules_to_save_lists_every_trained_block(folders):
         [folders["esm"], folders["prott5"]], layers=["mix", "last"], pooling="attention", num_labels=3
     )
     names = lora_modules_to_save(model)
-    assert "metaembed.layer_mixes.0" in names and "metaembed.fusion" in names and "classifier" in names
+    assert "metaembed.reader.layer_mixes.0" in names and "metaembed.fusion" in names and "classifier" in names
     assert "metaembed.pairing" in names  # attention pooling has weights
     assert not any("backbone" in name for name in names)
     # every parameter outside the backbones is covered by one of the names

@@ -51,13 +51,29 @@ def custom_pipelines(model_class_name: str) -> dict[str, dict]:
     return tasks
 
 
-def copy_entry_files(folder: str | os.PathLike) -> None:
-    """Copy `ENTRY_FILES` and the bundle files they import into `folder` (beside the model's own code files)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+def copy_entry_files(folder: str | os.PathLike, origin: str | os.PathLike | None = None) -> list[str]:
+    """Copy `ENTRY_FILES` and the bundle files they import into `folder` (beside the model's own code files).
+
+    Each is taken from beside this file or, where this code was itself loaded as remote code (transformers then
+    copies only the files the model imports), from `origin`, the folder the model was loaded from. Returns the entry
+    files found in neither (the caller warns: that folder's pipelines or sentence-transformers module would fail).
+    """
+    places = [os.path.dirname(os.path.abspath(__file__))]
+    if origin is not None and os.path.isdir(origin):
+        places.append(os.path.abspath(origin))
+    missing = []
     for name in ENTRY_FILES:
-        source = os.path.join(here, name)
+        source = next(
+            (os.path.join(place, name) for place in places if os.path.isfile(os.path.join(place, name))), None
+        )
+        if source is None:
+            missing.append(name)
+            continue
         for path in (source, *get_relative_import_files(source)):
-            shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+            target = os.path.join(folder, os.path.basename(path))
+            if not os.path.exists(target):
+                shutil.copyfile(path, target)
+    return missing
 
 
 def write_sentence_transformers_files(folder: str | os.PathLike) -> None:

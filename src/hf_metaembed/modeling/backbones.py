@@ -18,6 +18,10 @@ from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 
 from .backbone_families import backbone_family
 from .reading import SENTENCE_POOLING_MODES
+from .reading import ScalarMix as _ScalarMix
+from .reading import align_to_units as _align_to_units
+from .reading import pool_sentence as _pool_sentence
+from .reading import select_layer as _select_layer
 from .safe_files import find_file
 
 
@@ -184,10 +188,6 @@ def _pooling_mode(config: dict | None) -> str | None:
     return mode if mode in SENTENCE_POOLING_MODES else None
 
 
-def sentence_pooling(name: str | None, revision: str | None = None) -> dict | None:
-    """A backbone record's `sentence_pooling` (`{"mode", "normalize"}`) for a sentence-transformers backbone whose
-    pooling this library reproduces, else None."""
-    settings = sentence_transformers_settings(name, revision)
 def sentence_transformers_prompts(name: str | None, revision: str | None = None) -> tuple[dict | None, str | None]:
     """A sentence-transformers backbone's own instruction prompts and default prompt name
     (`config_sentence_transformers.json`: `prompts`, `default_prompt_name`); `(None, None)` when it has none."""
@@ -199,6 +199,10 @@ def sentence_transformers_prompts(name: str | None, revision: str | None = None)
     return dict(settings["prompts"]), settings.get("default_prompt_name")
 
 
+def sentence_pooling(name: str | None, revision: str | None = None) -> dict | None:
+    """A backbone record's `sentence_pooling` (`{"mode", "normalize"}`) for a sentence-transformers backbone whose
+    pooling this library reproduces, else None."""
+    settings = sentence_transformers_settings(name, revision)
     if settings is None or settings["pooling"] is None:
         return None
     return {"mode": settings["pooling"], "normalize": settings["normalize"]}
@@ -227,18 +231,21 @@ def infer_unit_type(tokenizer=None, config: PreTrainedConfig | None = None) -> s
 
 
 # names that moved to the reading stage in release 0.2, importable from here for one release
-_MOVED_TO_READING = ("ScalarMix", "align_to_units", "pool_sentence", "select_layer")
+_MOVED_TO_READING = {
+    "ScalarMix": _ScalarMix,
+    "align_to_units": _align_to_units,
+    "pool_sentence": _pool_sentence,
+    "select_layer": _select_layer,
+}
 
 
 def __getattr__(name: str):
     if name in _MOVED_TO_READING:
-        from . import reading
-
         warnings.warn(
             f"hf_metaembed.modeling.backbones.{name} moved in hf_metaembed 0.2: import it from "
             "hf_metaembed.modeling.reading",
             DeprecationWarning,
             stacklevel=2,
         )
-        return getattr(reading, name)
+        return _MOVED_TO_READING[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,8 +20,18 @@ from .losses import regression_loss
 from .outputs_metaembed import MetaEmbedModelOutput, MetaEmbedSequenceClassifierOutput, MetaEmbedTokenClassifierOutput
 from .pairing import build_pairing
 from .pretrained_metaembed import MetaEmbedPreTrainedModel
-from .reading import BackboneReader
+from .reading import BackboneReader, Backbones
 from .unit_encoders import build_unit_encoder
+
+
+def compact_embedding(pooled: torch.Tensor, truncate_dim: int | None, normalize: bool) -> torch.Tensor:
+    """`(samples, dim)` pooled vectors cut to their first `truncate_dim` coordinates (all when None), then
+    L2-normalised when `normalize` (so a truncated embedding of a normalising model is re-normalised)."""
+    if truncate_dim is not None:
+        if not 1 <= truncate_dim <= pooled.shape[-1]:
+            raise ValueError(f"truncate_dim must be from 1 to the pooled width {pooled.shape[-1]}, got {truncate_dim}")
+        pooled = pooled[..., :truncate_dim]
+    return nn.functional.normalize(pooled, dim=-1) if normalize else pooled
 
 
 class MetaEmbedModel(MetaEmbedPreTrainedModel):
@@ -48,8 +58,20 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         # device_map places every backbone whole on one device (post_init adds the backbones' own no-split blocks)
         self._no_split_modules = sorted({type(backbone).__name__ for backbone in backbones})
         self.post_init()
+        self._tie_backbone_weights()
         if config.freeze_backbones:
             self._freeze(True)
+
+    def _tie_backbone_weights(self) -> None:
+        """Tie each backbone's shared weights at construction (T5's `encoder.embed_tokens` is its `shared`), which a
+        checkpoint stores once, so a model built under accelerate's `init_empty_weights` loads with
+        `load_checkpoint_and_dispatch` as it is. The parameter is placed in the module's `_parameters` directly:
+        `init_empty_weights` re-wraps every parameter registered through `setattr`, which would untie it again."""
+        for target, source in self.all_tied_weights_keys.items():
+            parent_name, _, name = target.rpartition(".")
+            parent = self.get_submodule(parent_name)
+            if name in parent._parameters:
+                parent._parameters[name] = self.get_parameter(source)
 
     @property
     def backbones(self) -> list[PreTrainedModel]:
@@ -87,6 +109,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         segment_side_index: torch.LongTensor | None = None,
         backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
         output_backbone_states: bool = False,
+        truncate_dim: int | None = None,
         return_dict: bool | None = None,
         inputs_embeds: None = None,
         output_attentions: bool | None = None,
@@ -105,6 +128,8 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
                 arrays or nested lists, checked per backbone (count, shape, width) and cast to the dtype and device
                 the fusion computes in (docs/RELIABILITY.md).
             output_backbone_states: also return the states as read (before a layer mix: what the cache stores).
+            truncate_dim: keep the first this many coordinates of `pooler_output` (default: `config.truncate_dim`);
+                re-normalised when `config.normalize_embeddings`.
             return_dict: `False` returns a tuple, as every `transformers` model does.
             inputs_embeds, output_attentions, output_hidden_states: accepted because PEFT's task wrappers and
                 pipelines pass them (as None); a MetaEmbed model has no single embedding matrix, attention map or
@@ -121,13 +146,14 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         if unit_mask is None:
             raise ValueError("`unit_mask` is required: pass the full output of MetaEmbedProcessor")
         if input_ids is not None:
-            reading = self.reader(self.backbones, input_ids, attention_mask, token_unit_index, unit_mask)
+            reading = self.reader(Backbones(self.backbones), input_ids, attention_mask, token_unit_index, unit_mask)
         else:
             device, dtype = self._stage_device_and_dtype()
             reading = self.reader.from_states(backbone_states, unit_mask, device, dtype)
         fused, fusion_weights = self.fusion(reading.states, reading.unit_mask)  # (segments, units, dim), (.., n)
         unit_states = self.unit_encoder(fused, reading.unit_mask, segment_sample_index, segment_side_index)
         pooled = self.pairing(unit_states, reading.unit_mask, segment_sample_index, segment_side_index)
+        pooled = compact_embedding(pooled, truncate_dim or self.config.truncate_dim, self.config.normalize_embeddings)
         if reading.per_sequence:
             fusion_weights = fusion_weights.squeeze(1)  # (segments, backbones): one vector per segment
         outputs = MetaEmbedModelOutput(
@@ -251,13 +277,15 @@ class MetaEmbedForSequenceClassification(MetaEmbedWithHead):
         segment_side_index: torch.LongTensor | None = None,
         backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
         labels: torch.Tensor | None = None,
+        truncate_dim: int | None = None,
         return_dict: bool | None = None,
         inputs_embeds: None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
     ) -> MetaEmbedSequenceClassifierOutput | tuple:
         """Inputs as `MetaEmbedModel.forward`; `labels` (a tensor, numpy array or list): `(samples,)` class ids or
-        numbers, or `(samples, num_labels)` rows; checked against `problem_type` (`sequence_loss`)."""
+        numbers, or `(samples, num_labels)` rows; checked against `problem_type` (`sequence_loss`). With a
+        `truncate_dim` (here or in the config) the head reads the truncated vector zero-padded to its width."""
         outputs = self._base_outputs(
             return_dict,
             inputs_embeds,
@@ -270,8 +298,10 @@ class MetaEmbedForSequenceClassification(MetaEmbedWithHead):
             segment_sample_index=segment_sample_index,
             segment_side_index=segment_side_index,
             backbone_states=backbone_states,
+            truncate_dim=truncate_dim,
         )
-        logits = self.classifier(outputs.pooler_output)
+        pooled = outputs.pooler_output
+        logits = self.classifier(nn.functional.pad(pooled, (0, self.metaembed.pairing.output_dim - pooled.shape[-1])))
         loss = None
         if labels is not None:
             loss, self.problem_type = sequence_loss(self.config, self.problem_type, logits, labels)

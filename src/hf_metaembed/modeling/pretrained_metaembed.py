@@ -342,7 +342,13 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
                 self.config.auto_map = auto_map()
                 self.config.save_pretrained(staging)
-                copy_entry_files(staging)
+                missing = copy_entry_files(staging, origin=self.name_or_path or None)
+                if missing:
+                    logger.warning(
+                        f"{', '.join(missing)} not found beside this model's code or in {self.name_or_path!r}: the "
+                        "saved folder's pipelines and sentence-transformers loading need them; save from a model "
+                        "loaded with hf_metaembed installed, or from its original folder"
+                    )
                 write_sentence_transformers_files(staging)
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))

@@ -43,6 +43,24 @@ SENTENCE_POOLERS = {
 SENTENCE_POOLING_MODES = tuple(SENTENCE_POOLERS)
 
 
+class Backbones:
+    """The model's backbones handed to the reader as a plain sequence: device-placement hooks (Accelerate's, which move
+    a module's inputs to its device) pass it through untouched, where they would try to move a list of modules, and
+    a backbone offloaded to disk with them."""
+
+    def __init__(self, backbones) -> None:
+        self._backbones = list(backbones)
+
+    def __iter__(self):
+        return iter(self._backbones)
+
+    def __len__(self) -> int:
+        return len(self._backbones)
+
+    def __getitem__(self, index: int) -> PreTrainedModel:
+        return self._backbones[index]
+
+
 class ScalarMix(nn.Module):
     """Learned softmax-weighted sum of a backbone's layers, times a learned scale (ELMo's scalar mix)."""
 
@@ -161,6 +179,9 @@ class BackboneReader(nn.Module):
     def __init__(self, config, num_layers: list[int]) -> None:
         super().__init__()
         self.config = config
+        # per backbone: a decoder read as an encoder (its family record's `causal`): each token sees only its left
+        # context, so at level="unit" a unit's state knows the units before it and none after
+        self.causal = [backbone_family(record["config"].get("model_type")).causal for record in config.backbones]
         self.layer_mixes = nn.ModuleDict(
             {str(i): ScalarMix(num_layers[i]) for i, layer in enumerate(config.backbone_layers) if layer == "mix"}
         )
@@ -179,9 +200,6 @@ class BackboneReader(nn.Module):
         return self.config.level == "sequence"
 
     @property
-        # per backbone: a decoder read as an encoder (its family record's `causal`): each token sees only its left
-        # context, so at level="unit" a unit's state knows the units before it and none after
-        self.causal = [backbone_family(record["config"].get("model_type")).causal for record in config.backbones]
     def special_units(self) -> bool:
         """Special tokens become units of their own (`pool_special_tokens` at unit level, special_units.py)."""
         return self.config.pool_special_tokens and not self.per_sequence
@@ -190,14 +208,14 @@ class BackboneReader(nn.Module):
 
     def forward(
         self,
-        backbones: list[PreTrainedModel],
+        backbones: Backbones,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_unit_index: torch.Tensor,
         unit_mask: torch.Tensor,
     ) -> BackboneReading:
         """Read a processor batch: `(segments, backbones, tokens)` ids, mask and token-to-unit index, `unit_mask
-        (segments, units)`."""
+        (segments, units)`; `backbones` is the model's backbones as a `Backbones` sequence."""
         self.check_token_inputs(input_ids, attention_mask, token_unit_index)
         if self.special_units:
             token_unit_index, unit_mask = with_special_units(token_unit_index, attention_mask, unit_mask)
@@ -270,8 +288,12 @@ class BackboneReader(nn.Module):
         window = backbone_window(config, index)
         name = config.backbone_names[index]
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
+        causal = self.causal[index]
 
         def run(run_ids, run_mask):
+            extra = {}
+            if causal:  # positions counted over real tokens, so a left-padded row reads as an unpadded one
+                extra["position_ids"] = (run_mask.long().cumsum(dim=1) - 1).clamp(min=0)
             outputs = backbone(
                 input_ids=run_ids,
                 attention_mask=run_mask,
@@ -292,12 +314,8 @@ class BackboneReader(nn.Module):
                 unit_index,
                 *window,
                 combine=config.window_combine,
-        causal = self.causal[index]
                 pad_token_id=backbone.config.pad_token_id or 0,
                 token_limit=position_limit(backbone),
-            extra = {}
-            if causal:  # positions counted over real tokens, so a left-padded row reads as an unpadded one
-                extra["position_ids"] = (run_mask.long().cumsum(dim=1) - 1).clamp(min=0)
                 backbone_label=f"backbone {index} ({name})",
             )
 
@@ -305,6 +323,7 @@ class BackboneReader(nn.Module):
         """One vector per segment `(segments, 1, d_i)` from backbone `index`'s token states."""
         token_states = self.mix(index, token_states)
         pooler = self.token_poolers[index]
+        keep = mask.bool() & (unit_index != PROMPT_TOKEN)  # a prompt's tokens are never pooled
         if isinstance(pooler, SentencePooler):  # a sentence-transformers backbone: its own pooling of all tokens
             return pooler(token_states, keep).unsqueeze(1)
         # a decoder pools its special tokens too: its EOS state is the one that has read the whole segment
@@ -323,7 +342,6 @@ class BackboneReader(nn.Module):
     def finish(self, backbone_states, unit_mask: torch.Tensor) -> BackboneReading:
         """The end of reading, for states read here or from a feature cache: the layer mix applied, and per sequence
         every segment one unit (mask `(segments, 1)` ones), so no later stage asks how the states were read."""
-        keep = mask.bool() & (unit_index != PROMPT_TOKEN)  # a prompt's tokens are never pooled
         states = [self.mix(index, backbone) for index, backbone in enumerate(backbone_states)]
         if self.per_sequence:
             unit_mask = unit_mask.new_ones(unit_mask.shape[0], 1)
@@ -402,6 +420,7 @@ class BackboneReader(nn.Module):
 
 __all__ = [
     "BackboneReader",
+    "Backbones",
     "LEVELS",
     "READING_VERSION",
     "SENTENCE_POOLING_MODES",
