@@ -155,6 +155,14 @@ class MetaEmbedConfig(PreTrainedConfig):
         window_combine (`str`, defaults to `"center"`): state of a unit seen by several windows: `"center"` from the
             window where it is farthest from a cut edge, `"mean"` over those windows, or `"first"` window's.
 
+    Embeddings:
+        truncate_dim (`int`, *optional*): keep the first this many coordinates of the pooled vector (a model trained
+            with `hf_metaembed.compact.MatryoshkaLoss` keeps most of its quality); also per call, `forward(...,
+            truncate_dim=64)`, and at loading, `from_pretrained(folder, truncate_dim=64)`. A head reads the truncated
+            vector zero-padded back to its width (the tied-weight Matryoshka form).
+        normalize_embeddings (`bool`, defaults to `False`): L2-normalise the pooled vector (after truncation, so a
+            truncated embedding is re-normalised).
+
     Head:
         head (`str`, defaults to `"linear"`): one of `list_heads()`: linear, mlp (`"convbert"`, release 0.1's name,
             means `head="linear", unit_encoder="convbert"`).
@@ -188,6 +196,8 @@ class MetaEmbedConfig(PreTrainedConfig):
     window_combine: str = "center"
     head: str = "linear"
     loss: str = "mse"
+    truncate_dim: int | None = None
+    normalize_embeddings: bool = False
     initializer_range: float = 0.02
     metaembed_config_format: int = CONFIG_FORMAT
 
@@ -252,6 +262,10 @@ class MetaEmbedConfig(PreTrainedConfig):
                     "with from_backbones"
                 )
         _check_choice(self.level, LEVELS, "level")
+        if self.truncate_dim is not None and (
+            not isinstance(self.truncate_dim, int) or isinstance(self.truncate_dim, bool) or self.truncate_dim < 1
+        ):
+            raise ValueError(f"truncate_dim must be a positive integer or None, got {self.truncate_dim!r}")
         _check_choice(self.subword_pooling, SUBWORD_POOLINGS, "subword_pooling")
         blocks = self.blocks()
         for index, unit_type in enumerate(self.backbone_unit_types):
