@@ -21,6 +21,7 @@ from .fusion import FUSIONS
 from .heads import HEADS
 from .losses import LOSSES
 from .pairing import PAIRINGS
+from .pairing_perceiver import PerceiverPairing  # noqa: F401  (registers architecture "perceiver")
 from .pooling import POOLERS
 from .registry import block_config_fields
 from .registry import check_choice as _check_choice

@@ -7,6 +7,7 @@ Model code (copied next to a saved model for `trust_remote_code`): imports the s
 from typing import NamedTuple
 
 from .pairing import PAIRINGS
+from .pairing_perceiver import PerceiverPairing  # noqa: F401  (registers architecture "perceiver")
 
 # "window": inputs longer than a backbone accepts pass through, for a model with a window policy to read in windows
 LONG_SEQUENCE_POLICIES = ("error", "window")
