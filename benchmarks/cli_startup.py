@@ -6,8 +6,9 @@ Every figure is a fresh process, timed from outside (wall seconds), run `--repea
 - *Start-up*: `hf-metaembed --help`, `hf-metaembed --version`, `hf-metaembed embed --help`, an argument error
   (`embed` of a missing file); each child also reports whether it imported torch or transformers.
 - *Import*: `import hf_metaembed`, `from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor` (the first use of a
-  public name imports the model code and registers the Auto classes) and the baseline
-  `import torch; from transformers import AutoModel`.
+  public name imports the model code and registers the Auto classes) and the baselines
+  `import torch; from transformers import AutoModel` and `... AutoModel, BertModel` (a model class: what any
+  transformers model costs to import).
 - *Embed, whole process*: `hf-metaembed embed proteins.fasta --model M -o out.npy` (the console script: start,
   imports, input check, model loading, embedding, the `.npy`) against a whole-process script of fair-esm's sorted
   4,096-token loop over the raw backbone (`embed_throughput.raw_loop`, run standalone: it imports only torch,
@@ -103,6 +104,12 @@ def startup(repeats: int, env: dict) -> dict:
             sys.executable,
             "-c",
             IMPORT_PROBE.format(statement="import torch; from transformers import AutoModel"),
+        ],
+        # the fair baseline of a public name: any transformers model class imports its modeling machinery
+        "import torch; from transformers import AutoModel, BertModel": [
+            sys.executable,
+            "-c",
+            IMPORT_PROBE.format(statement="import torch; from transformers import AutoModel, BertModel"),
         ],
     }
     return _alternated(sides, repeats, env)
