@@ -238,22 +238,47 @@ def bad_rows(tmp_path, text, name="vectors.vec"):
             "3 3\nthe 1 2 3\nmovie 1 2\ngood 1 2 3\n",
             "vectors.vec",
             "auto",
-            r"vectors.vec line 3: expected 3 numbers after the word 'movie', found 2; every row must have the "
-            r"dimension given in the header",
+            r"vectors.vec line 3 \(record 2\): expected 3 numbers after the word 'movie', found 2; every row must "
+            r"have the dimension given in the header",
         ),
-        ("3 3\nthe 1 2 3\nmovie 1 2 3 4\ngood 1 2 3\n", "vectors.vec", "auto", r"line 3: expected 3 numbers.*found 4"),
-        ("3 3\nthe 1 2 3\nmovie 1 x 3\ngood 1 2 3\n", "vectors.vec", "auto", r"line 3: value 'x' \(number 2 after"),
-        ("2 3\nthe 1 2 3\nmovie 1 nan 3\n", "vectors.vec", "auto", r"line 3: value nan \(number 2 .*not finite"),
+        (
+            "3 3\nthe 1 2 3\nmovie 1 2 3 4\ngood 1 2 3\n",
+            "vectors.vec",
+            "auto",
+            r"line 3 \(record 2\): expected 3 numbers.*found 4",
+        ),
+        (
+            "3 3\nthe 1 2 3\nmovie 1 x 3\ngood 1 2 3\n",
+            "vectors.vec",
+            "auto",
+            r"line 3 \(record 2\): value 'x' \(number 2 after",
+        ),
+        (
+            "2 3\nthe 1 2 3\nmovie 1 nan 3\n",
+            "vectors.vec",
+            "auto",
+            r"line 3 \(record 2\): value nan \(number 2 .*not finite",
+        ),
         (
             "2 3\nthe 1 2 3\nmovie 1 2 1e39\n",
             "vectors.vec",
             "auto",
-            r"line 3: value 1e39 \(number 3 .*beyond the float32 range",
+            r"line 3 \(record 2\): value 1e39 \(number 3 .*beyond the float32 range",
         ),
         ("5 3\nthe 1 2 3\nmovie 1 2 3\n", "vectors.vec", "auto", r"header \(line 1\) says 5 words but .* 2 rows"),
-        ("1 3\nthe 1 2 3\nmovie 1 2 3\n", "vectors.vec", "auto", r"vectors.vec line 3: the header says 1 words"),
-        ("the 1 2 3\nmovie 1 2\n", "glove.txt", "auto", r"glove.txt line 2: expected 3 numbers .*first row \(3\)"),
-        ("2 3\nthe 1 2 3\nmovie 1 2 3\n", "glove.txt", "glove", r"line 1: looks like a word2vec header"),
+        (
+            "1 3\nthe 1 2 3\nmovie 1 2 3\n",
+            "vectors.vec",
+            "auto",
+            r"vectors.vec line 3 \(record 2\): the header says 1 words",
+        ),
+        (
+            "the 1 2 3\nmovie 1 2\n",
+            "glove.txt",
+            "auto",
+            r"glove.txt line 2 \(record 2\): expected 3 numbers .*first row \(3\)",
+        ),
+        ("2 3\nthe 1 2 3\nmovie 1 2 3\n", "glove.txt", "glove", r"line 1 \(record 1\): looks like a word2vec header"),
         ("the 1 2 3\n", "vectors.txt", "word2vec-text", r"line 1: expected a header 'count dim'"),
         ("", "glove.txt", "auto", r"glove.txt: no vectors found"),
     ],
@@ -296,7 +321,9 @@ def test_gensim_fasttext_file_matches_gensim(tmp_path):
 
     path = datapath("pang_lee_polarity_fasttext.vec")
     # The file holds a cp1252 byte (line 150 is the word b'\x97'), which both readers must be told to replace.
-    with pytest.raises(ValueError, match=r"line 150: bytes b'\\x97' are not UTF-8.*unicode_errors='replace'"):
+    with pytest.raises(
+        ValueError, match=r"line 150 \(record 149\): bytes b'\\x97' are not UTF-8.*unicode_errors='replace'"
+    ):
         load_static_vectors(path)
     expected = KeyedVectors.load_word2vec_format(path, binary=False, unicode_errors="replace")
     words, vectors = load_static_vectors(path, unicode_errors="replace")

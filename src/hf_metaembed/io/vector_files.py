@@ -179,9 +179,11 @@ def _is_float(value: str) -> bool:
 def _text_rows(
     file: BinaryIO, name: str, first_line_no: int, unicode_errors: str
 ) -> Iterator[tuple[str, str, list[str]]]:
-    """(where, word, number fields) for every non-blank line, decoded as UTF-8."""
+    """(where, word, number fields) for every non-blank line, decoded as UTF-8; `where` names the line and the
+    record (the word's row, counted from 1; a header is not a record)."""
+    record = 0
     for line_no, raw in enumerate(file, start=first_line_no):
-        where = f"{name} line {line_no}"
+        where = f"{name} line {line_no} (record {record + 1})"
         try:
             line = raw.decode("utf-8", unicode_errors)
         except UnicodeDecodeError as error:
@@ -194,6 +196,7 @@ def _text_rows(
             fields[0] = fields[0].lstrip("\ufeff")
         if fields == [""]:
             continue
+        record += 1
         yield where, fields[0], fields[1:]
 
 
