@@ -94,7 +94,7 @@ def _split_values(args, records) -> list:
     for record in records:
         value = rows[record.index].get(args.split_column) if record.index < len(rows) else None
         if value is None:
-            raise InputError(f"record {record.index} has no value in split column {args.split_column!r}")
+            raise InputError(f"{record.where()} has no value in split column {args.split_column!r}")
         values.append(value)
     return values
 
