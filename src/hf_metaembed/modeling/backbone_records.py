@@ -19,7 +19,15 @@ def backbone_config_from_dict(config_dict: dict) -> PreTrainedConfig:
     model_type = config_dict.pop("model_type", None)
     if model_type is None:
         raise ValueError("a stored backbone config has no `model_type`; re-create the model with `from_backbones`")
-    return backbone_family(model_type).config_from_dict(model_type, config_dict)
+    try:
+        return backbone_family(model_type).config_from_dict(model_type, config_dict)
+    except (KeyError, ValueError):
+        if "auto_map" not in config_dict:
+            raise
+        # a backbone with its own code: its config class comes with its code; its sizes are read off a plain config
+        config = PreTrainedConfig(**config_dict)
+        config.model_type = model_type
+        return config
 
 
 def backbone_hidden_size(config: PreTrainedConfig) -> int:
@@ -58,6 +66,10 @@ BACKBONE_RECORD_KEYS = (
     "config",
     "fingerprint",
     "sentence_pooling",
+    "trust_remote_code",
+    "code_revision",
+    "code_sha256",
+    "code_files",
 )
 # release 0.1's parallel lists (keyword arguments, stored config keys, attributes) and the record field each one holds
 LEGACY_BACKBONE_LISTS = {
@@ -92,6 +104,12 @@ def _backbone_record(entry: dict, index: int) -> dict:
         "config": config,
         "fingerprint": entry.get("fingerprint"),
         "sentence_pooling": entry.get("sentence_pooling"),
+        # a backbone with its own code (remote_code_backbones.py): trusted by the user, its pinned code revision,
+        # and the digest and names of its code files saved beside the model
+        "trust_remote_code": bool(entry.get("trust_remote_code", False)),
+        "code_revision": entry.get("code_revision"),
+        "code_sha256": entry.get("code_sha256"),
+        "code_files": entry.get("code_files"),
     }
 
 
@@ -115,6 +133,38 @@ def backbone_records(backbones: list | None, legacy: dict[str, list]) -> list[di
     return records
 
 
+# how a backbone that reads a list of layers combines them (`MetaEmbedConfig.layer_combine`)
+LAYER_COMBINES = ("mean", "concat")
+# layer choices that read several hidden states: a learned scalar mix, a learned per-unit layer attention
+MULTI_LAYER_CHOICES = ("mix", "attention")
+
+
+def check_layer(layer, index: int) -> None:
+    """Raise a `ValueError` naming backbone `index` unless `layer` is a valid layer choice: `"last"`, an int index,
+    `"mix"`, `"attention"`, or a non-empty list of distinct int indices."""
+    if layer in ("last", *MULTI_LAYER_CHOICES) or (isinstance(layer, int) and not isinstance(layer, bool)):
+        return
+    if isinstance(layer, list | tuple) and layer:
+        ints = all(isinstance(i, int) and not isinstance(i, bool) for i in layer)
+        if ints and len(set(layer)) == len(layer):
+            return
+    raise ValueError(
+        f"unknown layer {layer!r} for backbone {index}; choose 'last', an integer index, a list of distinct indices "
+        "(combined by layer_combine), 'mix' or 'attention'"
+    )
+
+
+def layers_read(layer) -> int | None:
+    """How many hidden states a list choice reads (None for the other choices)."""
+    return len(layer) if isinstance(layer, list | tuple) else None
+
+
+def read_size(layer, hidden_size: int, layer_combine: str) -> int:
+    """Width of a backbone's states after reading: its hidden size, times the layers a list concatenates."""
+    count = layers_read(layer)
+    return hidden_size * count if count and layer_combine == "concat" else hidden_size
+
+
 def record_field(key: str) -> property:
     """Release 0.1's list attribute for one field of the backbone records (`config.backbone_layers`): reading gives a
     new list, assigning a list of one value per backbone sets that field of every record."""
@@ -134,10 +184,15 @@ def record_field(key: str) -> property:
 
 __all__ = [
     "BACKBONE_RECORD_KEYS",
+    "LAYER_COMBINES",
     "LEGACY_BACKBONE_LISTS",
+    "MULTI_LAYER_CHOICES",
     "backbone_config_from_dict",
     "backbone_hidden_size",
     "backbone_num_layers",
+    "check_layer",
+    "layers_read",
+    "read_size",
     "backbone_records",
     "record_field",
     "storable",

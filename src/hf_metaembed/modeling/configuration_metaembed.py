@@ -9,11 +9,14 @@ from transformers import PreTrainedConfig
 
 from .backbone_families import UNIT_TYPES
 from .backbone_records import (
+    LAYER_COMBINES,
     LEGACY_BACKBONE_LISTS,
     backbone_config_from_dict,
     backbone_hidden_size,
     backbone_num_layers,
     backbone_records,
+    check_layer,
+    read_size,
     record_field,
 )
 from .fitted_fusion import FittedFusion  # noqa: F401  (registers the fitted fusions wherever a config loads)
@@ -74,9 +77,11 @@ class MetaEmbedConfig(PreTrainedConfig):
             - `revision` (`str`, *optional*): its revision on the Hub;
             - `unit_type` (`str`, defaults to `"word"`): `"residue"` (protein) or `"word"` (text); `from_backbones`
               takes it from the backbone's family record (`backbone_family`) or guesses it from the tokenizer;
-            - `layer` (`str | int`, defaults to `"last"`): the hidden layer that feeds fusion: `"last"`, an index into
-              the backbone's hidden states (0 = embeddings, negative counts from the end), or `"mix"`, a learned
-              softmax-weighted scalar mix of all layers;
+            - `layer` (`str | int | list[int]`, defaults to `"last"`): the hidden layer(s) that feed fusion: `"last"`,
+              an index into the backbone's hidden states (0 = embeddings, negative counts from the end), a list of
+              indices combined by `layer_combine`, `"mix"` (a learned softmax-weighted scalar mix of all layers,
+              each layer-normalised first with `layer_mix_norm`), or `"attention"` (each unit weighs all layers
+              with its own softmax scores, w . h_l + b);
             - `window_size` (`int`, *optional*): the window this backbone reads long segments in; it mirrors the
               top-level `window_size` (see Long sequences), which wins when both are given;
             - `config` (`dict`): the backbone's own config with its `model_type`, rebuilt by its family record
@@ -92,6 +97,10 @@ class MetaEmbedConfig(PreTrainedConfig):
             0.1's parallel lists, one field of the records each. Accepted as keyword arguments and in stored configs
             (a list given beside `backbones` overrides that field of every record), readable and assignable as
             attributes; a saved config stores `backbones` only.
+        layer_combine (`str`, defaults to `"mean"`): how a backbone reading a list of layers combines them: `"mean"`
+            or `"concat"` (that backbone's width becomes the hidden size times the layers).
+        layer_mix_norm (`bool`, defaults to `False`): `"mix"` layer-normalises each layer (per unit, no affine
+            weights; AllenNLP's `do_layer_norm` normalises over the whole batch instead) before mixing.
         freeze_backbones (`bool`, defaults to `True`): backbones get no gradients and stay in eval mode.
         backbone_weights_saved (`bool`, *optional*): in a saved config, whether that folder holds the backbone
             weights (None in a config that was not read from a folder).
@@ -197,6 +206,8 @@ class MetaEmbedConfig(PreTrainedConfig):
     window_combine: str = "center"
     head: str = "linear"
     loss: str = "mse"
+    layer_combine: str = "mean"
+    layer_mix_norm: bool = False
     truncate_dim: int | None = None
     normalize_embeddings: bool = False
     initializer_range: float = 0.02
@@ -272,10 +283,8 @@ class MetaEmbedConfig(PreTrainedConfig):
         for index, unit_type in enumerate(self.backbone_unit_types):
             _check_choice(unit_type, UNIT_TYPES, f"backbone_unit_types[{index}]")
         for index, layer in enumerate(self.backbone_layers):
-            if not (layer in ("last", "mix") or (isinstance(layer, int) and not isinstance(layer, bool))):
-                raise ValueError(
-                    f"unknown layer {layer!r} for backbone {index}; choose 'last', 'mix' or an integer index"
-                )
+            check_layer(layer, index)
+        _check_choice(self.layer_combine, LAYER_COMBINES, "layer_combine")
         if self.level == "unit" and len(set(self.backbone_unit_types)) > 1:
             kinds = ", ".join(f"{i} ({self.backbone_names[i]}): {t}" for i, t in enumerate(self.backbone_unit_types))
             raise ValueError(
@@ -288,7 +297,7 @@ class MetaEmbedConfig(PreTrainedConfig):
             self.window_size = list(self.window_size)
         check_window_policy(self.window_size, self.window_overlap, self.window_combine, count)
         # every selected block checks its own settings, before any layer (or backbone tensor) is built
-        dims = self.backbone_hidden_sizes if count else []
+        dims = self.backbone_read_sizes if count else []
         for block in blocks.values():
             block.check_config(self, dims)
 
@@ -333,6 +342,15 @@ class MetaEmbedConfig(PreTrainedConfig):
     @property
     def backbone_hidden_sizes(self) -> list[int]:
         return [backbone_hidden_size(self.get_backbone_config(i)) for i in range(self.num_backbones)]
+
+    @property
+    def backbone_read_sizes(self) -> list[int]:
+        """Width of each backbone's states as fusion receives them: its hidden size, times the layers a list of
+        layers concatenates (`layer_combine="concat"`)."""
+        return [
+            read_size(layer, size, self.layer_combine)
+            for layer, size in zip(self.backbone_layers, self.backbone_hidden_sizes)
+        ]
 
 
 def legacy_key_mapping() -> dict[str, str]:

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .auto_classes import AUTO_CLASSES
-from .backbones import build_backbone
+from .backbones import build_stored_backbone
 from .configuration_metaembed import MetaEmbedConfig, backbone_num_layers
 from .fusion import build_fusion
 from .heads import build_head
@@ -45,14 +45,14 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
     def __init__(self, config: MetaEmbedConfig, backbones: list[PreTrainedModel] | None = None) -> None:
         super().__init__(config)
         if backbones is None:
-            backbones = [build_backbone(config.get_backbone_config(i)) for i in range(config.num_backbones)]
+            backbones = [build_stored_backbone(config, i) for i in range(config.num_backbones)]
         if len(backbones) != config.num_backbones:
             raise ValueError(f"config lists {config.num_backbones} backbones but {len(backbones)} were given")
         for index, backbone in enumerate(backbones):
             self.add_module(f"backbone_{index}", backbone)
         num_layers = [backbone_num_layers(config.get_backbone_config(i)) + 1 for i in range(config.num_backbones)]
         self.reader = BackboneReader(config, num_layers)
-        self.fusion = build_fusion(config, config.backbone_hidden_sizes)
+        self.fusion = build_fusion(config, config.backbone_read_sizes)
         self.unit_encoder = build_unit_encoder(config, self.fusion.output_dim)
         self.pairing = build_pairing(config, self.fusion.output_dim)
         # device_map places every backbone whole on one device (post_init adds the backbones' own no-split blocks)

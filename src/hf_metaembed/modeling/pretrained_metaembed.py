@@ -22,6 +22,7 @@ from .backbone_families import backbone_family
 from .backbones import infer_unit_type, looks_local, sentence_pooling
 from .configuration_metaembed import MetaEmbedConfig, check_setting_names, legacy_key_mapping, rename_legacy_keys
 from .loading_metaembed import fetch_backbones, load_backbone_safely
+from .remote_code_backbones import code_folder, save_backbone_code, trust_flags
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
 from .trainable_blocks import warn_frozen_blocks
 
@@ -150,6 +151,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         unit_types: list[str] | None = None,
         backbone_kwargs: dict | None = None,
         allow_pickle: bool = False,
+        backbone_trust_remote_code: bool | list[bool] = False,
+        backbone_code_revisions: list[str | None] | None = None,
         **config_kwargs,
     ) -> "MetaEmbedPreTrainedModel":
         """Build a model over pretrained backbones, loading each exactly once.
@@ -157,15 +160,28 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         Args:
             backbones: Hub ids or local folders (or already loaded `PreTrainedModel`s).
             revisions: Hub revision per backbone.
-            layers: per backbone `"last"`, an int hidden-state index, or `"mix"`.
+            layers: per backbone `"last"`, an int hidden-state index, a list of indices (combined by
+                `layer_combine`), `"mix"` or `"attention"` (`backbone_layers=` is the same argument).
             unit_types: per backbone `"residue"` or `"word"`; guessed from each tokenizer when omitted.
             backbone_kwargs: extra `from_pretrained` arguments for every backbone (e.g. `dtype`).
             allow_pickle: also load backbones that only have pickle weights (`pytorch_model.bin`), which can run
                 code when loaded; by default only safetensors weights are read (docs/RELIABILITY.md).
+            backbone_trust_remote_code: run the own modelling code of backbones that ship it (`auto_map` in their
+                config): one flag for all, or one per backbone. Only for those backbones' loading; without it such a
+                backbone is refused at once, naming this flag. Their code files are saved beside the model, so it
+                reloads with `AutoModel.from_pretrained(folder, trust_remote_code=True)` (remote_code_backbones.py).
+            backbone_code_revisions: per backbone, the revision its code is read at (pinned in its record; None:
+                the weights' revision).
             **config_kwargs: any `MetaEmbedConfig` field (`fusion`, `architecture`, `num_labels`, ...).
         """
         check_setting_names(config_kwargs, f"{cls.__name__}.from_backbones")
+        if "backbone_layers" in config_kwargs:  # the config field's name for `layers`
+            if layers is not None:
+                raise TypeError("give the layers once: `layers=` or `backbone_layers=`, not both")
+            layers = config_kwargs.pop("backbone_layers")
         revisions = list(revisions or [None] * len(backbones))
+        trusted = trust_flags(backbone_trust_remote_code, len(backbones))
+        code_revisions = list(backbone_code_revisions or [None] * len(backbones))
         loaded, names = [], []
         for index, (spec, revision) in enumerate(zip(backbones, revisions)):
             if isinstance(spec, PreTrainedModel):
@@ -174,11 +190,13 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             else:
                 extra = dict(backbone_kwargs or {})
                 extra["use_safetensors"] = safetensors_flag(extra.get("use_safetensors"), allow_pickle)
+                extra.update(trust_remote_code=trusted[index], code_revision=code_revisions[index])
                 loaded.append(load_backbone_safely(str(spec), revision, index, allow_pickle, **extra))
                 names.append(str(spec))
         if unit_types is None:
             unit_types = [
-                infer_unit_type(_try_tokenizer(name, rev), b.config) for name, rev, b in zip(names, revisions, loaded)
+                infer_unit_type(_try_tokenizer(name, rev, trust), b.config)
+                for name, rev, b, trust in zip(names, revisions, loaded, trusted)
             ]
         config = MetaEmbedConfig(
             backbone_configs=[b.config.to_dict() for b in loaded],
@@ -188,6 +206,9 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             backbone_layers=list(layers) if layers is not None else None,
             **config_kwargs,
         )
+        for record, trust, code_revision in zip(config.backbones, trusted, code_revisions):
+            if "auto_map" in record["config"]:  # a backbone running its own code (only ever loaded when trusted)
+                record.update(trust_remote_code=trust, code_revision=code_revision)
         if "pooling" not in config_kwargs and "pool_special_tokens" not in config_kwargs:
             # a sentence-transformers backbone makes its sentence vector (level="sequence") as its own config says
             # a decoder's, by its family's recipe, as its last real token (EOS) state
@@ -229,6 +250,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
         if not isinstance(config, MetaEmbedConfig) and pretrained_model_name_or_path is not None:
             config = MetaEmbedConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            # where a backbone with its own code finds its code files (remote_code_backbones.py)
+            config.name_or_path = str(pretrained_model_name_or_path)
         plain_folder = not any(key in kwargs for key in ("state_dict", "subfolder", "variant", "gguf_file"))
         if pretrained_model_name_or_path is not None and plain_folder:
             shapes = checkpoint_shapes(pretrained_model_name_or_path, allow_pickle, hub_kwargs)
@@ -338,6 +361,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             hub_keys = ("repo_id", "commit_message", "create_pr", "private")
             hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
             with staged_save(save_directory, last=("config.json",), stale_files=MODEL_WEIGHT_FILES) as staging:
+                self._save_backbone_code(staging)
                 super().save_pretrained(staging, *args, **kwargs)
                 # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
                 self.config.auto_map = auto_map()
@@ -353,6 +377,15 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), **hub_kwargs)
+
+    def _save_backbone_code(self, folder: str) -> None:
+        """Copy the own code of every backbone that runs it into `folder/backbone_<i>_code/`, recording its digest
+        and file names in the backbone's record (a reload rebuilds the backbone from those files)."""
+        for index, (record, backbone) in enumerate(zip(self.config.backbones, self.base_model.backbones)):
+            if record.get("trust_remote_code") and "auto_map" in record["config"]:
+                code = os.path.join(folder, code_folder(index))
+                record["code_sha256"] = save_backbone_code(backbone, code)
+                record["code_files"] = sorted(name for name in os.listdir(code) if name.endswith(".py"))
 
     def _backbone_fingerprints(self) -> list[dict | None]:
         """Per backbone, the fingerprint a save without backbone weights records (None where the weights are not in
@@ -370,13 +403,13 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         return fingerprints
 
 
-def _try_tokenizer(name: str | None, revision: str | None):
+def _try_tokenizer(name: str | None, revision: str | None, trust_remote_code: bool = False):
     """The backbone's tokenizer if it has one (only used to guess its unit type)."""
     if name is None:
         return None
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name, revision=revision)
+        return AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError):
         return None

@@ -62,10 +62,15 @@ class Backbones:
 
 
 class ScalarMix(nn.Module):
-    """Learned softmax-weighted sum of a backbone's layers, times a learned scale (ELMo's scalar mix)."""
+    """Learned softmax-weighted sum of a backbone's layers, times a learned scale (ELMo's scalar mix):
+    gamma sum_l softmax(s)_l h_l, each h_l layer-normalised per unit first when `layer_norm` (no affine weights)."""
 
-    def __init__(self, num_layers: int) -> None:
+    learned = True
+
+    def __init__(self, num_layers: int, layer_norm: bool = False) -> None:
         super().__init__()
+        self.num_layers = num_layers
+        self.layer_norm = layer_norm
         self.layer_scores = nn.Parameter(torch.zeros(num_layers))
         self.scale = nn.Parameter(torch.ones(()))
 
@@ -76,8 +81,43 @@ class ScalarMix(nn.Module):
 
     def forward(self, layers: torch.Tensor) -> torch.Tensor:
         # layers: (..., num_layers, dim) -> (..., dim)
+        if self.layer_norm:
+            layers = nn.functional.layer_norm(layers, layers.shape[-1:])
         weights = torch.softmax(self.layer_scores, dim=0).to(layers.dtype)
         return self.scale * torch.einsum("l,...ld->...d", weights, layers)
+
+
+class LayerAttention(nn.Module):
+    """Per-unit attention over a backbone's layers: a_l = softmax_l(w . h_l + b) at each unit (one scorer shared by
+    the layers), out = sum_l a_l h_l; each residue or word weighs the layers itself."""
+
+    learned = True
+
+    def __init__(self, num_layers: int, dim: int) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        self.score = nn.Linear(dim, 1)
+
+    def layer_weights(self, layers: torch.Tensor) -> torch.Tensor:
+        """`(..., num_layers, dim)` -> the weights `(..., num_layers)`."""
+        return torch.softmax(self.score(layers).squeeze(-1), dim=-1)
+
+    def forward(self, layers: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...l,...ld->...d", self.layer_weights(layers), layers)
+
+
+class LayerCombine(nn.Module):
+    """A fixed list of layers combined without weights: their mean, or their concatenation (`layer_combine`)."""
+
+    learned = False
+
+    def __init__(self, num_layers: int, combine: str) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        self.combine = combine
+
+    def forward(self, layers: torch.Tensor) -> torch.Tensor:
+        return layers.mean(dim=-2) if self.combine == "mean" else layers.flatten(-2)
 
 
 class SentencePooler(nn.Module):
@@ -111,16 +151,32 @@ def pool_sentence(token_states: torch.Tensor, attention_mask: torch.Tensor, pool
     return SentencePooler(pooling, token_states.shape[-1]).to(token_states.device)(token_states, attention_mask)
 
 
-def select_layer(outputs, layer: str | int) -> torch.Tensor:
-    """Token states of the chosen layer; for `"mix"` all layers stacked as `(batch, tokens, layers, dim)`."""
+def select_layer(outputs, layer: str | int | list[int]) -> torch.Tensor:
+    """Token states of the chosen layer; for `"mix"` and `"attention"` all layers, for a list those layers, stacked
+    as `(batch, tokens, layers, dim)`."""
     if layer == "last":
         return outputs.last_hidden_state
-    if layer == "mix":
-        return torch.stack(outputs.hidden_states, dim=2)
     hidden_states = outputs.hidden_states
-    if not -len(hidden_states) <= layer < len(hidden_states):
-        raise ValueError(f"layer {layer} is out of range: this backbone has {len(hidden_states)} hidden states")
+    if layer in ("mix", "attention"):
+        return torch.stack(hidden_states, dim=2)
+    for index in layer if isinstance(layer, list | tuple) else [layer]:
+        if not -len(hidden_states) <= index < len(hidden_states):
+            raise ValueError(f"layer {index} is out of range: this backbone has {len(hidden_states)} hidden states")
+    if isinstance(layer, list | tuple):
+        return torch.stack([hidden_states[index] for index in layer], dim=2)
     return hidden_states[layer]
+
+
+def layer_combiner(config, index: int, num_layers: int) -> nn.Module | None:
+    """The module that combines backbone `index`'s layers (None when it reads one layer)."""
+    layer = config.backbone_layers[index]
+    if layer == "mix":
+        return ScalarMix(num_layers, config.layer_mix_norm)
+    if layer == "attention":
+        return LayerAttention(num_layers, config.backbone_hidden_sizes[index])
+    if isinstance(layer, list | tuple):
+        return LayerCombine(len(layer), config.layer_combine)
+    return None
 
 
 def align_to_units(
@@ -182,11 +238,11 @@ class BackboneReader(nn.Module):
         # per backbone: a decoder read as an encoder (its family record's `causal`): each token sees only its left
         # context, so at level="unit" a unit's state knows the units before it and none after
         self.causal = [backbone_family(record["config"].get("model_type")).causal for record in config.backbones]
-        self.layer_mixes = nn.ModuleDict(
-            {str(i): ScalarMix(num_layers[i]) for i, layer in enumerate(config.backbone_layers) if layer == "mix"}
-        )
+        # per backbone reading several layers, what combines them (state-dict name kept from the scalar mix)
+        combiners = {str(i): layer_combiner(config, i, num_layers[i]) for i in range(config.num_backbones)}
+        self.layer_mixes = nn.ModuleDict({key: module for key, module in combiners.items() if module is not None})
         if self.per_sequence:
-            dims = config.backbone_hidden_sizes
+            dims = config.backbone_read_sizes
             self.token_poolers = nn.ModuleList(
                 SentencePooler(record["sentence_pooling"], dim)
                 if record.get("sentence_pooling")
@@ -231,7 +287,7 @@ class BackboneReader(nn.Module):
     ) -> BackboneReading:
         """Precomputed states (as `read_backbones` or a feature cache gives them; tensors, numpy arrays or lists)
         checked per backbone (count, shape, width) and cast to `device`/`dtype`, then finished like read ones."""
-        mix_layers = {int(index): mix.layer_scores.shape[0] for index, mix in self.layer_mixes.items()}
+        mix_layers = {int(index): mix.num_layers for index, mix in self.layer_mixes.items()}
         states, unit_mask = check_backbone_states(self.config, backbone_states, unit_mask, mix_layers, device, dtype)
         return self.finish(states, unit_mask)
 
@@ -400,11 +456,13 @@ class BackboneReader(nn.Module):
                 f"level='sequence' with pooling={config.pooling!r} pools each backbone's tokens with learned weights "
                 "before fusion, so the cached vectors would go stale; use pooling='mean' or 'max', or level='unit'"
             )
-        mixed = [i for i, layer in enumerate(config.backbone_layers) if layer == "mix"]
+        mixed = [int(i) for i, combiner in self.layer_mixes.items() if combiner.learned]
         if mixed:
+            kinds = " or ".join(sorted({repr(config.backbone_layers[i]) for i in mixed}))
             return (
-                f"level='sequence' with a 'mix' layer (backbones {mixed}) mixes layers with learned weights before "
-                "pooling, so the cached vectors would go stale; pick one layer per backbone, or use level='unit'"
+                f"level='sequence' with a {kinds} layer (backbones {mixed}) mixes layers with learned weights before "
+                "pooling, so the cached vectors would go stale; pick one layer or a list per backbone, or use "
+                "level='unit'"
             )
         return None
 
@@ -415,7 +473,7 @@ class BackboneReader(nn.Module):
     def stored_layers(self, index: int) -> int:
         """Layers axis length of backbone `index`'s stored states (1 unless a `"mix"` backbone at unit level)."""
         mix = self.layer_mixes[str(index)] if str(index) in self.layer_mixes else None
-        return mix.layer_scores.shape[0] if mix is not None and not self.per_sequence else 1
+        return mix.num_layers if mix is not None and not self.per_sequence else 1
 
 
 __all__ = [
@@ -424,6 +482,8 @@ __all__ = [
     "LEVELS",
     "READING_VERSION",
     "SENTENCE_POOLING_MODES",
+    "LayerAttention",
+    "LayerCombine",
     "ScalarMix",
     "SentencePooler",
     "align_to_units",
