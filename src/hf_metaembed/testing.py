@@ -103,6 +103,7 @@ __all__ = [
     "make_tiny_modernbert",
     "make_tiny_qwen2",
     "make_tiny_qwen3",
+    "make_tiny_remote_code_backbone",
     "make_tiny_prott5",
     "make_tiny_roberta",
     "make_tiny_static_vectors",
@@ -568,6 +569,80 @@ def make_tiny_mistral(folder: str | Path, seed: int = 0, max_length: int = 64) -
 def make_tiny_gpt2(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
     """Save :func:`build_tiny_gpt2` to ``folder``."""
     return _save(folder, *build_tiny_gpt2(seed, max_length))
+
+
+# ------------------------------------------------------------------------ a backbone with its own code
+
+REMOTE_CODE_MODULE = "modeling_tiny_remote"
+_REMOTE_CODE = '''"""A tiny encoder that ships its own code (loaded with trust_remote_code): embeddings, tanh."""
+
+import torch
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+
+
+class TinyRemoteConfig(PreTrainedConfig):
+    model_type = "tiny_remote"
+
+    def __init__(self, vocab_size=64, hidden_size=16, num_hidden_layers=2, pad_token_id=0, **kwargs):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+
+class TinyRemoteModel(PreTrainedModel):
+    config_class = TinyRemoteConfig
+    base_model_prefix = "tiny_remote"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        size = config.hidden_size
+        self.layers = nn.ModuleList(nn.Linear(size, size) for _ in range(config.num_hidden_layers))
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, output_hidden_states=False, return_dict=True, **kwargs):
+        states = self.embeddings(input_ids)
+        hidden_states = [states]
+        for layer in self.layers:
+            states = torch.tanh(layer(states))
+            hidden_states.append(states)
+        every = tuple(hidden_states) if output_hidden_states else None
+        return BaseModelOutput(last_hidden_state=states, hidden_states=every)
+'''
+
+
+def make_tiny_remote_code_backbone(folder: str | Path, seed: int = 0, max_length: int = 64) -> str:
+    """A local backbone folder that ships its own modelling code (``modeling_tiny_remote.py``, ``auto_map`` in its
+    ``config.json``, model type ``tiny_remote``) with random weights and the tiny BERT tokenizer: it loads only with
+    ``trust_remote_code=True``. Built by importing the written code file (no transformers module cache is used)."""
+    import importlib.util
+    import json
+
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    code = path / f"{REMOTE_CODE_MODULE}.py"
+    code.write_text(_REMOTE_CODE, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(f"_tiny_remote_{abs(hash(str(path)))}", code)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, tokenizer = build_tiny_bert(seed, max_length)
+    config = module.TinyRemoteConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=LAYERS)
+    with _seeded(seed):
+        model = module.TinyRemoteModel(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    config_file = path / "config.json"
+    stored = json.loads(config_file.read_text(encoding="utf-8"))
+    stored["auto_map"] = {
+        "AutoConfig": f"{REMOTE_CODE_MODULE}.TinyRemoteConfig",
+        "AutoModel": f"{REMOTE_CODE_MODULE}.TinyRemoteModel",
+    }
+    stored.pop("architectures", None)
+    config_file.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+    return str(path)
 
 
 # ----------------------------------------------------------------------------------------------- all

@@ -266,6 +266,11 @@ def render_model_card(
         description=description or "",
         backbones=_backbone_rows(config, hub_names),
         backbone_weights=config.save_backbone_weights,
+        third_party_code=[
+            {"index": index, "name": record.get("name"), "revision": record.get("code_revision")}
+            for index, record in enumerate(config.backbones)
+            if record.get("trust_remote_code")
+        ],
         frozen=config.freeze_backbones,
         unit_name="residue" if protein else "word",
         settings=_model_settings(config),

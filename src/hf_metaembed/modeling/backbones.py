@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
 from .backbone_families import backbone_family
 from .reading import SENTENCE_POOLING_MODES
@@ -22,6 +22,7 @@ from .reading import ScalarMix as _ScalarMix
 from .reading import align_to_units as _align_to_units
 from .reading import pool_sentence as _pool_sentence
 from .reading import select_layer as _select_layer
+from .remote_code_backbones import build_remote_backbone, check_trusted
 from .safe_files import find_file
 
 
@@ -44,6 +45,15 @@ def build_backbone(config: PreTrainedConfig) -> PreTrainedModel:
     return model_class(config, **_pooler_free_kwargs(model_class))
 
 
+def build_stored_backbone(config, index: int) -> PreTrainedModel:
+    """Backbone `index` of a `MetaEmbedConfig`, empty: from its family's class, or, for a backbone with its own code,
+    from the code files saved beside the model `config.name_or_path` names (remote_code_backbones.py)."""
+    record = config.backbones[index]
+    if record.get("trust_remote_code") and "auto_map" in record["config"]:
+        return build_remote_backbone(record, index, config.name_or_path or None)
+    return build_backbone(config.get_backbone_config(index))
+
+
 class BackboneNotFoundError(OSError):
     """A backbone name or path that cannot be found locally or reached on the Hub."""
 
@@ -53,13 +63,26 @@ def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.isdir(os.path.expanduser(name))
 
 
-def load_backbone_config(name: str, revision: str | None = None, index: int = 0, **kwargs) -> PreTrainedConfig:
-    """Load one backbone's config, turning "not found" into an error that names the backbone and the fix."""
+def load_backbone_config(
+    name: str,
+    revision: str | None = None,
+    index: int = 0,
+    trust_remote_code: bool = False,
+    code_revision: str | None = None,
+    **kwargs,
+) -> PreTrainedConfig:
+    """Load one backbone's config, turning "not found" into an error that names the backbone and the fix.
+
+    A backbone with its own code (`auto_map` in its config) is refused at once unless `trust_remote_code` (the
+    backbone's own flag, `backbone_trust_remote_code`); transformers is always told, so it never asks "[y/N]"."""
     # a missing folder needs no network check
     if looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
         raise BackboneNotFoundError(f"backbone {index} {name!r}: no such folder; pass an existing local folder")
+    own_code = check_trusted(name, revision, index, trust_remote_code)
+    if own_code:
+        kwargs["code_revision"] = code_revision
     try:
-        return AutoConfig.from_pretrained(name, revision=revision, **kwargs)
+        return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=own_code, **kwargs)
     except (OSError, ValueError) as error:
         if os.path.isdir(os.path.expanduser(name)):
             raise BackboneNotFoundError(
@@ -104,7 +127,13 @@ def load_backbone(name: str, revision: str | None = None, index: int = 0, **kwar
     Checkpoint keys every encoder leaves unused (`UNUSED_CHECKPOINT_KEYS`: poolers, pretraining heads) are not
     reported; missing weights or other unexpected keys are, as transformers reports them.
     """
-    config = load_backbone_config(name, revision, index)
+    trust_remote_code = kwargs.pop("trust_remote_code", False)
+    code_revision = kwargs.pop("code_revision", None)
+    config = load_backbone_config(name, revision, index, trust_remote_code, code_revision)
+    if getattr(config, "auto_map", None) and trust_remote_code:  # its own code, trusted for this backbone only
+        return AutoModel.from_pretrained(
+            name, revision=revision, config=config, trust_remote_code=True, code_revision=code_revision, **kwargs
+        )
     model_class = backbone_class(config)
     with _quiet_unused_keys(model_class):
         return model_class.from_pretrained(

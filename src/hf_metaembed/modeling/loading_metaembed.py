@@ -116,7 +116,11 @@ def check_backbone_shapes(config: MetaEmbedConfig, index: int, backbone: PreTrai
                 f"backbone with {what} {read(expected)}; {fix}"
             )
     with torch.device("meta"):
-        skeleton = build_backbone(expected_config)
+        if config.backbones[index].get("trust_remote_code"):  # its own classes, as loaded
+            stored = {k: v for k, v in config.backbones[index]["config"].items() if k != "model_type"}
+            skeleton = type(backbone)(type(backbone.config)(**stored))
+        else:
+            skeleton = build_backbone(expected_config)
     expected_shapes = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     found_shapes = {name: tuple(t.shape) for name, t in backbone.state_dict().items()}
     shared = expected_shapes.keys() & found_shapes.keys()
@@ -180,6 +184,8 @@ def fetch_backbones(
         moved = location != record["name"]
         revision = None if moved else record["revision"]
         extra = {"use_safetensors": use_safetensors}
+        if record.get("trust_remote_code"):  # its own code, trusted when the model was built, at its pinned revision
+            extra.update(trust_remote_code=True, code_revision=record.get("code_revision"))
         saved_dtype = (record.get("fingerprint") or {}).get("dtype")
         if saved_dtype:  # read it in the dtype the saved model ran it in
             extra["dtype"] = getattr(torch, saved_dtype)

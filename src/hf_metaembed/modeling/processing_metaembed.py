@@ -29,6 +29,7 @@ from .processing_options import (
     check_options,
     padding_strategy,
 )
+from .remote_code_backbones import trust_flags
 from .safe_files import staged_save
 from .segment_encoding import SegmentEncoding
 from .segments import as_list, input_segments
@@ -140,6 +141,7 @@ class MetaEmbedProcessor(SegmentEncoding):
         *,
         revisions: list[str | None] | None = None,
         unit_types: list[str] | None = None,
+        backbone_trust_remote_code: bool | list[bool] = False,
         **kwargs,
     ) -> "MetaEmbedProcessor":
         """Load each backbone's tokenizer (and config, for its length limit) from a Hub id or local folder.
@@ -147,15 +149,19 @@ class MetaEmbedProcessor(SegmentEncoding):
         A backbone that is a sentence-transformers model reads at most its own `max_seq_length`
         (`sentence_bert_config.json`), as `SentenceTransformer.encode` does, and brings its own `prompts` (and
         `default_prompt_name`, when the backbones agree on one) unless `prompts=` is given.
+        `backbone_trust_remote_code` (one flag, or one per backbone): as in `MetaEmbedModel.from_backbones`, for
+        backbones that ship their own code; without it such a backbone is refused at once.
         """
         revisions = list(revisions or [None] * len(backbones))
         tokenizers, kinds, limits, model_types, prompts, default_prompts = [], [], [], [], [], set()
+        trusted = trust_flags(backbone_trust_remote_code, len(backbones))
         for index, (name, revision) in enumerate(zip(backbones, revisions)):
-            config = load_backbone_config(str(name), revision, index)
-            tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision)
+            config = load_backbone_config(str(name), revision, index, trusted[index])
+            trust = {"trust_remote_code": trusted[index]}  # always told, so transformers never asks "[y/N]"
+            tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision, **trust)
             if getattr(tokenizer, "add_prefix_space", None) is False:
                 # byte-level BPE (RoBERTa, GPT-2) only tokenizes pre-split words with a prefix space
-                tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision, add_prefix_space=True)
+                tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision, add_prefix_space=True, **trust)
             tokenizers.append(tokenizer)
             kinds.append(unit_types[index] if unit_types else infer_unit_type(tokenizer, config))
             limit = token_limit(tokenizer, config)
