@@ -65,13 +65,13 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
     def _tie_backbone_weights(self) -> None:
         """Tie each backbone's shared weights at construction (T5's `encoder.embed_tokens` is its `shared`), which a
         checkpoint stores once, so a model built under accelerate's `init_empty_weights` loads with
-        `load_checkpoint_and_dispatch` as it is. The parameter is placed in the module's `_parameters` directly:
+        `load_checkpoint_and_dispatch` as it is. The parameter is placed in its module's `_parameters` directly:
         `init_empty_weights` re-wraps every parameter registered through `setattr`, which would untie it again."""
         for target, source in self.all_tied_weights_keys.items():
-            parent_name, _, name = target.rpartition(".")
-            parent = self.get_submodule(parent_name)
-            if name in parent._parameters:
-                parent._parameters[name] = self.get_parameter(source)
+            module_path, _, name = target.rpartition(".")
+            module = self.get_submodule(module_path)
+            if name in module._parameters:
+                module._parameters[name] = self.get_parameter(source)
 
     @property
     def backbones(self) -> list[PreTrainedModel]:
