@@ -96,3 +96,20 @@ def test_cached_layer_menus_equal_the_online_path(pair, batch, tmp_path):
     cached = CachedFeatureCollator()([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
         torch.testing.assert_close(model(**cached).pooler_output, model(**batch).pooler_output, atol=1e-5, rtol=0)
+
+
+def test_the_command_line_reaches_the_layer_menu(pair, tmp_path, capsys):
+    from hf_metaembed.cli.main import main
+
+    out = tmp_path / "built"
+    code = main(
+        ["build", "--backbones", ",".join(pair), "-o", str(out), "--layers", "[-1,-2]", "attention"]
+        + ["--layer-combine", "concat", "--fusion", "concat"]
+    )
+    assert code == 0, capsys.readouterr().err
+    config = MetaEmbedModel.from_pretrained(out).config
+    assert config.backbone_layers == [[-1, -2], "attention"] and config.layer_combine == "concat"
+    assert config.backbone_read_sizes == [32, 16]
+    with pytest.raises(SystemExit):  # an argument error, as argparse reports it
+        main(["build", "--backbones", ",".join(pair), "-o", str(tmp_path / "bad"), "--layers", "top"])
+    assert "invalid layer 'top'" in capsys.readouterr().err

@@ -23,7 +23,34 @@ BLOCK_FLAGS = {
     "--loss": ("loss", "list_losses"),
 }
 # MetaEmbedConfig settings a new model takes from the command line (the fields of the flags above, and these)
-NEW_MODEL_SETTINGS = ("fusion", "level", "architecture", "preset", "unit_encoder", "pooling", "head")
+NEW_MODEL_SETTINGS = (
+    "fusion",
+    "level",
+    "architecture",
+    "preset",
+    "unit_encoder",
+    "pooling",
+    "head",
+    "layers",
+    "layer_combine",
+)
+
+
+def layer_argument(text: str) -> str | int | list[int]:
+    """One backbone's layer on the command line: `last`, `mix`, `attention`, an index (`-2`), or a list of indices
+    in brackets (`[-1,-2]`, combined by `--layer-combine`; `-1+-2` also works where argparse does not take it for a
+    flag, e.g. after another value)."""
+    if text in ("last", "mix", "attention"):
+        return text
+    listed = text.startswith("[") and text.endswith("]")
+    parts = text[1:-1].split(",") if listed else text.split("+")
+    try:
+        indices = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid layer {text!r}: give last, mix, attention, an index such as -2, or a list such as [-1,-2]"
+        ) from None
+    return indices if listed or len(indices) > 1 else indices[0]
 
 
 def add_new_model_arguments(parser: argparse.ArgumentParser, saved_model_note: str | None = None) -> None:
@@ -42,6 +69,13 @@ def add_new_model_arguments(parser: argparse.ArgumentParser, saved_model_note: s
         "--pooling", help="mean, max, attention, ... (default: the architecture's, attention for pairs)"
     )
     group.add_argument("--head", help="linear or mlp, ... (default: linear)")
+    group.add_argument(
+        "--layers",
+        nargs="+",
+        type=layer_argument,
+        help="layer per backbone: last, an index, a list such as [-1,-2], mix or attention (default: last)",
+    )
+    group.add_argument("--layer-combine", choices=["mean", "concat"], help="how a list of layers combines (mean)")
     group.add_argument(
         "--loss", help="regression loss: mse, list_mle, margin_ranking, ... (default: mse; also for a saved --model)"
     )
@@ -138,7 +172,12 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     source.add_argument(
         "--backbones", nargs="+", help="backbone Hub ids or local folders: A,B (or A B, the older spelling)"
     )
-    parser.add_argument("--layers", nargs="+", help="with --backbones: layer per backbone ('last', an index, 'mix')")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        type=layer_argument,
+        help="with --backbones: layer per backbone (last, an index, a list such as [-1,-2], mix or attention)",
+    )
     parser.add_argument("--level", default="unit", choices=["unit", "sequence"], help="with --backbones")
     parser.add_argument(
         "--fusion",
