@@ -19,6 +19,7 @@ cannot import hf_metaembed (`RemoteCodeContractMixin`).
 import copy
 import inspect
 import json
+import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -455,6 +456,7 @@ class BlockContractTester:
 
 REMOTE_SCRIPT = """
 import json
+import threading
 import traceback
 
 import torch
@@ -491,9 +493,10 @@ def no_fsync():
 
 
 class RemoteRun:
-    """Every case's model saved once (backbone weights included); on the first `result`, the folders of
-    `remote_cases` (one case per block) reloaded through `AutoModelForSequenceClassification.from_pretrained(folder,
-    trust_remote_code=True)` in ONE interpreter that cannot import hf_metaembed (`run_without_the_library`)."""
+    """Every case's model saved once (backbone weights included), then the folders of `remote_cases` (one case per
+    block) reloaded through `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` in
+    ONE interpreter that cannot import hf_metaembed (`run_without_the_library`), started in a background thread at
+    once; `result` waits for it."""
 
     def __init__(
         self, tester: BlockContractTester, cases: list[ContractCase], remote_cases: list[ContractCase], folder: Path
@@ -527,6 +530,17 @@ class RemoteRun:
                 torch.save(tester.inputs(case), inputs_file)
                 self.jobs[key] = (str(folder_path), str(inputs_file))
         self._results: dict | None = None
+        self._run: list = []
+        # the interpreter runs while this process goes on with the local checks (it only waits on a child here)
+        self._thread = threading.Thread(target=self._reload_remotely, daemon=True)
+        self._thread.start()
+
+    def _reload_remotely(self) -> None:
+        out = self.folder / "remote_outputs.pt"
+        try:
+            self._run.append(run_without_the_library(REMOTE_SCRIPT, [json.dumps(self.jobs), out], self.folder))
+        except Exception:  # e.g. the timeout: reported by `result`
+            self._run.append(traceback.format_exc())
 
     def folder_of(self, case: ContractCase) -> str:
         """The case's saved folder (skips or fails as building its model did)."""
@@ -538,13 +552,14 @@ class RemoteRun:
         return self.folders[case.model_key]
 
     def result(self, case: ContractCase) -> dict:
-        """The remote run's outputs (or its error) for the case's folder; runs the interpreter the first time."""
+        """The remote run's outputs (or its error) for the case's folder; waits for the run the first time."""
         self.folder_of(case)
         if self._results is None:
-            out = self.folder / "remote_outputs.pt"
-            run = run_without_the_library(REMOTE_SCRIPT, [json.dumps(self.jobs), out], self.folder)
+            self._thread.join()
+            run = self._run[0]
+            assert not isinstance(run, str), f"the remote-code interpreter did not finish:\n{run}"
             assert run.returncode == 0, f"the remote-code interpreter failed:\n{run.stderr[-3000:]}"
-            self._results = torch.load(out)
+            self._results = torch.load(self.folder / "remote_outputs.pt")
         return self._results[self.keys[case.model_key]]
 
 

@@ -43,6 +43,8 @@ def remote_run(contract, tmp_path_factory) -> RemoteRun:
     return RemoteRun(contract, CASES, REMOTE_CASES, tmp_path_factory.mktemp("contract_saved"))
 
 
+# the remote interpreter starts before the first local check, and runs while they do
+@pytest.mark.usefixtures("remote_run")
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 class TestBlockContract(BlockContractMixin):
     """Every registered block in every context, every local check."""
