@@ -1,5 +1,5 @@
-"""Every fitted fusion (and `average`, and the new poolings) saved and reloaded through remote code, in a Python
-that cannot import hf_metaembed (issue 19: "each saved and reloaded through remote code without the library")."""
+"""Every fitted fusion (and `average`, the new poolings and layer menus) saved and reloaded through remote code, in a
+Python that cannot import hf_metaembed (issue 19: "saved and reloaded through remote code without the library")."""
 
 import json
 import sys
@@ -44,6 +44,9 @@ def test_fitted_fusions_and_new_poolings_load_as_remote_code(tiny_esm, tiny_prot
     settings["average"] = {"fusion": "average"}
     settings["gated_mean"] = {"fusion": "mean", "pooling": "gated_mean"}
     settings["latent_attention"] = {"fusion": "mean", "pooling": "latent_attention"}
+    settings["mean_max"] = {"fusion": "mean", "pooling": "mean_max"}
+    settings["layer_menu"] = {"fusion": "dme", "backbone_layers": [[-1, -2], "attention"], "layer_combine": "concat"}
+    settings["mix_norm"] = {"fusion": "concat", "backbone_layers": ["mix", "last"], "layer_mix_norm": True}
     models, folders = {}, {}
     for name, config in settings.items():
         model = MetaEmbedModel.from_backbones(pair, **config).eval()
