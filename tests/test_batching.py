@@ -187,18 +187,18 @@ def test_pipeline_reads_a_list_longest_first_within_the_budget(saved_folders, mo
         return batch
 
     monkeypatch.setattr(extractor.processor, "pad", recording)
-    batched = extractor(sequences, batch_size=8, max_tokens=150)
+    batched = extractor(sequences, batch_size=8, max_tokens=150, pooled=True, return_fusion_weights=True)
     assert sum(shape[0] for shape in padded) == 19 and max(shape[0] for shape in padded) > 1
     assert all(shape[0] * shape[2] <= 150 or shape[0] == 1 for shape in padded)  # the budget, per batch
     assert [shape[2] for shape in padded] == sorted((shape[2] for shape in padded), reverse=True)  # longest first
     padded.clear()
-    alone = [extractor(sequence) for sequence in sequences]
+    alone = [extractor(sequence, pooled=True) for sequence in sequences]
     for got, expected, sequence in zip(batched, alone, sequences):
         assert got["units"] == list(sequence)  # in input order
-        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
-    low = extractor(sequences[:3], batch_size=2, autocast="bf16", return_tensors=True)
-    assert low[0]["embedding"].dtype == torch.float32
-    torch.testing.assert_close(low[0]["embedding"], torch.tensor(alone[0]["embedding"]), atol=0.1, rtol=0.1)
+        np.testing.assert_allclose(got["features"], expected, atol=1e-5)
+    low = extractor(sequences[:3], batch_size=2, autocast="bf16", return_tensors=True, pooled=True)
+    assert low[0].dtype == torch.float32
+    torch.testing.assert_close(low[0], torch.tensor(alone[0]), atol=0.1, rtol=0.1)
 
 
 def test_classification_pipeline_batches_by_tokens_in_input_order(saved_folders):

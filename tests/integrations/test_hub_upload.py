@@ -87,8 +87,10 @@ def test_the_cards_pipeline_tag_is_a_task_the_folder_serves(tiny_esm, tmp_path, 
     save_for_hub(model, processor, tmp_path, repo_id="me/model")
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.pipeline_tag == tag
-    result = pipeline(card.data.pipeline_tag, model=str(tmp_path), trust_remote_code=True)(inputs)
+    served = pipeline(card.data.pipeline_tag, model=str(tmp_path), trust_remote_code=True)
+    result = served(inputs)
     if tag == "text-classification":  # a list for a string input, the dict itself for a dict input (as for pairs)
         assert isinstance((result[0] if isinstance(result, list) else result)["score"], float)
     else:
-        assert len(result["embedding"]) == model.base_model.pairing.output_dim
+        assert torch.tensor(result).shape == (1, len(inputs), model.base_model.fusion.output_dim)
+        assert torch.tensor(served(inputs, pooled=True)).shape == (1, model.base_model.pairing.output_dim)

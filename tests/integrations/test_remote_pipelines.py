@@ -37,8 +37,15 @@ def folders(tiny_bert, tiny_roberta, tiny_esm, tmp_path_factory):
 def _expected(folder: str, texts: list[str]) -> dict:
     model = MetaEmbedForSequenceClassification.from_pretrained(folder).eval()
     with torch.no_grad():
-        out = model(**MetaEmbedProcessor.from_pretrained(folder)(texts))
-    return {"pooled": out.pooler_output, "scores": out.logits.softmax(-1)}
+        processor = MetaEmbedProcessor.from_pretrained(folder)
+        base = model.metaembed(**processor(texts))
+        out = model(**processor(texts))
+    return {
+        "pooled": out.pooler_output,
+        "units": base.last_hidden_state,
+        "fusion_weights": base.fusion_weights,
+        "scores": out.logits.softmax(-1),
+    }
 
 
 def test_saved_config_registers_the_pipelines_the_folder_serves(folders):
@@ -60,12 +67,19 @@ texts = json.loads(sys.argv[4])
 results = {}
 extractor = pipeline("feature-extraction", model=classifier, trust_remote_code=True)
 assert "hf_metaembed" not in type(extractor).__module__, type(extractor).__module__
-results["pooled"] = torch.tensor([extractor(text)["embedding"] for text in texts])
-results["units"] = extractor(texts[0])["units"]
+# the usual calls on a feature extractor: one string, a list, a list in batches
+results["one"] = torch.tensor(extractor(texts[0]))
+results["list"] = [torch.tensor(result) for result in extractor(texts)]
+results["batched"] = [torch.tensor(result) for result in extractor(texts, batch_size=8)]
+results["tensors"] = extractor(texts, batch_size=8, return_tensors=True)
+results["pooled"] = torch.tensor(extractor(texts, batch_size=8, pooled=True))
+weighted = extractor(texts[0], return_fusion_weights=True)
+results["fusion_weights"], results["units"] = torch.tensor(weighted["fusion_weights"]), weighted["units"]
 scorer = pipeline("text-classification", model=classifier, trust_remote_code=True)
 results["top"] = scorer(texts[0])
 results["all"] = scorer(texts, top_k=None, batch_size=2)
-results["protein_units"] = pipeline("feature-extraction", model=protein, trust_remote_code=True)("MKTAY")["units"]
+protein_extractor = pipeline("feature-extraction", model=protein, trust_remote_code=True)
+results["protein_units"] = protein_extractor("MKTAY", return_fusion_weights=True)["units"]
 attempts = {
     "tokenizer_error": lambda: AutoTokenizer.from_pretrained(classifier, trust_remote_code=True),
     "headless_error": lambda: pipeline("text-classification", model=protein, trust_remote_code=True),
@@ -85,7 +99,15 @@ def test_pipelines_without_the_library(folders, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")
     expected = _expected(folders["classifier"], TEXTS)
-    torch.testing.assert_close(remote["pooled"], expected["pooled"], atol=1e-6, rtol=0)
+    words = [len(text.split()) for text in TEXTS]
+    close = {"atol": 1e-6, "rtol": 0}
+    torch.testing.assert_close(remote["one"], expected["units"][:1, : words[0]], **close)  # (1, units, dim)
+    for name in ("list", "batched", "tensors"):
+        assert [tuple(r.shape[:2]) for r in remote[name]] == [(1, n) for n in words], name
+        for index, rows in enumerate(remote[name]):
+            torch.testing.assert_close(rows[0], expected["units"][index, : words[index]], **close)
+    torch.testing.assert_close(remote["pooled"][:, 0], expected["pooled"], **close)  # (inputs, 1, dim)
+    torch.testing.assert_close(remote["fusion_weights"], expected["fusion_weights"][:1, : words[0]], **close)
     assert remote["units"] == TEXTS[0].split()
     best = int(expected["scores"][0].argmax())
     assert remote["top"][0]["label"] == LABELS[best]
@@ -103,7 +125,7 @@ def test_pipelines_without_the_library(folders, tmp_path):
 def test_with_the_library_installed(folders):
     extractor = pipeline("feature-extraction", model=folders["protein"], trust_remote_code=True)
     result = extractor(["MKTAYIAK", "GSH"], batch_size=2)
-    assert [len(r["unit_embeddings"]) for r in result] == [8, 3]
+    assert [torch.tensor(r).shape[:2] for r in result] == [(1, 8), (1, 3)]
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         pipeline("feature-extraction", model=folders["protein"])
     with pytest.raises(ValueError, match=r"AutoProcessor\.from_pretrained\(.*trust_remote_code=True\)"):
@@ -114,6 +136,7 @@ def test_with_the_library_installed(folders):
 
 def test_pair_architecture_pipeline(folders):
     extractor = pipeline("feature-extraction", model=folders["pairs"], trust_remote_code=True)
-    result = extractor({"ligand": ["MKTAYIAK", "GSH"], "receptor": ["WWPPL"]})
-    assert [segment["side"] for segment in result["segments"]] == ["ligand", "ligand", "receptor"]
-    assert [len(segment["unit_embeddings"]) for segment in result["segments"]] == [8, 3, 5]
+    result = extractor({"ligand": ["MKTAYIAK", "GSH"], "receptor": ["WWPPL"]}, return_fusion_weights=True)
+    assert result["sides"] == ["ligand", "ligand", "receptor"]
+    assert [len(rows) for rows in result["features"]] == [8, 3, 5]
+    assert [len(rows) for rows in result["fusion_weights"]] == [8, 3, 5]

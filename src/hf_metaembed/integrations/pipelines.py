@@ -7,8 +7,12 @@ task names work wherever the folder goes, with or without this library:
 from transformers import pipeline
 
 extractor = pipeline("feature-extraction", model="path/or/hub-id", trust_remote_code=True)
-extractor("MKTAYIAKQRQISFVKSHFSRQ")["embedding"]
+extractor("MKTAYIAKQRQISFVKSHFSRQ")               # (1, units, dim) nested lists, as transformers gives them
+extractor("MKTAYIAKQRQISFVKSHFSRQ", pooled=True)  # (1, dim): the pooled vector
 ```
+
+The outputs and options (`pooled`, `return_fusion_weights`, `return_tensors`) are described in
+`hf_metaembed.modeling.pipeline_metaembed`.
 
 Importing this module also registers the task `"metaembed-feature-extraction"`, which needs no `trust_remote_code`
 (the installed code runs), and lets you pass objects already loaded:

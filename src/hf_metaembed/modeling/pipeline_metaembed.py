@@ -7,21 +7,26 @@
 from transformers import pipeline
 
 extractor = pipeline("feature-extraction", model="path/or/hub-id", trust_remote_code=True)
-result = extractor("MKTAYIAKQRQISFVKSHFSRQ")
-result["embedding"]        # (dim,) one fused vector for the sequence
-result["unit_embeddings"]  # (units, dim) fused residue (or word) states
-result["fusion_weights"]   # (units, backbones): which backbone each unit relied on
-result["units"]            # the residues (or words) those rows belong to
+extractor("MKTAYIAKQRQISFVKSHFSRQ")            # (1, units, dim) nested lists: fused residue (or word) states
+torch.tensor(extractor("MKTAYIAKQRQISFVKSHFSRQ"))  # as for any transformers feature extractor
+extractor(["MKTAY", "GSHMLV"], batch_size=8)   # one (1, units, dim) per input, padding removed, in input order
+extractor("MKTAY", return_tensors=True)        # a (1, units, dim) tensor
+extractor("MKTAY", pooled=True)                # (1, dim): the model's pooled vector (its sentence embedding)
+extractor("MKTAY", return_fusion_weights=True)
+# {"features": (1, units, dim), "fusion_weights": (1, units, backbones), "units": ["M", "K", "T", "A", "Y"]}
 
 classifier = pipeline("text-classification", model="path/to/a/classifier", trust_remote_code=True)
 classifier("the movie was surprisingly good")  # [{"label": ..., "score": ...}], as for any text classifier
 ```
 
-Pair architectures take `{"ligand": [chains], "receptor": [chains]}` per input; feature extraction then returns the
-sample's `embedding` plus a `segments` list (side, `unit_embeddings`, `fusion_weights` of each side or chain). At
-`level="sequence"` `fusion_weights` is one weight per backbone and there are no unit embeddings. Values are nested
-Python lists, or torch tensors with `return_tensors=True`. Both pipelines read the processor saved in the same folder
-(`processor.save_pretrained(folder)`), or the one passed as `processor=`.
+As transformers' own feature extraction, the result for one input is what the model returns for a batch of that one
+input: the leading 1 is the batch; the unit axis holds only the input's own units, whatever `batch_size` (transformers
+keeps the batch's padding there). At `level="sequence"` each segment is one unit (its fused sequence vector) and its
+fusion weights are one weight per backbone. Pair architectures take `{"ligand": [chains], "receptor": [chains]}` per
+input and give one row per segment instead of the leading 1 (`(segments, units, dim)`, as lists of each segment's
+rows, or with `return_tensors=True` a list of `(units, dim)` tensors when the segments differ in length);
+`return_fusion_weights=True` then names each segment's side (`"sides"`). Both pipelines read the processor saved in
+the same folder (`processor.save_pretrained(folder)`), or the one passed as `processor=`.
 
 Model code (copied next to a saved model for `trust_remote_code`): imports torch, transformers and its siblings.
 """
@@ -168,23 +173,44 @@ class MetaEmbedPipelineMixin:
 
 
 class MetaEmbedFeatureExtractionPipeline(MetaEmbedPipelineMixin, Pipeline):
-    """Fused embeddings and per-unit fusion weights of a MetaEmbed model (`MetaEmbedModel` or any `MetaEmbedFor*`
-    model, whose base model is used).
+    """`pipeline("feature-extraction")` for MetaEmbed models (`MetaEmbedModel` or any `MetaEmbedFor*` model, whose
+    base model is used), in transformers' convention: per input, what the model returns for a batch of that one
+    input, as nested lists (tensors with `return_tensors=True`).
+
+    Per input (see the module docstring): the fused unit states `(1, units, dim)` (one row per residue or word,
+    padding removed, the same whatever `batch_size`); with `pooled=True` the pooled vector `(1, dim)`; with
+    `return_fusion_weights=True` a dict of those `features`, the `fusion_weights (1, units, backbones)` and the
+    `units`. Pair architectures give one row per segment instead of the leading 1.
 
     Args:
         model: the MetaEmbed model.
         processor: its `MetaEmbedProcessor`; loaded from `model.name_or_path` when omitted.
         truncation: cut inputs longer than a backbone accepts instead of raising (call-time argument too).
         return_tensors: return torch tensors instead of nested lists (call-time argument too).
+        pooled: return the model's pooled vector (`pooler_output`) instead of the unit states.
+        return_fusion_weights: return a dict with the per-unit fusion weights beside the features.
     """
 
     def __init__(self, model, processor: MetaEmbedProcessor | None = None, **kwargs: Any) -> None:
         super().__init__(model=model, processor=self._processor_for(model, processor), **kwargs)
         self.base = self.model.base_model
 
-    def _task_parameters(self, truncation: bool | None = None, return_tensors: bool | None = None, **kwargs):
+    def _task_parameters(
+        self,
+        truncation: bool | None = None,
+        return_tensors: bool | None = None,
+        pooled: bool | None = None,
+        return_fusion_weights: bool | None = None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise TypeError(
+                f"unknown feature-extraction argument(s) {sorted(kwargs)}; choose from: truncation, return_tensors, "
+                "pooled, return_fusion_weights, batch_size, max_tokens, autocast"
+            )
         preprocess_params = {} if truncation is None else {"truncation": truncation}
-        postprocess_params = {} if return_tensors is None else {"return_tensors": return_tensors}
+        chosen = {"return_tensors": return_tensors, "pooled": pooled, "return_fusion_weights": return_fusion_weights}
+        postprocess_params = {name: bool(value) for name, value in chosen.items() if value is not None}
         return preprocess_params, {}, postprocess_params
 
     def preprocess(self, inputs: str | Mapping, truncation: bool | None = None) -> dict:
@@ -195,6 +221,10 @@ class MetaEmbedFeatureExtractionPipeline(MetaEmbedPipelineMixin, Pipeline):
         batch = self._batch(features)
         with precision(self.device, autocast):
             outputs = self.base(**batch)
+        fusion_weights = outputs.fusion_weights
+        if fusion_weights.dim() == 2:  # level="sequence": one weight per backbone, the segment its one unit
+            fusion_weights = fusion_weights.unsqueeze(1)
+        units = outputs.unit_mask.sum(dim=1).tolist()  # (segments,) real units (1 per segment at sequence level)
         # split the batch per sample, so the pipeline's unbatching hands postprocess one sample at a time
         segment_sample = batch.get("segment_sample_index")
         if segment_sample is None:
@@ -203,39 +233,44 @@ class MetaEmbedFeatureExtractionPipeline(MetaEmbedPipelineMixin, Pipeline):
         samples = []
         for index, feature in enumerate(features):
             rows = (segment_sample == index).nonzero().flatten().tolist()
-            segments = []
-            for row in rows:
-                segment = {"side": SIDES[int(segment_side[row])], "fusion_weights": outputs.fusion_weights[row]}
-                if self.base.config.level == "unit":
-                    units = int(outputs.unit_mask[row].sum())
-                    segment["fusion_weights"] = segment["fusion_weights"][:units]
-                    segment["unit_embeddings"] = outputs.last_hidden_state[row, :units]
-                segments.append(segment)
             samples.append(
-                {"embedding": outputs.pooler_output[index], "segments": segments, "units": feature.get("units")}
+                {
+                    "pooled": outputs.pooler_output[index],
+                    "unit_states": [outputs.last_hidden_state[row, : units[row]] for row in rows],
+                    "fusion_weights": [fusion_weights[row, : units[row]] for row in rows],
+                    "sides": [SIDES[int(segment_side[row])] for row in rows],
+                    "units": feature.get("units"),
+                }
             )
         return {"samples": samples}
 
-    def postprocess(self, model_outputs: dict, return_tensors: bool = False) -> dict:
+    def postprocess(
+        self,
+        model_outputs: dict,
+        return_tensors: bool = False,
+        pooled: bool = False,
+        return_fusion_weights: bool = False,
+    ):
         sample = model_outputs["samples"]
         if isinstance(sample, list):  # not unbatched by the pipeline (batch of one)
             sample = sample[0]
 
-        def convert(tensor: torch.Tensor):
-            tensor = tensor.detach().cpu().float()
-            return tensor if return_tensors else tensor.tolist()
+        def per_segment(tensors: list[torch.Tensor]):
+            """`(segments, units, width)`: one tensor when the segments are one (single) or alike, else a list."""
+            tensors = [tensor.detach().cpu().float() for tensor in tensors]
+            if len({tuple(tensor.shape) for tensor in tensors}) == 1:
+                stacked = torch.stack(tensors)
+                return stacked if return_tensors else stacked.tolist()
+            return tensors if return_tensors else [tensor.tolist() for tensor in tensors]
 
-        segments = [
-            {key: convert(value) if isinstance(value, torch.Tensor) else value for key, value in segment.items()}
-            for segment in sample["segments"]
-        ]
-        result = {"embedding": convert(sample["embedding"])}
+        features = per_segment([sample["pooled"]] if pooled else sample["unit_states"])
+        if not return_fusion_weights:
+            return features
+        result = {"features": features, "fusion_weights": per_segment(sample["fusion_weights"])}
         if self.architecture == "single":
-            result.update({key: value for key, value in segments[0].items() if key != "side"})
-            if sample["units"] is not None and "unit_embeddings" in result:
-                result["units"] = sample["units"][: len(result["unit_embeddings"])]
+            result["units"] = sample["units"]
         else:
-            result["segments"] = segments
+            result["sides"] = sample["sides"]
         return result
 
 
