@@ -169,7 +169,9 @@ def test_padded_units_are_ignored_whatever_they_hold(architecture, unit_encoder)
         torch.testing.assert_close(pooled, clean, atol=1e-5, rtol=0)
         torch.testing.assert_close(units[real], clean_units[real], atol=1e-5, rtol=0)
         trimmed = int(lengths.max())
-        pooled, units = encode_then_pair(pairing, encode_units, states[:, :trimmed], unit_mask[:, :trimmed], sample, side)
+        pooled, units = encode_then_pair(
+            pairing, encode_units, states[:, :trimmed], unit_mask[:, :trimmed], sample, side
+        )
         torch.testing.assert_close(pooled, clean, atol=1e-5, rtol=0)
         torch.testing.assert_close(units, clean_units[:, :trimmed], atol=1e-5, rtol=0)
     assert clean.shape == (2, pairing.output_dim) and clean_units.shape == states.shape

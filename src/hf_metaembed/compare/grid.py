@@ -17,6 +17,7 @@ import re
 from dataclasses import asdict, dataclass
 from itertools import combinations, product
 
+from ..fitting import fitted_fusion_names
 from ..modeling.fusion import FUSIONS, list_fusions
 from ..modeling.pairing import PAIRINGS, list_architectures
 from ..modeling.pooling import list_poolings
@@ -72,8 +73,11 @@ class Cell:
 
 
 def is_fitted_fusion(name: str) -> bool:
-    """Whether the registered fusion `name` must be fitted on features before training."""
+    """Whether the registered fusion `name` must be fitted on features before training: one of the library's fitted
+    fusions (`hf_metaembed.fitting.fitted_fusion_names()`), or a block that says so (`needs_fitting`, or a `fit`)."""
     cls = FUSIONS.get_class(name)
+    if name in fitted_fusion_names():
+        return True
     return bool(getattr(cls, "needs_fitting", False)) or callable(getattr(cls, "fit", None))
 
 

@@ -398,14 +398,15 @@ class Comparison:
         return self._finish(records, skipped, cache_summary, resumed, len(pending))
 
     def _skipped_upfront(self) -> dict[Cell, str]:
-        """Fitted fusions that this installation cannot fit (their model class has no `fit_fusion`)."""
+        """Fusions that say they must be fitted but that neither `hf_metaembed.fitting` nor their model can fit."""
+        from ..fitting import fitted_fusion_names
         from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
 
         skipped = {}
         if hasattr(MetaEmbedForSequenceClassification, "fit_fusion"):
             return skipped
         for cell in self.cells:
-            if not cell.alone and is_fitted_fusion(cell.fusion):
+            if not cell.alone and is_fitted_fusion(cell.fusion) and cell.fusion not in fitted_fusion_names():
                 skipped[cell] = (
                     f"fusion {cell.fusion!r} must be fitted before training, and this version of hf_metaembed has no "
                     "fit_fusion to fit it on cached features"

@@ -19,6 +19,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
 from transformers.utils import cached_file
 
+from .backbone_families import backbone_family
 from .safe_files import find_file
 
 CONFIG_FILE = "config.json"
@@ -55,7 +56,12 @@ def own_code_map(name: str, revision: str | None = None) -> dict | None:
     if path is None:
         return None
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle).get("auto_map") or None
+        config = json.load(handle)
+    if backbone_family(config.get("model_type")).config_class is not None:
+        # a family whose record brings its own classes (the library's static vector tables, or one the user
+        # registered): those classes read it, and the folder's code never runs
+        return None
+    return config.get("auto_map") or None
 
 
 def check_trusted(name: str, revision: str | None, index: int, trusted: bool) -> bool:
