@@ -113,3 +113,16 @@ def test_the_command_line_reaches_the_layer_menu(pair, tmp_path, capsys):
     with pytest.raises(SystemExit):  # an argument error, as argparse reports it
         main(["build", "--backbones", ",".join(pair), "-o", str(tmp_path / "bad"), "--layers", "top"])
     assert "invalid layer 'top'" in capsys.readouterr().err
+
+
+def test_learned_layer_weights_are_reported_per_unit(pair, batch):
+    model = MetaEmbedModel.from_backbones(pair, backbone_layers=["attention", "mix"]).eval()
+    with torch.no_grad():
+        out = model(**batch, output_layer_weights=True, output_backbone_states=True)
+    attention, mix = out.layer_weights
+    real = batch["unit_mask"].bool()
+    assert attention.shape == out.backbone_states[0].shape[:3] and mix.shape == out.backbone_states[1].shape[:3]
+    expected = model.reader.layer_mixes["0"].layer_weights(out.backbone_states[0])
+    torch.testing.assert_close(attention[real], expected[real])
+    torch.testing.assert_close(mix[real].sum(-1), torch.ones(int(real.sum())))
+    assert (attention[~real] == 0).all() and model(**batch).layer_weights is None

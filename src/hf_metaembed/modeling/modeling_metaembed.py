@@ -109,6 +109,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
         segment_side_index: torch.LongTensor | None = None,
         backbone_states: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
         output_backbone_states: bool = False,
+        output_layer_weights: bool = False,
         truncate_dim: int | None = None,
         return_dict: bool | None = None,
         inputs_embeds: None = None,
@@ -128,6 +129,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
                 arrays or nested lists, checked per backbone (count, shape, width) and cast to the dtype and device
                 the fusion computes in (docs/RELIABILITY.md).
             output_backbone_states: also return the states as read (before a layer mix: what the cache stores).
+            output_layer_weights: also return, per `"mix"` or `"attention"` backbone, each unit's layer weights.
             truncate_dim: keep the first this many coordinates of `pooler_output` (default: `config.truncate_dim`);
                 re-normalised when `config.normalize_embeddings`.
             return_dict: `False` returns a tuple, as every `transformers` model does.
@@ -162,6 +164,7 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
             fusion_weights=fusion_weights,
             unit_mask=reading.unit_mask,
             backbone_states=tuple(reading.read_states) if output_backbone_states else None,
+            layer_weights=tuple(self.reader.layer_weights(reading)) if output_layer_weights else None,
         )
         return outputs if return_dict is not False else outputs.to_tuple()
 

@@ -38,6 +38,9 @@ class MetaEmbedModelOutput(ModelOutput):
             (`(segments, backbones)` at `level="sequence"`).
         unit_mask: `(segments, units)` 1 for real units.
         backbone_states: per backbone, `(segments, units, d_i)` aligned states before fusion (when requested).
+        layer_weights: per backbone whose layers are weighed by learned weights (`"mix"`, `"attention"`), how much
+            each unit took from each layer, `(segments, units, layers)`; None for the other backbones (with
+            `output_layer_weights=True`, at `level="unit"`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -45,6 +48,7 @@ class MetaEmbedModelOutput(ModelOutput):
     fusion_weights: torch.FloatTensor | None = None
     unit_mask: torch.LongTensor | None = None
     backbone_states: tuple[torch.FloatTensor, ...] | None = None
+    layer_weights: tuple[torch.FloatTensor | None, ...] | None = None
 
 
 @dataclass

@@ -395,6 +395,22 @@ class BackboneReader(nn.Module):
             return states
         return self.layer_mixes[str(index)](states)
 
+    def layer_weights(self, reading: BackboneReading) -> list[torch.Tensor | None]:
+        """Per backbone the learned weight each unit gives each layer, `(segments, units, layers)` (zero on padded
+        units), for `"mix"` (the same at every unit) and `"attention"` backbones read per unit; None otherwise."""
+        weights = []
+        real = reading.unit_mask.unsqueeze(-1)
+        for index, states in enumerate(reading.read_states):
+            combiner = self.layer_mixes[str(index)] if str(index) in self.layer_mixes else None
+            if combiner is None or not combiner.learned or states.dim() < 4:
+                weights.append(None)
+            elif isinstance(combiner, ScalarMix):
+                shares = torch.softmax(combiner.layer_scores, dim=0).to(states.dtype)
+                weights.append(shares.expand(*states.shape[:3]) * real.to(states.dtype))
+            else:
+                weights.append(combiner.layer_weights(states) * real.to(states.dtype))
+        return weights
+
     def finish(self, backbone_states, unit_mask: torch.Tensor) -> BackboneReading:
         """The end of reading, for states read here or from a feature cache: the layer mix applied, and per sequence
         every segment one unit (mask `(segments, 1)` ones), so no later stage asks how the states were read."""
