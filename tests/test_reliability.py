@@ -554,16 +554,16 @@ def test_pickle_only_backbone_is_refused_by_from_backbones_unless_allowed(short_
 @pytest.fixture
 def no_real_build(monkeypatch):
     """Record the default device whenever a backbone is built: checks must fail before anything real is made."""
-    import hf_metaembed.modeling.modeling_metaembed as modeling
+    import hf_metaembed.modeling.backbones as backbones
 
     devices = []
-    real_build = modeling.build_backbone
+    real_build = backbones.build_backbone
 
     def recording_build(config):
         devices.append(torch.empty(0).device.type)
         return real_build(config)
 
-    monkeypatch.setattr(modeling, "build_backbone", recording_build)
+    monkeypatch.setattr(backbones, "build_backbone", recording_build)  # what the model's construction calls
     return devices
 
 
@@ -620,6 +620,12 @@ def _edit_config(folder: Path, edit) -> None:
     config = json.loads((folder / "config.json").read_text())
     edit(config)
     (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_the_build_recorder_sees_a_model_built(saved_v1, no_real_build):
+    """The recorder above is what construction calls: a sound folder loads and the recorder saw its backbones."""
+    MetaEmbedForSequenceClassification.from_pretrained(saved_v1[0])
+    assert no_real_build and set(no_real_build) <= {"meta"}
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from hf_metaembed.fitting import fit_fusion, fitted_fusion_names
 from hf_metaembed.fitting.linear import Moments, fit_one_to_n, gcca_regularizers, one_to_n_encoder, one_to_n_loss
 from hf_metaembed.fitting.lle import embed_anchors, sample_anchors
 from hf_metaembed.fitting.rows import UnitRows
-from hf_metaembed.modeling import fitted_fusion
+from hf_metaembed.modeling import fitted_lle
 from hf_metaembed.modeling.fusion import FUSIONS
 from hf_metaembed.modeling.registry import block_config_fields
 
@@ -216,7 +216,7 @@ def test_autoencoder_fit_lowers_its_loss(name):
 def test_lle_weights_rebuild_a_point_from_its_neighbours():
     anchors = [torch.tensor([[0.0], [2.0], [10.0]]), torch.tensor([[0.0], [4.0], [30.0]])]
     query = [torch.tensor([[1.0]]), torch.tensor([[2.0]])]
-    indices, weights = fitted_fusion.lle_weights(query, anchors, neighbors=2, regularization=1e-3)
+    indices, weights = fitted_lle.lle_weights(query, anchors, neighbors=2, regularization=1e-3)
     per_anchor = torch.zeros(3, dtype=weights.dtype).scatter_add_(0, indices[0], weights[0])
     torch.testing.assert_close(per_anchor, torch.tensor([0.5, 0.5, 0.0]), atol=1e-5, rtol=0)
     assert set(indices[0].tolist()) == {0, 1}
@@ -227,7 +227,7 @@ def test_lle_embedding_solves_its_eigenproblem():
     embeddings = embed_anchors(sources, k=2, neighbors=5, regularization=1e-3).double()
     torch.testing.assert_close(embeddings.T @ embeddings, 40 * torch.eye(2, dtype=torch.float64), atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(embeddings.sum(0), torch.zeros(2, dtype=torch.float64), atol=1e-3, rtol=0)
-    indices, weights = fitted_fusion.lle_weights(sources, sources, 5, 1e-3, exclude_self=True)
+    indices, weights = fitted_lle.lle_weights(sources, sources, 5, 1e-3, exclude_self=True)
     assert not (indices == torch.arange(40).unsqueeze(1)).any()  # no unit is its own neighbour while fitting
     w = torch.zeros(40, 40, dtype=torch.float64).scatter_add_(1, indices, weights)
     residual = torch.eye(40, dtype=torch.float64) - w
@@ -244,7 +244,7 @@ def test_lle_out_of_sample_rule_uses_the_stored_anchors():
     unseen = [torch.randn(3, 5, generator=torch.Generator().manual_seed(4)), torch.randn(3, 4)]
     fused, shares = fuse_rows(fusion, unseen)
     query = [torch.nn.functional.normalize(s, dim=-1) for s in unseen]
-    indices, weights = fitted_fusion.lle_weights(query, list(fusion.anchors.split([5, 4], dim=1)), 4, 1e-3)
+    indices, weights = fitted_lle.lle_weights(query, list(fusion.anchors.split([5, 4], dim=1)), 4, 1e-3)
     torch.testing.assert_close(fused, torch.einsum("rn,rnk->rk", weights, fusion.anchor_embeddings[indices]))
     torch.testing.assert_close(shares.sum(-1), torch.ones(3))
     # an input equal to an anchor is rebuilt from that anchor alone

@@ -15,7 +15,9 @@ import time
 import torch
 
 from .._utils import metaembed_of
-from ..modeling.fitted_fusion import AutoencodedFusion, FittedFusion, LinearFittedFusion, LocallyLinearFusion
+from ..modeling.fitted_autoencoded import AutoencodedFusion
+from ..modeling.fitted_fusion import FittedFusion, LinearFittedFusion
+from ..modeling.fitted_lle import LocallyLinearFusion
 from ..modeling.fusion import FUSIONS, build_fusion
 from .autoencoders import fit_autoencoder
 from .linear import EXACT_LIMIT, Moments, fit_gcca, fit_one_to_n, fit_svd, randomized_top_eigenvectors

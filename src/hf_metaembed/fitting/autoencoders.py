@@ -7,7 +7,8 @@ epochs. The fusion's own buffers are never trained in place: copies are optimise
 import torch
 from torch import nn
 
-from ..modeling.fitted_fusion import AutoencodedFusion, normalize_sources
+from ..modeling.fitted_autoencoded import AutoencodedFusion
+from ..modeling.fitted_fusion import normalize_sources
 from .rows import UnitRows
 
 

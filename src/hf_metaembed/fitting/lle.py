@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from ..modeling.fitted_fusion import LocallyLinearFusion, lle_weights, normalize_sources
+from ..modeling.fitted_fusion import normalize_sources
+from ..modeling.fitted_lle import LocallyLinearFusion, lle_weights
 from .rows import UnitRows
 
 

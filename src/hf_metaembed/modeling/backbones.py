@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
 from .backbone_families import backbone_family
+from .layer_menu import ScalarMix as _ScalarMix
+from .layer_menu import select_layer as _select_layer
 from .reading import SENTENCE_POOLING_MODES
-from .reading import ScalarMix as _ScalarMix
 from .reading import align_to_units as _align_to_units
 from .reading import pool_sentence as _pool_sentence
-from .reading import select_layer as _select_layer
 from .remote_code_backbones import build_remote_backbone, check_trusted
 from .safe_files import find_file
 

@@ -19,7 +19,9 @@ from .backbone_records import (
     read_size,
     record_field,
 )
-from .fitted_fusion import FittedFusion  # noqa: F401  (registers the fitted fusions wherever a config loads)
+from .fitted_autoencoded import AutoencodedFusion  # noqa: F401  (registers the fitted fusions wherever a config loads)
+from .fitted_fusion import FittedFusion  # noqa: F401
+from .fitted_lle import LocallyLinearFusion  # noqa: F401
 from .fusion import FUSIONS
 from .heads import HEADS
 from .losses import LOSSES
@@ -115,7 +117,8 @@ class MetaEmbedConfig(PreTrainedConfig):
 
     Fusion:
         fusion (`str`, defaults to `"dme"`): one of `list_fusions()`: concat, mean, average, dme, cdme, attention, and
-            the fitted svd, pca, 1ton, gcca, daeme, caeme, aaeme, lle (fitted_fusion.py; fit with `fit_fusion`).
+            the fitted svd, pca, 1ton, gcca, daeme, caeme, aaeme, lle (fitted_fusion.py, fitted_autoencoded.py,
+            fitted_lle.py; fit with `fit_fusion`).
         fusion_dim (`int`, *optional*): common projection size; defaults to the smallest backbone hidden size.
         gating (`str`, defaults to `"softmax"`): dme/cdme: `"softmax"` over backbones or an independent `"sigmoid"`.
         fusion_activation (`str`, *optional*, defaults to `"relu"`): `"relu"` after a projecting fusion (DME's
