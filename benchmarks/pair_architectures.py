@@ -20,14 +20,14 @@ alone. 1000 complexes, split 600 train / 200 validation / 200 test (one fixed da
 
 Models. Frozen tiny random-weight backbones from `hf_metaembed.testing` (hidden size 16): one backbone (ESM-2-style),
 and two (ESM-2-style + ProtT5-style) fused per residue with `dme`. Every architecture is the study's module
-(`preset="paper"`: one ConvBERT layer with 8 heads, kernel 7, intermediate d/2, dropout 0.2, attention dropout 0.1;
-mean residue pooling; `hp` with attention chain pooling, concatenated sides and its bias-free Linear-SiLU-Linear
-block; `pad` with shared 8-head bias-free cross-attention and its SiLU block; `ec` in both modes, `token` running
-ConvBERT over the joined sides, with its Linear-SiLU block). Ablation rows rebuild release 0.1's modules
-(`preset="v0.1"`: no feed-forward blocks, ConvBERT per side for `ec`, 4-head attention with bias and a GELU residual
-block for `pad`) with the same ConvBERT unit encoder. The frozen backbone
-states of each input layout (joined for sc, one per side for ec/pad, one per chain for hp) are computed once with
-`MetaEmbedModel.reader.read_backbones` and fed back through `forward(backbone_states=...)`. Each run trains with
+(`preset="paper-2025-03-09"`, the reference's config with ConvBERT: one ConvBERT layer with 8 heads, kernel 7,
+intermediate d/2, dropout 0.2, attention dropout 0.1; mean residue pooling; `hp` with attention chain pooling,
+concatenated sides and its bias-free Linear-SiLU-Linear block; `pad` with shared 8-head bias-free cross-attention and
+its SiLU block; `ec` in both modes, `token` running ConvBERT over the joined sides, with its Linear-SiLU block).
+Ablation rows rebuild release 0.1's modules (`preset="v0.1"`: no feed-forward blocks, ConvBERT per side for `ec`,
+4-head attention with bias and a GELU residual block for `pad`) with the same ConvBERT unit encoder. The frozen
+backbone states of each input layout (joined for sc, one per side for ec/pad, one per chain for hp) are computed once
+with `MetaEmbedModel.reader.read_backbones` and fed back through `forward(backbone_states=...)`. Each run trains with
 AdamW (lr 5e-3, batch 32, 20 epochs) on standardised labels, keeps the epoch with the best validation Spearman and
 reports test Spearman there; 3 seeds (initialisation and batch order) per architecture.
 
@@ -63,10 +63,10 @@ from hf_metaembed.testing import make_tiny_esm, make_tiny_prott5  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CLASSES = {"positive": "KR", "negative": "DE", "hydrophobic": "AVILMFWY", "polar": "STNQGPHC"}
 # (label in the table, architecture, extra config)
-# the study's modules (`preset="paper"`: ConvBERT unit encoder, mean residue pooling, HP/EC/PAD feed-forward blocks,
-# EC's ConvBERT over the joined sides, PAD's 8-head bias-free attention), then release 0.1's modules as ablation rows
-# (`preset="v0.1"` with the same ConvBERT unit encoder)
-PAPER = {"preset": "paper"}
+# the study's modules (`preset="paper-2025-03-09"`: ConvBERT unit encoder, mean residue pooling, HP/EC/PAD
+# feed-forward blocks, EC's ConvBERT over the joined sides, PAD's 8-head bias-free attention), then release 0.1's
+# modules as ablation rows (`preset="v0.1"` with the same ConvBERT unit encoder)
+PAPER = {"preset": "paper-2025-03-09"}
 RELEASE_0_1 = {"preset": "v0.1", "unit_encoder": "convbert"}
 VARIANTS = [
     ("sc", "sc", PAPER),

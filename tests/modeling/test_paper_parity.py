@@ -26,7 +26,7 @@ def build(backbone: str, architecture: str, pooling: str, **settings) -> MetaEmb
         [backbone],
         fusion="concat",
         architecture=architecture,
-        preset="paper",
+        preset="paper-2025-03-09",  # the reference config with ConvBERT and poolers per side
         pooling=pooling,
         num_labels=1,
         **settings,

@@ -43,7 +43,7 @@ def test_sc_pools_the_tokens_the_reference_pools(tiny_esm, pooling):
         [tiny_esm],
         fusion="concat",
         architecture="sc",
-        preset="paper",
+        preset="paper-2025-03-09",  # the reference config with ConvBERT
         pooling=pooling,
         pool_special_tokens=True,
         num_labels=1,

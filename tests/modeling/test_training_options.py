@@ -73,16 +73,28 @@ def test_a_model_trains_with_a_ranking_loss_and_a_batch_of_one_gives_zero(tiny_e
 
 
 def test_presets_set_the_reference_or_release_0_1_modules_and_explicit_settings_win():
-    paper = MetaEmbedConfig(architecture="hp", preset="paper")
-    assert (paper.unit_encoder, paper.pooling, paper.hp_ffn, paper.head_dropout) == ("convbert", "mean", "silu", 0.0)
+    paper = MetaEmbedConfig(architecture="hp", preset="paper")  # the reference's config at its HEAD
+    assert (paper.unit_encoder, paper.pooling, paper.chain_pooling, paper.hp_separate_side_poolers) == (
+        "none",
+        "attention",
+        "attention",
+        False,
+    )
+    assert (paper.hp_ffn, paper.hp_ffn_bias, paper.side_combine, paper.head_dropout) == ("silu", False, "concat", 0.0)
+    dated = MetaEmbedConfig(architecture="hp", preset="paper-2025-03-09")  # its config before 2025-03-17
+    assert (dated.unit_encoder, dated.pooling, dated.hp_separate_side_poolers) == ("convbert", "mean", True)
+    assert (dated.hp_ffn, dated.head_dropout, dated.perceiver_num_latents) == ("silu", 0.0, 512)
     old = MetaEmbedConfig(architecture="pad", preset="v0.1")
     assert (old.pad_ffn, old.pad_num_heads, old.pad_attention_bias, old.pooling) == ("residual", 4, True, "mean")
-    mine = MetaEmbedConfig(architecture="pad", preset="paper", pad_num_heads=2, pooling="attention")
-    assert (mine.pad_num_heads, mine.pooling, mine.unit_encoder) == (2, "attention", "convbert")
+    mine = MetaEmbedConfig(
+        architecture="pad", preset="paper", pad_num_heads=2, pooling="mean", unit_encoder="convbert"
+    )
+    assert (mine.pad_num_heads, mine.pooling, mine.unit_encoder) == (2, "mean", "convbert")
     assert "preset" not in mine.to_dict()  # the preset chose values; the values are what is saved
-    with pytest.raises(ValueError, match="unknown preset 'papr'; choose one of: paper, v0.1"):
+    with pytest.raises(ValueError, match="unknown preset 'papr'; choose one of: paper, paper-2025-03-09, v0.1"):
         MetaEmbedConfig(preset="papr")
-    assert set(PRESETS["paper"]) <= set(MetaEmbedConfig().to_dict())
+    for name in ("paper", "paper-2025-03-09"):
+        assert set(PRESETS[name]) <= set(MetaEmbedConfig().to_dict())
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_esm):

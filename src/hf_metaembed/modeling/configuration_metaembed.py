@@ -28,7 +28,8 @@ from .losses import LOSSES
 from .pairing import PAIRINGS
 from .pairing_perceiver import PerceiverPairing  # noqa: F401  (registers architecture "perceiver")
 from .pooling import POOLERS
-from .registry import block_config_fields
+from .presets import REFERENCE_PRESETS
+from .registry import block_config_aliases, block_config_fields, resolve_config_aliases
 from .registry import check_choice as _check_choice
 from .unit_encoders import UNIT_ENCODERS
 from .windowing import check_window_policy
@@ -43,30 +44,8 @@ LEGACY_KEYS = {
     r"(?<!reader\.)layer_mixes\.": "reader.layer_mixes.",
     r"(?<!reader\.)token_poolers\.": "reader.token_poolers.",
 }
-# one line each for the study's reference settings and for release 0.1's modules (docs/PAPER.md)
-PRESETS = {
-    "paper": {
-        "unit_encoder": "convbert",
-        "pooling": "mean",
-        "chain_pooling": "attention",
-        "side_combine": "concat",
-        "hp_ffn": "silu",
-        "hp_ffn_bias": False,
-        "hp_separate_side_poolers": True,
-        "ec_mode": "token",
-        "ec_encode_joined": True,
-        "ec_ffn": "silu",
-        "pad_num_heads": 8,
-        "pad_shared_attention": True,
-        "pad_attention_bias": False,
-        "pad_ffn": "silu",
-        "pad_ffn_multiplier": 1,
-        "head": "linear",
-        "head_dropout": 0.0,
-        "loss": "mse",
-    },
-    "v0.1": {"pooling": "mean", **block_config_fields(legacy=True)},
-}
+# one line each for the study's reference settings (presets.py, docs/PAPER.md) and for release 0.1's modules
+PRESETS = {**REFERENCE_PRESETS, "v0.1": {"pooling": "mean", **block_config_fields(legacy=True)}}
 
 
 class MetaEmbedConfig(PreTrainedConfig):
@@ -142,11 +121,15 @@ class MetaEmbedConfig(PreTrainedConfig):
         unit_encoder (`str`, defaults to `"none"`): one of `list_unit_encoders()`: none, convbert.
         convbert_num_heads, convbert_kernel_size, convbert_dropout, convbert_attention_dropout: ConvBERT settings
             (8 heads, kernel 7, dropout 0.2, attention dropout 0.1; intermediate size is half the unit size).
+        shared_unit_encoder (`bool`, defaults to `True`): one unit encoder for both sides; `False` gives the ligand's
+            and the receptor's segments their own weights (the reference's `shared_convbert: false`, accepted under
+            that name too), for architectures that encode each side's segments alone (hp, pad, perceiver).
 
     Pairs of sides (multi-chain complexes; defaults follow the study's reference code, docs/PAPER.md):
         architecture (`str`, defaults to `"single"`): one of `list_architectures()`: single, sc, ec, hp, pad.
         chain_pooling (`str`, defaults to `"attention"`): `hp` pooling of chains within a side.
-        side_combine (`str`, defaults to `"concat"`): `hp` combination of the two sides: concat, add or mean.
+        side_combine (`str`, defaults to `"concat"`): `hp` combination of the two sides: concat, add or mean (also
+            accepted as `aggregation_method`, the reference's name; stored as `side_combine`).
         hp_ffn (`str`, defaults to `"silu"`): `hp` block after the sides are combined: Linear-SiLU-Linear, or "none".
         hp_ffn_bias (`bool`, defaults to `False`), hp_separate_side_poolers (`bool`, defaults to `True`).
         ec_mode (`str`, defaults to `"token"`): `ec` joins unit sequences (`"token"`) or pooled vectors (`"pooled"`).
@@ -156,8 +139,9 @@ class MetaEmbedConfig(PreTrainedConfig):
             (`bool`, defaults to `False`): `pad`'s cross-attention.
         pad_ffn (`str`, defaults to `"silu"`): `pad` block on the added side vectors: "silu", "residual" (release
             0.1's GELU residual block with LayerNorm) or "none"; pad_ffn_multiplier (`int`, defaults to 1).
-        preset (`str`, *optional*): `"paper"` (the reference's settings: ConvBERT, mean residue pooling, no head
-            dropout) or `"v0.1"` (release 0.1's modules); explicit arguments override the preset's values.
+        preset (`str`, *optional*): `"paper"` (the reference's current training config: attention pooling, poolers
+            shared by the sides, no ConvBERT), `"paper-2025-03-09"` (its earlier config: ConvBERT, mean pooling,
+            poolers per side) or `"v0.1"` (release 0.1's modules); explicit arguments override the preset's values.
 
     Long sequences (see docs/RELIABILITY.md):
         window_size (`int` or `list[int | None]`, *optional*): read segments longer than this many units (residues or
@@ -231,6 +215,7 @@ class MetaEmbedConfig(PreTrainedConfig):
 
         Called with the keyword arguments not declared above (block settings arrive there), before they are stored.
         """
+        resolve_config_aliases(kwargs)  # `aggregation_method=` (the reference's name) is stored as `side_combine`
         preset = kwargs.pop("preset", None)  # applied once, never stored: the settings it chose are
         if preset is not None:
             _check_choice(preset, tuple(PRESETS), "preset")
@@ -376,7 +361,7 @@ def check_setting_names(names, where: str) -> None:
     """Raise a `TypeError` for names that are not `MetaEmbedConfig` settings (a typo such as `fusoin="cdme"` would
     otherwise be stored as a stray attribute while the default fusion is used), suggesting the closest ones."""
     known = {field.name for field in dataclasses.fields(MetaEmbedConfig)} | {"num_labels", "pad_token_id", "preset"}
-    known |= set(block_config_fields()) | set(LEGACY_BACKBONE_LISTS)
+    known |= set(block_config_fields()) | set(block_config_aliases()) | set(LEGACY_BACKBONE_LISTS)
     unknown = sorted(name for name in names if name not in known)
     if unknown:
         hints = []

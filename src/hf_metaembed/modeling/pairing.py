@@ -196,12 +196,16 @@ class EmbeddingConcatenation(Pairing):
 @PAIRINGS.register("hp")
 class HierarchicalPooling(Pairing):
     """`hp`: every chain was read (and unit-encoded) separately. Pool residues within each chain (`pooling`), then the
-    chains of each side (`chain_pooling`), combine the two sides (`side_combine`), then the feed-forward block
-    Linear - SiLU - Linear (`hp_ffn="silu"`, no bias) so ligand and receptor meet non-additively.
+    chains of each side (`chain_pooling`), combine the two sides (`side_combine`: with ligand vector l and receptor
+    vector r, `"concat"` [l; r], `"mean"` (l + r) / 2, `"add"` l + r; the reference's `aggregation_method`, accepted
+    under that name too), then the feed-forward block Linear - SiLU - Linear (`hp_ffn="silu"`, no bias) so ligand and
+    receptor meet non-additively.
 
-    Reference: `HierarchicalPoolingConvBERTModel` with `multichain_config` (`chains_pooler: attention`, `use_ffn:
-    true`, `bias: false`, `aggregation_method: concat`, separate ligand and receptor poolers). Release 0.1 shared the
-    poolers between sides and had no feed-forward block (`hp_separate_side_poolers=False`, `hp_ffn="none"`).
+    Reference: `HierarchicalPoolingConvBERTModel` with `hierarchical_pooling_config` (`chains_pooler: attention`,
+    `use_ffn: true`, `bias: false`, `aggregation_method: concat`; poolers shared by the sides at the reference's HEAD,
+    one per side before 2025-03-17: `hp_separate_side_poolers`, the presets `paper` and `paper-2025-03-09`; the
+    default keeps one per side). Release 0.1 shared the poolers between sides and had no feed-forward block
+    (`hp_separate_side_poolers=False`, `hp_ffn="none"`).
 
     Chains are placed into a padded `(samples * 2, max_chains, dim)` tensor by index arithmetic, so sides with
     different chain counts share one batch and nothing loops over chains.
@@ -216,6 +220,7 @@ class HierarchicalPooling(Pairing):
         "hp_separate_side_poolers": True,
     }
     legacy_config = {"hp_ffn": "none", "hp_separate_side_poolers": False}
+    config_aliases = {"aggregation_method": "side_combine"}
     card_text = (
         "Hierarchical pooling (hp): every chain is read separately, residues are pooled per chain, chains per side, "
         "the two sides combined and passed through a Linear-SiLU-Linear block."

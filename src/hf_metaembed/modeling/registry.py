@@ -8,6 +8,9 @@ A block is one class registered under a name, selected by one config field (`fus
 - `legacy_config`: for settings added after release 0.1, the values that reproduce 0.1's behaviour; a config saved by
   0.1 (which lacks them) gets these instead of the new defaults, so old checkpoints compute what they computed.
 - `check_config(config, dims)`: its own validation (head counts included), run before any layer is built.
+- `config_aliases`: other names a setting is accepted under (`{"aggregation_method": "side_combine"}`, the study's
+  reference's name), as keyword arguments and in hand-written configs; the config stores the setting once, under
+  its own name.
 - `card_text`: one sentence for the model card.
 
 Part of the model code copied next to a saved model for `trust_remote_code`: imports the standard library only.
@@ -22,6 +25,7 @@ class Block:
 
     config_fields: ClassVar[dict[str, Any]] = {}
     legacy_config: ClassVar[dict[str, Any]] = {}
+    config_aliases: ClassVar[dict[str, str]] = {}
     card_text: ClassVar[str] = ""
 
     @classmethod
@@ -65,6 +69,12 @@ class Registry(dict):
                                 f"{registry.kind} {other_name!r} already declares it with "
                                 f"{other.config_fields[field]!r}; give the field another name"
                             )
+            for alias, field in getattr(cls, "config_aliases", {}).items():
+                if block_config_aliases().get(alias, field) != field:
+                    raise ValueError(
+                        f"{self.kind} {name!r} declares {alias!r} as another name for {field!r}, but it already "
+                        f"names {block_config_aliases()[alias]!r}; choose another alias"
+                    )
             self[name] = cls
             cls.registered_name = name
             return cls
@@ -108,6 +118,30 @@ def block_config_fields(legacy: bool = False) -> dict[str, Any]:
             for block in registry.values():
                 fields.update(block.legacy_config)
     return fields
+
+
+def block_config_aliases() -> dict[str, str]:
+    """Every alias a registered block declares for one of its settings, mapped to the setting's name."""
+    aliases: dict[str, str] = {}
+    for registry in REGISTRIES:
+        for block in registry.values():
+            aliases.update(block.config_aliases)
+    return aliases
+
+
+def resolve_config_aliases(settings: dict[str, Any]) -> None:
+    """Rename, in place, each alias in `settings` (keyword arguments of a config) to the setting it names; the alias
+    and the setting given with different values is a `ValueError` naming both."""
+    for alias, field in block_config_aliases().items():
+        if alias not in settings:
+            continue
+        value = settings.pop(alias)
+        if field in settings and settings[field] != value:
+            raise ValueError(
+                f"{alias}={value!r} and {field}={settings[field]!r} name the same setting ({alias} is another name "
+                f"for {field}); give one of them"
+            )
+        settings[field] = value
 
 
 def check_choice(value: Any, choices: tuple, field: str) -> None:

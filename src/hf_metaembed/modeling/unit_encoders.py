@@ -6,6 +6,10 @@ the same shape, with padded units zero. Where it runs is declared by the pair ar
 and done here: per segment (a chain for `hp`, a side for `pad`, the joined complex for `sc`) or over the two sides
 joined (`ec`), read back onto the segments afterwards.
 
+With `shared_unit_encoder=False` (the reference's `shared_convbert: false`) the ligand's segments and the receptor's
+each go through their own copy of the encoder: the stage itself serves the ligand (its weights keep the keys of a
+shared encoder) and `receptor_encoder` the receptor.
+
 Adding one: a `UnitEncoder` subclass decorated with `@UNIT_ENCODERS.register("name")`, taking `(config, dim)` and
 defining `refine(unit_states, unit_mask)` over one padded batch of sequences.
 """
@@ -33,6 +37,24 @@ class UnitEncoder(Block, nn.Module):
 
     # an encoder that returns its input unchanged (no joining of sides is then needed)
     is_identity = False
+    config_fields = {"shared_unit_encoder": True}
+    config_aliases = {"shared_convbert": "shared_unit_encoder"}
+
+    @classmethod
+    def check_config(cls, config, dims: list[int]) -> None:
+        if cls.is_identity or getattr(config, "shared_unit_encoder", True):
+            return
+        pairing = PAIRINGS.get_class(config.architecture)
+        reads = {"single": "single sequences, which have no sides", "joined": "each complex joined into one input"}
+        if pairing.encoder_scope(config) != "segments":
+            reads[pairing.layout] = "the two sides joined into one sequence"
+        if pairing.layout in reads:
+            raise ValueError(
+                f"shared_unit_encoder=False gives the ligand and the receptor their own unit encoder, but "
+                f"architecture {config.architecture!r} runs the unit encoder over {reads[pairing.layout]}; use an "
+                "architecture that encodes each side's segments alone (hp, pad, perceiver, or ec with "
+                "ec_encode_joined=False), or keep shared_unit_encoder=True"
+            )
 
     def __init__(self, config, dim: int) -> None:
         super().__init__()
@@ -52,6 +74,8 @@ class UnitEncoder(Block, nn.Module):
         if self.is_identity:
             return unit_states
         if self.scope == "segments":
+            if hasattr(self, "receptor_encoder"):
+                return self.refine_by_side(unit_states, unit_mask, segment_side_index)
             return self.refine(unit_states, unit_mask)
         samples, group = check_segments(
             unit_mask, segment_sample_index, segment_side_index, "sides", self.architecture
@@ -63,12 +87,33 @@ class UnitEncoder(Block, nn.Module):
         refined[slots[0], slots[1]] = joined[slots[2], slots[3]]
         return refined
 
+    def refine_by_side(
+        self, unit_states: torch.Tensor, unit_mask: torch.Tensor, segment_side_index: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Ligand segments (side 0) refined by this encoder, receptor segments (side 1) by `receptor_encoder`."""
+        if segment_side_index is None:
+            raise ValueError(
+                "this model has separate ligand and receptor unit encoders (shared_unit_encoder=False) and needs "
+                "segment_side_index (segments,) to tell them apart; pass the processor's batch of complexes"
+            )
+        receptor = segment_side_index.to(unit_states.device) == 1  # (segments,)
+        refined = None
+        for rows, encoder in ((~receptor, self), (receptor, self.receptor_encoder)):
+            if not bool(rows.any()):
+                continue
+            states = encoder.refine(unit_states[rows], unit_mask[rows])
+            if refined is None:
+                refined = unit_states.new_zeros(unit_states.shape[:-1] + states.shape[-1:])
+            refined[rows] = states
+        return refined if refined is not None else unit_states
+
 
 @UNIT_ENCODERS.register("none")
 class NoUnitEncoder(UnitEncoder):
     """Fused unit states go to the pair architecture unchanged."""
 
     is_identity = True
+    config_fields = {}  # nothing to share or separate
 
     def refine(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         return unit_states
@@ -100,6 +145,7 @@ class ConvBertUnitEncoder(UnitEncoder):
     group_min_length = 64
 
     config_fields = {
+        **UnitEncoder.config_fields,
         "convbert_num_heads": 8,
         "convbert_kernel_size": 7,
         "convbert_dropout": 0.2,
@@ -115,6 +161,7 @@ class ConvBertUnitEncoder(UnitEncoder):
 
     @classmethod
     def check_config(cls, config, dims: list[int]) -> None:
+        super().check_config(config, dims)
         check_heads("convbert_num_heads", config.convbert_num_heads, unit_size(config, dims), "unit size", even=True)
         kernel = config.convbert_kernel_size
         if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
@@ -225,5 +272,10 @@ def length_groups(lengths: list[int], ratio: float, min_length: int = 0) -> list
 
 
 def build_unit_encoder(config, dim: int) -> UnitEncoder:
-    """Instantiate the unit encoder named by `config.unit_encoder` over unit states of size `dim`."""
-    return UNIT_ENCODERS.get_class(config.unit_encoder)(config, dim)
+    """Instantiate the unit encoder named by `config.unit_encoder` over unit states of size `dim`; with
+    `shared_unit_encoder=False`, with a second one of its own for the receptor (`receptor_encoder`)."""
+    encoder_class = UNIT_ENCODERS.get_class(config.unit_encoder)
+    encoder = encoder_class(config, dim)
+    if not getattr(config, "shared_unit_encoder", True) and not encoder.is_identity:
+        encoder.receptor_encoder = encoder_class(config, dim)
+    return encoder
