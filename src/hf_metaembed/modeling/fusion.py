@@ -10,10 +10,13 @@ settings, validation and card text as every `Block` does (registry.py); it can l
 
 import torch
 from torch import nn
+from transformers import initialization as init
 
 from .registry import Block, check_choice, check_heads, new_registry
 
 FUSIONS = new_registry("fusion", "fusion")
+# facebookresearch/DME's `nn_init` draws every bias from U(-1e-4, 1e-4)
+REFERENCE_BIAS_BOUND = 1e-4
 
 
 def list_fusions() -> list[str]:
@@ -54,6 +57,16 @@ def common_size(config, input_dims: list[int]) -> int:
     return config.fusion_dim or (min(input_dims) if input_dims else None)
 
 
+def reference_init(module: nn.Module, method: str) -> None:
+    """Initialise `module`'s own parameters as facebookresearch/DME's `nn_init` does: every weight Xavier-uniform
+    (`"xavier"`) or orthogonal (`"orthogonal"`), every bias from U(-1e-4, 1e-4). Skips weights a checkpoint loaded."""
+    for name, parameter in module.named_parameters(recurse=False):
+        if "weight" in name:
+            (init.xavier_uniform_ if method == "xavier" else init.orthogonal_)(parameter)
+        elif "bias" in name:
+            init.uniform_(parameter, -REFERENCE_BIAS_BOUND, REFERENCE_BIAS_BOUND)
+
+
 class ProjectedFusion(Fusion):
     """Shared part of the fusions that project every backbone to the common dim: p_i = P_i h_i + b_i, then
     `fusion_activation` (ReLU by default, as facebookresearch/DME applies after combining) and dropout on the fused
@@ -72,6 +85,12 @@ class ProjectedFusion(Fusion):
         self.projections = nn.ModuleList(nn.Linear(d, self.dim) for d in input_dims)
         self.activation = nn.ReLU() if config.fusion_activation == "relu" else nn.Identity()
         self.dropout = nn.Dropout(config.fusion_dropout)
+
+    def init_projections(self) -> None:
+        """facebookresearch/DME's initialisation of the projections (`nn_init(..., 'xavier')`): Xavier-uniform
+        weights, biases from U(-1e-4, 1e-4)."""
+        for projection in self.projections:
+            reference_init(projection, "xavier")
 
     def project(self, states: list[torch.Tensor]) -> torch.Tensor:
         # (batch, units, backbones, dim)
@@ -109,6 +128,9 @@ class MeanFusion(ProjectedFusion):
         "EMNLP 2018)."
     )
 
+    def init_block_weights(self) -> None:
+        self.init_projections()
+
     def fuse(self, states, unit_mask):
         projected = self.project(states)
         weights = projected.new_full(projected.shape[:3], 1.0 / len(states))
@@ -140,6 +162,24 @@ class DynamicMetaEmbedding(ProjectedFusion):
     def build_scorer(self, config) -> nn.Module:
         return nn.Linear(self.dim, 1)
 
+    def init_block_weights(self) -> None:
+        """DME's initialisation: projections as `init_projections`; the reference scores with two linear layers
+        (d -> 2 -> 1, each Xavier-uniform with U(-1e-4, 1e-4) biases, no non-linearity between), which is one linear
+        map, so the score layer starts as their product: w = W_1 W_0, b = W_1 b_0 + b_1 (docs/PAPER.md)."""
+        self.init_projections()
+        if not isinstance(self.scorer, nn.Linear):
+            return  # cdme's BiLSTM scorer initialises itself
+        weight = self.scorer.weight
+        # the two reference layers' weights and biases, drawn in the reference's order
+        first, first_bias = weight.new_empty(2, self.dim), weight.new_empty(2)
+        second, second_bias = weight.new_empty(1, 2), weight.new_empty(1)
+        for matrix, bias in ((first, first_bias), (second, second_bias)):
+            init.xavier_uniform_(matrix)
+            init.uniform_(bias, -REFERENCE_BIAS_BOUND, REFERENCE_BIAS_BOUND)
+        with torch.no_grad():
+            init.copy_(weight, second @ first)
+            init.copy_(self.scorer.bias, second @ first_bias + second_bias)
+
     def scores(self, projected: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         # (batch, units, backbones)
         return self.scorer(projected).squeeze(-1)
@@ -159,6 +199,12 @@ class _BiLSTMScorer(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(dim, hidden_size, batch_first=True, bidirectional=True)
         self.linear = nn.Linear(2 * hidden_size, 1)
+
+    def init_block_weights(self) -> None:
+        """CDME's initialisation in facebookresearch/DME: the BiLSTM's weights orthogonal, the score layer
+        Xavier-uniform, every bias from U(-1e-4, 1e-4)."""
+        reference_init(self.lstm, "orthogonal")
+        reference_init(self.linear, "xavier")
 
     def forward(self, projected: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         batch, units, backbones, dim = projected.shape

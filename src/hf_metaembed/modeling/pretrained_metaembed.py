@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_utils import load_state_dict
 from transformers.utils import cached_file, logging
 
@@ -25,6 +24,7 @@ from .loading_metaembed import fetch_backbones, load_backbone_safely
 from .remote_code_backbones import code_folder, save_backbone_code, trust_flags
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
 from .trainable_blocks import warn_frozen_blocks
+from .weight_init import init_module_weights
 
 logger = logging.get_logger(__name__)
 
@@ -116,30 +116,15 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             warn_frozen_blocks(self)
         return super().train(mode)
 
-    @torch.no_grad()
+    def _initialize_weights(self, module: nn.Module, *args, **kwargs) -> None:
+        """Each module once, as transformers does for its own models, also for modules with no parameters of their own
+        (which transformers skips for remote code; weight_init.py says why that matters here)."""
+        if not getattr(module, "_is_hf_initialized", False):
+            self._init_weights(module)
+            module._is_hf_initialized = True
+
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, nn.MultiheadAttention):
-            init.xavier_uniform_(module.in_proj_weight)
-            if module.in_proj_bias is not None:
-                init.zeros_(module.in_proj_bias)
-        elif isinstance(module, nn.LSTM):
-            bound = module.hidden_size**-0.5
-            for weight in module.parameters(recurse=False):
-                init.uniform_(weight, -bound, bound)
-        elif isinstance(module, nn.Conv1d):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif hasattr(module, "init_block_weights"):  # a block's own parameters (e.g. ScalarMix's layer scores)
-            module.init_block_weights()
+        init_module_weights(module, self.config.initializer_range)
 
     @classmethod
     def from_backbones(
