@@ -31,8 +31,9 @@ from .options import (
 )
 
 
-def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbone_kwargs: dict):
-    """A MetaEmbed model and its processor from a model object, a saved model folder, or backbone names."""
+def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbone_kwargs: dict, trust: bool):
+    """A MetaEmbed model and its processor from a model object, a saved model folder, or backbone names (`trust`:
+    run the own code of backbones that ship it)."""
     if isinstance(model_or_folder, torch.nn.Module):
         return model_or_folder, processor or processor_for(metaembed_of(model_or_folder).config)
     names = [model_or_folder] if isinstance(model_or_folder, str | os.PathLike) else list(model_or_folder)
@@ -40,8 +41,10 @@ def _model_and_processor(model_or_folder, processor, config_kwargs: dict, backbo
         model, saved_processor = load_saved_model(names[0], require_processor=False)
         return model, processor or saved_processor
     names = [str(name) for name in names]
-    model = MetaEmbedModel.from_backbones(names, backbone_kwargs=backbone_kwargs or None, **config_kwargs)
-    return model, processor or MetaEmbedProcessor.from_backbones(names)
+    model = MetaEmbedModel.from_backbones(
+        names, backbone_kwargs=backbone_kwargs or None, backbone_trust_remote_code=trust, **config_kwargs
+    )
+    return model, processor or MetaEmbedProcessor.from_backbones(names, backbone_trust_remote_code=trust)
 
 
 def _read_inputs(
@@ -101,6 +104,7 @@ def build_cache_from_file(
     lock_timeout: float | None = None,
     progress: bool = True,
     distributed: bool = False,
+    backbone_trust_remote_code: bool = False,
 ) -> FeatureCache:
     """Build a feature cache for the sequences or complexes of a file; returns the `FeatureCache`.
 
@@ -118,6 +122,8 @@ def build_cache_from_file(
         device: where to run the backbones (e.g. `"cuda"`).
         lock_timeout: seconds to wait while another build writes to `output_dir` (None: until it is free; 0: fail
             at once with `hf_metaembed.cache.lock.CacheLockedError`).
+        backbone_trust_remote_code: with backbone names, run the modelling code of those that ship their own (as
+            `MetaEmbedModel.from_backbones`); such a backbone is refused without it.
         Other arguments as `hf_metaembed.cache.build_feature_cache` and `records_to_inputs`.
     """
     inputs = _read_inputs(path, input_format, sequence_column, ligand_columns, receptor_columns, chain_separator)
@@ -125,7 +131,9 @@ def build_cache_from_file(
     if layers is not None:
         config_kwargs["layers"] = [int(layer) if str(layer).lstrip("-").isdigit() else layer for layer in layers]
     backbone_kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-    model, processor = _model_and_processor(model_or_folder, processor, config_kwargs, backbone_kwargs)
+    model, processor = _model_and_processor(
+        model_or_folder, processor, config_kwargs, backbone_kwargs, backbone_trust_remote_code
+    )
     if device is not None:
         model.to(device)
     if architecture is None:
@@ -168,6 +176,11 @@ def run_cache_command(args: argparse.Namespace) -> int:
     if args.lock_timeout is not None and args.lock_timeout < 0:
         raise UsageError(f"--lock-timeout must be 0 or more seconds, got {args.lock_timeout:g}")
     device = str(torch_device(args.device)) if args.device else None
+    if args.model and args.backbone_trust_remote_code:
+        raise UsageError(
+            f"--backbone-trust-remote-code applies to backbones named in --backbones; the saved model {args.model!r} "
+            "rebuilds its backbones from the code saved with it: drop --backbone-trust-remote-code"
+        )
     if args.fusion is not None:
         check_block_names(argparse.Namespace(fusion=args.fusion))  # a typo is an error even where it changes nothing
     try:
@@ -194,6 +207,7 @@ def run_cache_command(args: argparse.Namespace) -> int:
             lock_timeout=args.lock_timeout,
             progress=not args.no_progress,
             distributed=True,  # under accelerate launch / torchrun the processes share the shards
+            backbone_trust_remote_code=args.backbone_trust_remote_code,
         )
     except CacheLockedError as error:
         holder = f" ({error.holder})" if error.holder else ""

@@ -70,6 +70,14 @@ PYTHON_TO_CLI = (
     (re.compile(r"\bsmaller window_size\b"), "smaller --window-size"),
     (re.compile(r"\btruncation=True\b"), "--truncation"),
     (re.compile(r"\bchain_separator=(?=\s)"), "--chain-separator"),
+    (
+        re.compile(
+            r"pass backbone_trust_remote_code=True \(or a list with True at position \d+\) to from_backbones "
+            r"\(CLI: --backbone-trust-remote-code\), and pin it with backbone_code_revisions=\[\.\.\.\]\. The "
+            r"model's own trust_remote_code never applies to its backbones"
+        ),
+        "add --backbone-trust-remote-code (its code files are then saved with the model and checked on every reload)",
+    ),
     (re.compile(r"build_feature_cache\([^)]*overwrite=True\)"), "--overwrite"),
     (re.compile(r"\boverwrite=True\b"), "--overwrite"),
 )

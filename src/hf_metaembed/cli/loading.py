@@ -115,11 +115,18 @@ def build_from_backbones(args, model_class: type[MetaEmbedPreTrainedModel] = Met
     set_seed(getattr(args, "seed", 42))
     try:
         model = model_class.from_backbones(backbones, **settings, **config_kwargs)
-        processor = MetaEmbedProcessor.from_backbones(backbones, architecture=model.config.architecture)
+        processor = MetaEmbedProcessor.from_backbones(
+            backbones, architecture=model.config.architecture, **trust_setting(settings)
+        )
     except (OSError, ValueError) as error:
         raise UsageError(one_line(error)) from None
     check_window_policy(model.config, args)
     return model, processor
+
+
+def trust_setting(settings: dict) -> dict:
+    """`backbone_trust_remote_code` of a new model's settings (`--backbone-trust-remote-code`), for its processor."""
+    return {"backbone_trust_remote_code": bool(settings.get("backbone_trust_remote_code"))}
 
 
 def torch_device(name: str) -> torch.device:
@@ -231,5 +238,6 @@ __all__ = [
     "saved_architecture",
     "saved_model_type",
     "torch_device",
+    "trust_setting",
     "window_settings",
 ]

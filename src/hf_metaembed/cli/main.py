@@ -36,6 +36,7 @@ from .options import (
     add_cache_arguments,
     add_embed_arguments,
     add_inspect_arguments,
+    add_lora_arguments,
     add_new_model_arguments,
     add_processor_arguments,
     with_default_cache_subcommand,
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _input_arguments(train)
     _training_arguments(train)
     add_new_model_arguments(train)
+    add_lora_arguments(train)
     train.add_argument("--epochs", type=float, default=3.0, help="training epochs (default: 3)")
     train.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default: 0)")

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from ..io.files import file_sha256
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .folders import backbone_list, check_model_folder, saved_architecture
-from .loading import build_from_backbones, load_processor, model_settings, window_settings
+from .loading import build_from_backbones, load_processor, model_settings, trust_setting, window_settings
 
 
 class ModelSource:
@@ -49,7 +49,12 @@ class ModelSource:
             return load_processor(self.folder)
         from ..modeling.processing_metaembed import MetaEmbedProcessor
 
-        return MetaEmbedProcessor.from_backbones(self.backbones, architecture=self.architecture)
+        try:
+            return MetaEmbedProcessor.from_backbones(
+                self.backbones, architecture=self.architecture, **trust_setting(self.settings)
+            )
+        except (OSError, ValueError) as error:  # e.g. a backbone with its own code, not trusted
+            raise UsageError(one_line(error)) from None
 
     def load(self, device):
         """The model on `device`, in eval mode."""

@@ -33,7 +33,16 @@ NEW_MODEL_SETTINGS = (
     "head",
     "layers",
     "layer_combine",
+    "backbone_trust_remote_code",
 )
+# help of --backbone-trust-remote-code (new models and cache build)
+TRUST_HELP = (
+    "run the modelling code that backbones named in --backbones ship (an auto_map in their config.json); only for "
+    "backbones you trust: without it such a backbone is refused at once. Its code is saved beside the model"
+)
+# `hf-metaembed train --lora` defaults without a preset (integrations.peft.lora_config's); a reference preset brings
+# its own (modeling/presets.py PRESET_LORA)
+LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 
 
 def layer_argument(text: str) -> str | int | list[int]:
@@ -63,7 +72,11 @@ def add_new_model_arguments(parser: argparse.ArgumentParser, saved_model_note: s
     group.add_argument(
         "--architecture", help="single, sc, ec, hp, pad, ... (default: single; complexes need a pair architecture)"
     )
-    group.add_argument("--preset", help="paper (the study's reference settings in one flag) or v0.1")
+    group.add_argument(
+        "--preset",
+        help="the study's reference settings in one flag: paper (its current training config: attention pooling, no "
+        "ConvBERT), paper-2025-03-09 (its earlier config: ConvBERT, mean pooling), or v0.1 (release 0.1's modules)",
+    )
     group.add_argument("--unit-encoder", help="none or convbert, ... (default: none)")
     group.add_argument(
         "--pooling", help="mean, max, attention, ... (default: the architecture's, attention for pairs)"
@@ -76,6 +89,7 @@ def add_new_model_arguments(parser: argparse.ArgumentParser, saved_model_note: s
         help="layer per backbone: last, an index, a list such as [-1,-2], mix or attention (default: last)",
     )
     group.add_argument("--layer-combine", choices=["mean", "concat"], help="how a list of layers combines (mean)")
+    group.add_argument("--backbone-trust-remote-code", action="store_true", default=None, help=TRUST_HELP)
     group.add_argument(
         "--loss", help="regression loss: mse, list_mle, margin_ranking, ... (default: mse; also for a saved --model)"
     )
@@ -85,6 +99,36 @@ def add_new_model_arguments(parser: argparse.ArgumentParser, saved_model_note: s
         default=42,
         help="random seed: a new model's initial weights, training's shuffling (default: 42)",
     )
+
+
+def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
+    """`hf-metaembed train`: LoRA (or DoRA) adapters on the backbones, trained with fusion and head
+    (`integrations.peft.lora_config`) and merged into the backbones before the model is saved."""
+    group = parser.add_argument_group("adapters on the backbones (LoRA, DoRA; with a new or a saved model)")
+    group.add_argument(
+        "--lora",
+        action="store_true",
+        help="train LoRA adapters on each backbone's attention projections (its family's LoRA targets, e.g. query and "
+        "value for ESM-2 and BERT, q and v for T5 encoders) with fusion and head; merged into the backbones when the "
+        "model is saved",
+    )
+    group.add_argument(
+        "--use-dora",
+        action="store_true",
+        help="DoRA adapters (weight-decomposed LoRA: a trained magnitude per output, LoRA on the direction); implies "
+        "--lora",
+    )
+    group.add_argument(
+        "--lora-r",
+        type=int,
+        help=f"adapter rank (default: {LORA_DEFAULTS['r']}; 16 with a reference preset, paper or paper-2025-03-09)",
+    )
+    group.add_argument(
+        "--lora-alpha",
+        type=int,
+        help=f"adapter scale alpha (default: {LORA_DEFAULTS['lora_alpha']}; 32 with a reference preset)",
+    )
+    group.add_argument("--lora-dropout", type=float, help="dropout inside the adapters (default: 0)")
 
 
 def add_processor_arguments(parser: argparse.ArgumentParser, truncation: bool = True) -> None:
@@ -187,6 +231,7 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--subword-pooling", default="mean", choices=["mean", "first"], help="with --backbones")
     parser.add_argument("--pooling", default="mean", help="with --backbones and --level sequence: mean or max")
     parser.add_argument("--dtype", help="with --backbones: load them in this torch dtype (e.g. float16)")
+    parser.add_argument("--backbone-trust-remote-code", action="store_true", help="with --backbones: " + TRUST_HELP)
     parser.add_argument("--architecture", nargs="+", help="architecture(s) whose segments to cache (single, sc, ...)")
     parser.add_argument(
         "--input-format", choices=list(INPUT_FORMATS), help="input format (default: from the file suffix)"
@@ -266,10 +311,13 @@ __all__ = [
     "BLOCK_FLAGS",
     "CACHE_SUBCOMMANDS",
     "DEFAULT_MAX_TOKENS",
+    "LORA_DEFAULTS",
     "NEW_MODEL_SETTINGS",
+    "TRUST_HELP",
     "add_cache_arguments",
     "add_embed_arguments",
     "add_inspect_arguments",
+    "add_lora_arguments",
     "add_max_tokens_argument",
     "add_new_model_arguments",
     "add_processor_arguments",

@@ -1,5 +1,6 @@
-"""`hf-metaembed train` and `hf-metaembed evaluate`: fine-tune fusion and head (backbones frozen), or score a saved
-model, on a labelled CSV, TSV or JSONL file with transformers' `Trainer`; metrics are printed as one JSON object.
+"""`hf-metaembed train` and `hf-metaembed evaluate`: fine-tune fusion and head (backbones frozen, or adapted with LoRA
+or DoRA: `adapters.py`), or score a saved model, on a labelled CSV, TSV or JSONL file with transformers' `Trainer`;
+metrics are printed as one JSON object.
 
 The file is read by `labelled_files` (plain sequences or ligand-receptor complexes, KD labels through
 `--label-transform`, whose names are `integrations.metrics.LABEL_TRANSFORMS`); its labels are checked, and the task
@@ -17,6 +18,7 @@ from ..io.files import check_writable_output
 from ..modeling.feature_rows import feature_rows
 from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
 from ..modeling.pairing import PAIRINGS, list_architectures
+from .adapters import adapter_report, add_adapters, lora_settings, merge_adapters
 from .errors import EXIT_OK, UsageError, check_positive
 from .labelled_files import pair_columns, read_labelled
 from .labels import LabelledData, announce, encode_labels, infer_task, sorted_class_names
@@ -137,6 +139,7 @@ def run_train(args) -> int:
     check_positive(args.batch_size, "--batch-size")
     torch_device(args.device)  # a device this torch cannot use is reported before any data is read
     settings = model_settings(args)
+    lora = lora_settings(args)  # adapter flags checked before any data is read
     pairs = pair_columns(args) is not None
     if args.backbones:
         _check_layout(settings.get("architecture", "single"), pairs, "the new model has")
@@ -160,9 +163,14 @@ def run_train(args) -> int:
     if eval_data is not None:
         eval_labels = encode_labels(eval_data, task, label2id, args.label_column)
         eval_features = _features(processor, eval_data, eval_labels, args)
+    if lora is not None:
+        model = add_adapters(model, lora)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         metrics = _fit(args, model, processor, train_features, eval_features, task, scratch)
+    if lora is not None:  # saved as a plain MetaEmbed model: the adapters merged into the backbone weights
+        metrics["adapters"] = adapter_report(model, lora)
+        model = merge_adapters(model)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output_dir))
     processor.save_pretrained(str(output_dir))
