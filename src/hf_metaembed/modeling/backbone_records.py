@@ -66,6 +66,7 @@ BACKBONE_RECORD_KEYS = (
     "config",
     "fingerprint",
     "sentence_pooling",
+    "pooling",
     "trust_remote_code",
     "code_revision",
     "code_sha256",
@@ -78,6 +79,7 @@ LEGACY_BACKBONE_LISTS = {
     "backbone_revisions": "revision",
     "backbone_unit_types": "unit_type",
     "backbone_layers": "layer",
+    "backbone_poolings": "pooling",  # 0.2, in the same form
 }
 
 
@@ -104,6 +106,8 @@ def _backbone_record(entry: dict, index: int) -> dict:
         "config": config,
         "fingerprint": entry.get("fingerprint"),
         "sentence_pooling": entry.get("sentence_pooling"),
+        # at level="sequence", the pooling of this backbone's tokens the user chose (None: the default rule)
+        "pooling": entry.get("pooling"),
         # a backbone with its own code (remote_code_backbones.py): trusted by the user, its pinned code revision,
         # and the digest and names of its code files saved beside the model
         "trust_remote_code": bool(entry.get("trust_remote_code", False)),

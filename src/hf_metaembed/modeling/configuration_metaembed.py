@@ -27,7 +27,7 @@ from .heads import HEADS
 from .losses import LOSSES
 from .pairing import PAIRINGS
 from .pairing_perceiver import PerceiverPairing  # noqa: F401  (registers architecture "perceiver")
-from .pooling import POOLERS
+from .pooling import POOLERS, check_token_pooling
 from .presets import REFERENCE_PRESETS
 from .registry import block_config_aliases, block_config_fields, resolve_config_aliases
 from .registry import check_choice as _check_choice
@@ -78,6 +78,9 @@ class MetaEmbedConfig(PreTrainedConfig):
             0.1's parallel lists, one field of the records each. Accepted as keyword arguments and in stored configs
             (a list given beside `backbones` overrides that field of every record), readable and assignable as
             attributes; a saved config stores `backbones` only.
+        backbone_poolings (`list`, *optional*): at `level="sequence"`, one pooling per backbone (a name from
+            `list_poolings()`, or None for the default: a sentence-transformers backbone's own pooling, a decoder's
+            last token, else `pooling`), e.g. `["cls", "mean"]`; stored in each backbone record as `pooling`.
         layer_combine (`str`, defaults to `"mean"`): how a backbone reading a list of layers combines them: `"mean"`
             or `"concat"` (that backbone's width becomes the hidden size times the layers).
         layer_mix_norm (`bool`, defaults to `False`): `"mix"` layer-normalises each layer (per unit, no affine
@@ -273,6 +276,9 @@ class MetaEmbedConfig(PreTrainedConfig):
         for index, layer in enumerate(self.backbone_layers):
             check_layer(layer, index)
         _check_choice(self.layer_combine, LAYER_COMBINES, "layer_combine")
+        for index, pooling in enumerate(self.backbone_poolings):
+            if pooling is not None:
+                check_token_pooling(pooling, index, self.level)
         if self.level == "unit" and len(set(self.backbone_unit_types)) > 1:
             kinds = ", ".join(f"{i} ({self.backbone_names[i]}): {t}" for i, t in enumerate(self.backbone_unit_types))
             raise ValueError(
@@ -305,6 +311,7 @@ class MetaEmbedConfig(PreTrainedConfig):
     backbone_revisions = record_field("revision")
     backbone_unit_types = record_field("unit_type")
     backbone_layers = record_field("layer")
+    backbone_poolings = record_field("pooling")
 
     def __setattr__(self, key: str, value: Any) -> None:
         super().__setattr__(key, value)

@@ -1,6 +1,8 @@
 """Masked pooling of a sequence of states into one vector: `mean`, `max`, `attention`, `cls`, `last_token`,
-`weighted_mean`, `mean_sqrt_len` (these four are also sentence-transformers' pooling modes, reading.py),
+`weighted_mean`, `mean_sqrt_len` (these four are also sentence-transformers' pooling modes: `SentencePooler`),
 `gated_mean`, `latent_attention` (NV-Embed) and the composite `mean_max` (`CompositePooler`: poolings concatenated).
+The reader pools each backbone's tokens at `level="sequence"` with one of them (`check_token_pooling` checks a
+per-backbone choice).
 
 Every pooler maps `states (batch, length, dim)` and `mask (batch, length)` (True/1 where a state is real) to
 `(batch, dim)`. Masked positions never contribute; a row with no real position pools to zeros.
@@ -230,3 +232,64 @@ class MeanMaxPooler(CompositePooler):
 def build_pooler(name: str, dim: int) -> Pooler:
     """Instantiate the pooler registered as `name` for states of size `dim`."""
     return POOLERS.get_class(name)(dim)
+
+
+# sentence-transformers' `Pooling` modes and the pooler of this library's registry that computes each
+SENTENCE_POOLERS = {
+    "mean": "mean",
+    "max": "max",
+    "cls": "cls",
+    "lasttoken": "last_token",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "weightedmean": "weighted_mean",
+}
+SENTENCE_POOLING_MODES = tuple(SENTENCE_POOLERS)
+
+
+class SentencePooler(nn.Module):
+    """A sentence-transformers backbone's own sentence vector: its pooling mode over every token its attention mask
+    keeps ([CLS]/[SEP] included), then L2 normalisation if the model normalises.
+
+    Args:
+        pooling: `{"mode": one of SENTENCE_POOLING_MODES, "normalize": bool}` (a backbone record's
+            `sentence_pooling`); the mode names a pooler of the registry (`SENTENCE_POOLERS`).
+        dim: the backbone's hidden size.
+    """
+
+    def __init__(self, pooling: dict, dim: int) -> None:
+        super().__init__()
+        mode = pooling["mode"]
+        if mode not in SENTENCE_POOLERS:
+            raise ValueError(
+                f"unknown sentence pooling mode {mode!r}; choose one of: {', '.join(SENTENCE_POOLING_MODES)}"
+            )
+        self.pooler = build_pooler(SENTENCE_POOLERS[mode], dim)
+        self.normalize = bool(pooling.get("normalize"))
+
+    def forward(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`token_states (segments, tokens, dim)`, `attention_mask (segments, tokens)` -> `(segments, dim)`."""
+        pooled, _ = self.pooler(token_states, attention_mask)
+        return nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
+
+
+def pool_sentence(token_states: torch.Tensor, attention_mask: torch.Tensor, pooling: dict) -> torch.Tensor:
+    """One vector per segment as a sentence-transformers model makes it (`SentencePooler`): `(segments, dim)`."""
+    return SentencePooler(pooling, token_states.shape[-1]).to(token_states.device)(token_states, attention_mask)
+
+
+def check_token_pooling(pooling, index: int, level: str) -> None:
+    """Raise a `ValueError` naming backbone `index` unless `pooling` can pool its tokens (`backbone_poolings`): a
+    registered pooling of one vector the backbone's width, at `level="sequence"` (at unit level the fused units are
+    pooled, by `pooling`)."""
+    POOLERS.check(pooling, f"backbone_poolings[{index}]")
+    if level != "sequence":
+        raise ValueError(
+            f"backbone_poolings[{index}]={pooling!r} chooses how backbone {index} pools its tokens at "
+            f"level='sequence', but level={level!r} pools the fused units with `pooling`; use level='sequence', or "
+            "leave backbone_poolings unset"
+        )
+    if POOLERS.get_class(pooling).output_size(8) != 8:
+        raise ValueError(
+            f"backbone_poolings[{index}]={pooling!r} makes a wider vector than the backbone's states; choose a single "
+            "pooling such as 'mean', 'cls' or 'attention'"
+        )

@@ -23,7 +23,7 @@ from .backbone_families import backbone_family
 from .input_checks import check_backbone_states
 from .layer_menu import LayerAttention, LayerCombine, ScalarMix, layer_combiner, select_layer
 from .outputs_metaembed import BackboneReading
-from .pooling import build_pooler
+from .pooling import SENTENCE_POOLING_MODES, SentencePooler, build_pooler, pool_sentence
 from .special_units import with_special_units
 from .tokenization_metaembed import PROMPT_TOKEN
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
@@ -31,16 +31,6 @@ from .windowing import backbone_window, check_backbone_inputs, position_limit, w
 # bump whenever token-to-unit alignment or layer selection changes what `read_backbones` returns (cache fingerprint)
 READING_VERSION = 1
 LEVELS = ("unit", "sequence")
-# sentence-transformers' `Pooling` modes and the pooler of this library's registry that computes each
-SENTENCE_POOLERS = {
-    "mean": "mean",
-    "max": "max",
-    "cls": "cls",
-    "lasttoken": "last_token",
-    "mean_sqrt_len_tokens": "mean_sqrt_len",
-    "weightedmean": "weighted_mean",
-}
-SENTENCE_POOLING_MODES = tuple(SENTENCE_POOLERS)
 
 
 class Backbones:
@@ -59,37 +49,6 @@ class Backbones:
 
     def __getitem__(self, index: int) -> PreTrainedModel:
         return self._backbones[index]
-
-
-class SentencePooler(nn.Module):
-    """A sentence-transformers backbone's own sentence vector: its pooling mode over every token its attention mask
-    keeps ([CLS]/[SEP] included), then L2 normalisation if the model normalises.
-
-    Args:
-        pooling: `{"mode": one of SENTENCE_POOLING_MODES, "normalize": bool}` (a backbone record's
-            `sentence_pooling`); the mode names a pooler of the registry (`SENTENCE_POOLERS`).
-        dim: the backbone's hidden size.
-    """
-
-    def __init__(self, pooling: dict, dim: int) -> None:
-        super().__init__()
-        mode = pooling["mode"]
-        if mode not in SENTENCE_POOLERS:
-            raise ValueError(
-                f"unknown sentence pooling mode {mode!r}; choose one of: {', '.join(SENTENCE_POOLING_MODES)}"
-            )
-        self.pooler = build_pooler(SENTENCE_POOLERS[mode], dim)
-        self.normalize = bool(pooling.get("normalize"))
-
-    def forward(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`token_states (segments, tokens, dim)`, `attention_mask (segments, tokens)` -> `(segments, dim)`."""
-        pooled, _ = self.pooler(token_states, attention_mask)
-        return nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
-
-
-def pool_sentence(token_states: torch.Tensor, attention_mask: torch.Tensor, pooling: dict) -> torch.Tensor:
-    """One vector per segment as a sentence-transformers model makes it (`SentencePooler`): `(segments, dim)`."""
-    return SentencePooler(pooling, token_states.shape[-1]).to(token_states.device)(token_states, attention_mask)
 
 
 def align_to_units(
@@ -157,11 +116,17 @@ class BackboneReader(nn.Module):
         if self.per_sequence:
             dims = config.backbone_read_sizes
             self.token_poolers = nn.ModuleList(
-                SentencePooler(record["sentence_pooling"], dim)
-                if record.get("sentence_pooling")
-                else build_pooler(config.pooling, dim)
-                for record, dim in zip(config.backbones, dims)
+                self._token_pooler(record, dim) for record, dim in zip(config.backbones, dims)
             )
+
+    def _token_pooler(self, record: dict, dim: int) -> nn.Module:
+        """How one backbone pools its tokens at level="sequence": the pooling the user chose for it
+        (`backbone_poolings`), else a sentence-transformers backbone's own, else `pooling`."""
+        if record.get("pooling"):
+            return build_pooler(record["pooling"], dim)
+        if record.get("sentence_pooling"):
+            return SentencePooler(record["sentence_pooling"], dim)
+        return build_pooler(self.config.pooling, dim)
 
     @property
     def per_sequence(self) -> bool:
@@ -366,6 +331,8 @@ class BackboneReader(nn.Module):
             readings = [record.get("sentence_pooling") for record in config.backbones]
             if any(readings):  # sentence-transformers backbones pool as their own config says
                 description["sentence_pooling"] = readings
+            if any(config.backbone_poolings):  # poolings chosen per backbone
+                description["backbone_poolings"] = config.backbone_poolings
         return description
 
     def cache_problem(self) -> str | None:
