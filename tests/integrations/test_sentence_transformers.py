@@ -190,3 +190,24 @@ def test_the_feature_cache_tells_sentence_pooling_apart(minilm_metaembed):
     own = MetaEmbedModel.from_backbones([MINILM], fusion="concat", level="sequence", pooling="mean")
     differences = fingerprint_differences(model_fingerprint(model, processor), model_fingerprint(own, processor))
     assert any("sentence_pooling" in difference for difference in differences)
+
+
+def test_defaults_over_one_sentence_transformers_backbone_equal_encode(minilm_reference, tiny_bert):
+    """No level, fusion or pooling given: one sentence-transformers backbone reads at level="sequence" and passes its
+    own sentence vector through (`concat` of one), so the model is `SentenceTransformer(folder).encode`."""
+    model = MetaEmbedModel.from_backbones([MINILM]).eval()
+    assert (model.config.level, model.config.fusion) == ("sequence", "concat")
+    with torch.no_grad():
+        pooled = model(**MetaEmbedProcessor.from_backbones([MINILM])(SENTENCES)).pooler_output
+    cosine = torch.nn.functional.cosine_similarity(pooled, minilm_reference, dim=-1)
+    assert cosine.min() >= 0.99999
+    torch.testing.assert_close(pooled, minilm_reference, atol=1e-6, rtol=0)
+    # two sentence-transformers backbones: each makes its own sentence vector, and the default fusion fuses them
+    both = MetaEmbedModel.from_backbones([MINILM, MINILM])
+    assert (both.config.level, both.config.fusion) == ("sequence", "dme")
+    # backbones of different kinds keep the library's defaults: words fused one by one (level="unit", dme)
+    mixed = MetaEmbedModel.from_backbones([MINILM, tiny_bert])
+    assert (mixed.config.level, mixed.config.fusion) == ("unit", "dme")
+    # anything the user chose wins
+    chosen = MetaEmbedModel.from_backbones([MINILM], level="unit")
+    assert (chosen.config.level, chosen.config.fusion) == ("unit", "dme")

@@ -237,6 +237,17 @@ def sentence_pooling(name: str | None, revision: str | None = None) -> dict | No
     return {"mode": settings["pooling"], "normalize": settings["normalize"]}
 
 
+def sentence_transformers_defaults(poolings: list[dict | None], settings: dict) -> dict:
+    """The settings a model over only sentence-transformers backbones takes where the user gave none (`poolings`:
+    each backbone's `sentence_pooling`): `level="sequence"`, so each backbone makes its sentence vector as its own
+    config says, and for one backbone alone `fusion="concat"`, so that vector passes through unchanged and the model
+    equals `SentenceTransformer(folder).encode`. Backbones of several kinds keep the defaults (README)."""
+    chosen = {"level", "pooling", "pool_special_tokens", "architecture"} & set(settings)
+    if not poolings or not all(poolings) or chosen:
+        return {}
+    return {"level": "sequence", **({"fusion": "concat"} if len(poolings) == 1 and "fusion" not in settings else {})}
+
+
 def infer_unit_type(tokenizer=None, config: PreTrainedConfig | None = None) -> str:
     """Whether a backbone reads proteins (`"residue"`) or text (`"word"`): its family's unit type when the record
     states one (ESM-2, static word vectors), else guessed from the tokenizer.

@@ -18,7 +18,7 @@ from transformers.utils import cached_file, logging
 
 from .auto_classes import auto_map, copy_entry_files, custom_pipelines, write_sentence_transformers_files
 from .backbone_families import backbone_family
-from .backbones import infer_unit_type, looks_local, sentence_pooling
+from .backbones import infer_unit_type, looks_local, sentence_pooling, sentence_transformers_defaults
 from .configuration_metaembed import MetaEmbedConfig, check_setting_names, legacy_key_mapping, rename_legacy_keys
 from .loading_metaembed import fetch_backbones, load_backbone_safely
 from .remote_code_backbones import code_folder, save_backbone_code, trust_flags
@@ -183,6 +183,9 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
                 infer_unit_type(_try_tokenizer(name, rev, trust), b.config)
                 for name, rev, b, trust in zip(names, revisions, loaded, trusted)
             ]
+        own_recipe = "pooling" not in config_kwargs and "pool_special_tokens" not in config_kwargs
+        poolings = [sentence_pooling(name, rev) if own_recipe else None for name, rev in zip(names, revisions)]
+        config_kwargs = {**sentence_transformers_defaults(poolings, config_kwargs), **config_kwargs}
         config = MetaEmbedConfig(
             backbone_configs=[b.config.to_dict() for b in loaded],
             backbone_names=names,
@@ -194,11 +197,10 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
         for record, trust, code_revision in zip(config.backbones, trusted, code_revisions):
             if "auto_map" in record["config"]:  # a backbone running its own code (only ever loaded when trusted)
                 record.update(trust_remote_code=trust, code_revision=code_revision)
-        if "pooling" not in config_kwargs and "pool_special_tokens" not in config_kwargs:
-            # a sentence-transformers backbone makes its sentence vector (level="sequence") as its own config says
-            # a decoder's, by its family's recipe, as its last real token (EOS) state
-            for record, name, revision in zip(config.backbones, names, revisions):
-                record["sentence_pooling"] = sentence_pooling(name, revision)
+        if own_recipe:
+            # sentence vectors as a sentence-transformers backbone's config says, or a decoder's last (EOS) state
+            for record, own_pooling in zip(config.backbones, poolings):
+                record["sentence_pooling"] = own_pooling
                 if record["sentence_pooling"] is None and backbone_family(record["config"]["model_type"]).causal:
                     record["sentence_pooling"] = {"mode": "lasttoken", "normalize": False}
         for backbone in loaded:
