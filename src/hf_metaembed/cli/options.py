@@ -67,8 +67,16 @@ def add_new_model_arguments(parser: argparse.ArgumentParser, saved_model_note: s
     and the preset's)."""
     note = saved_model_note or "a saved --model keeps its own settings"
     group = parser.add_argument_group(f"new model (with --backbones; {note})")
-    group.add_argument("--fusion", help="fusion name: concat, mean, dme, cdme, attention, ... (default: dme)")
-    group.add_argument("--level", choices=["unit", "sequence"], help="fusion level (default: unit)")
+    group.add_argument(
+        "--fusion",
+        help="fusion name: concat, mean, dme, cdme, attention, ... (default: dme; concat for one "
+        "sentence-transformers backbone alone)",
+    )
+    group.add_argument(
+        "--level",
+        choices=["unit", "sequence"],
+        help="fusion level (default: unit; sequence over sentence-transformers backbones only)",
+    )
     group.add_argument(
         "--architecture", help="single, sc, ec, hp, pad, ... (default: single; complexes need a pair architecture)"
     )
