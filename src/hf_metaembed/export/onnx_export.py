@@ -34,8 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..modeling.reading import align_to_units
-from ..modeling.special_units import with_special_units
 from ..modeling.windowing import backbone_window
 
 ONNX_FILE = "model.onnx"
@@ -117,17 +115,12 @@ class ExportableMetaEmbed(nn.Module):
     ) -> list[torch.Tensor]:
         """`BackboneReader.read_backbones` without cutting each backbone's tokens to the batch's longest (a length
         read from the data, which a trace would freeze): per backbone `(segments, units, d_i)` (`(segments, 1, d_i)`
-        per sequence), from the reader's own per-backbone steps."""
-        reader = self.base.reader
-        states = []
-        for index, backbone in enumerate(self.base.backbones):
-            ids, mask, unit_index = input_ids[:, index], attention_mask[:, index], token_unit_index[:, index]
-            token_states = reader._token_states(index, backbone, ids, mask, unit_index)
-            if reader.per_sequence:
-                states.append(reader._pool_tokens(index, token_states, mask, unit_index))
-            else:
-                states.append(align_to_units(token_states, unit_index, num_units, self.base.config.subword_pooling))
-        return states
+        per sequence), from the reader's own per-backbone step (`read_backbone`) over the whole padded width."""
+        read = self.base.reader.read_backbone
+        return [
+            read(index, backbone, input_ids[:, index], attention_mask[:, index], token_unit_index[:, index], num_units)
+            for index, backbone in enumerate(self.base.backbones)
+        ]
 
     def _unit_encoder(self, unit_states, unit_mask, segment_sample_index, segment_side_index) -> torch.Tensor:
         # ConvBERT groups segments by length in Python before `encode`; over the whole padded batch at once (what a
@@ -150,8 +143,7 @@ class ExportableMetaEmbed(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         base = self.base
         self.stage = "reading"
-        if base.reader.special_units:
-            token_unit_index, unit_mask = with_special_units(token_unit_index, attention_mask, unit_mask)
+        token_unit_index, unit_mask = base.reader.unit_layout(token_unit_index, attention_mask, unit_mask)
         states = self.read_backbones(input_ids, attention_mask, token_unit_index, unit_mask.shape[1])
         reading = base.reader.finish(states, unit_mask)
         self.stage = "fusion"

@@ -26,6 +26,7 @@ from .outputs_metaembed import BackboneReading
 from .pooling import SENTENCE_POOLING_MODES, SentencePooler, build_pooler, pool_sentence
 from .special_units import with_special_units
 from .tokenization_metaembed import PROMPT_TOKEN
+from .unit_alignment import align_to_units
 from .windowing import backbone_window, check_backbone_inputs, position_limit, windowed_token_states
 
 # bump whenever token-to-unit alignment or layer selection changes what `read_backbones` returns (cache fingerprint)
@@ -49,44 +50,6 @@ class Backbones:
 
     def __getitem__(self, index: int) -> PreTrainedModel:
         return self._backbones[index]
-
-
-def align_to_units(
-    token_states: torch.Tensor, token_unit_index: torch.Tensor, num_units: int, mode: str = "mean"
-) -> torch.Tensor:
-    """Pool token states onto units.
-
-    Args:
-        token_states: `(segments, tokens, *feature)` states of one backbone.
-        token_unit_index: `(segments, tokens)` unit of each token, -1 for special tokens and padding.
-        num_units: number of unit slots in the output.
-        mode: `"mean"` of a unit's tokens, or its `"first"` token.
-
-    Returns:
-        `(segments, num_units, *feature)`; a unit with no token is zero.
-    """
-    segments, tokens = token_unit_index.shape
-    feature_shape = token_states.shape[2:]
-    # route special tokens and padding to an extra slot that is dropped at the end
-    slots = torch.where(token_unit_index < 0, num_units, token_unit_index)
-    if mode == "first":
-        positions = torch.arange(tokens, device=slots.device).expand(segments, tokens)
-        first = torch.full((segments, num_units + 1), tokens, device=slots.device, dtype=torch.long)
-        first = first.scatter_reduce(1, slots, positions, reduce="amin")[:, :num_units]
-        covered = first < tokens
-        gather_index = first.clamp(max=tokens - 1)
-        gather_index = gather_index.view(segments, num_units, *([1] * len(feature_shape))).expand(
-            segments, num_units, *feature_shape
-        )
-        picked = token_states.gather(1, gather_index)
-        return picked * covered.view(segments, num_units, *([1] * len(feature_shape))).to(picked.dtype)
-    flat = token_states.reshape(segments, tokens, -1)
-    sums = flat.new_zeros(segments, num_units + 1, flat.shape[-1])
-    sums.scatter_add_(1, slots.unsqueeze(-1).expand_as(flat), flat)
-    counts = flat.new_zeros(segments, num_units + 1)
-    counts.scatter_add_(1, slots, torch.ones_like(slots, dtype=flat.dtype))
-    means = sums[:, :num_units] / counts[:, :num_units].clamp(min=1).unsqueeze(-1)
-    return means.reshape(segments, num_units, *feature_shape)
 
 
 class BackboneReader(nn.Module):
@@ -151,10 +114,19 @@ class BackboneReader(nn.Module):
         """Read a processor batch: `(segments, backbones, tokens)` ids, mask and token-to-unit index, `unit_mask
         (segments, units)`; `backbones` is the model's backbones as a `Backbones` sequence."""
         self.check_token_inputs(input_ids, attention_mask, token_unit_index)
-        if self.special_units:
-            token_unit_index, unit_mask = with_special_units(token_unit_index, attention_mask, unit_mask)
+        token_unit_index, unit_mask = self.unit_layout(token_unit_index, attention_mask, unit_mask)
         states = self.read_backbones(backbones, input_ids, attention_mask, token_unit_index, unit_mask.shape[1])
         return self.finish(states, unit_mask)
+
+    def unit_layout(
+        self, token_unit_index: torch.Tensor, attention_mask: torch.Tensor, unit_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The units a batch's tokens are read onto: the processor's `token_unit_index (segments, backbones, tokens)`
+        and `unit_mask (segments, units)` as they are, or with special units (`special_units`) each special token
+        made a unit of its own (more units per segment)."""
+        if not self.special_units:
+            return token_unit_index, unit_mask
+        return with_special_units(token_unit_index, attention_mask, unit_mask)
 
     def from_states(
         self,
@@ -193,7 +165,6 @@ class BackboneReader(nn.Module):
         """
         if input_ids.shape[0] == 0:
             raise ValueError("the batch holds no segments: pass at least one sequence")
-        config = self.config
         states = []
         for index, backbone in enumerate(backbones):
             # the columns holding any real token of this backbone (padding may sit on either side)
@@ -207,16 +178,49 @@ class BackboneReader(nn.Module):
                     f"token_unit_index of backbone {index} points at unit {int(unit_index.max())} but unit_mask has "
                     f"{num_units} units; pass the processor's outputs together"
                 )
-            token_states = self._token_states(index, backbone, ids, mask, unit_index)
-            unit_index = unit_index.to(token_states.device)
-            if self.per_sequence:
-                states.append(self._pool_tokens(index, token_states, mask.to(token_states.device), unit_index))
-            else:
-                states.append(align_to_units(token_states, unit_index, num_units, config.subword_pooling))
+            states.append(self.read_backbone(index, backbone, ids, mask, unit_index, num_units))
         return states
 
-    def _token_states(self, index: int, backbone, ids, mask, unit_index) -> torch.Tensor:
-        """Backbone `index`'s token states of the chosen layer (all layers for `"mix"`), windows stitched back."""
+    def read_backbone(
+        self,
+        index: int,
+        backbone: PreTrainedModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_unit_index: torch.Tensor,
+        num_units: int,
+    ) -> torch.Tensor:
+        """Backbone `index`'s states over the token columns it is given, brought onto units (or pooled per sequence).
+
+        `read_backbones` hands it each backbone's columns cut to those holding a real token; a traced graph (the
+        ONNX export) hands it the whole padded width, which gives the same states, padding being masked.
+
+        Args:
+            input_ids, attention_mask, token_unit_index: `(segments, tokens)`, this backbone's slice of the
+                processor's tensors.
+            num_units: unit slots per segment.
+
+        Returns:
+            `(segments, units, d_i)` (`(segments, units, layers, d_i)` for a `"mix"` backbone at unit level;
+            `(segments, 1, d_i)` per sequence).
+        """
+        token_states = self.token_states(index, backbone, input_ids, attention_mask, token_unit_index)
+        token_unit_index = token_unit_index.to(token_states.device)
+        if self.per_sequence:
+            return self.pool_tokens(index, token_states, attention_mask.to(token_states.device), token_unit_index)
+        return align_to_units(token_states, token_unit_index, num_units, self.config.subword_pooling)
+
+    def token_states(
+        self,
+        index: int,
+        backbone: PreTrainedModel,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        unit_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """Backbone `index`'s token states of its chosen layer: `ids`, `mask`, `unit_index (segments, tokens)` ->
+        `(segments, tokens, d_i)` (`(segments, tokens, layers, d_i)` for `"mix"` or a layer list); windows past its
+        length limit are read and stitched back (`config.window_size`)."""
         config = self.config
         layer = config.backbone_layers[index]
         window = backbone_window(config, index)
@@ -253,8 +257,13 @@ class BackboneReader(nn.Module):
                 backbone_label=f"backbone {index} ({name})",
             )
 
-    def _pool_tokens(self, index: int, token_states, mask, unit_index) -> torch.Tensor:
-        """One vector per segment `(segments, 1, d_i)` from backbone `index`'s token states."""
+    def pool_tokens(
+        self, index: int, token_states: torch.Tensor, mask: torch.Tensor, unit_index: torch.Tensor
+    ) -> torch.Tensor:
+        """One vector per segment at `level="sequence"`: backbone `index`'s `token_states (segments, tokens, d_i)`
+        (with a layers axis before `d_i` for a layer mix, mixed here), `mask` and `unit_index (segments, tokens)` ->
+        `(segments, 1, d_i)`, pooled by its token pooler over its real tokens (prompts never; special tokens only
+        with `pool_special_tokens` or for a decoder)."""
         token_states = self.mix(index, token_states)
         pooler = self.token_poolers[index]
         keep = mask.bool() & (unit_index != PROMPT_TOKEN)  # a prompt's tokens are never pooled
