@@ -1,7 +1,7 @@
 """`--backbone-trust-remote-code`: a backbone folder with its own modelling code (`auto_map` in its config.json) is
-refused by every command that builds a model from `--backbones` (build, embed, train, cache build) unless the flag is
-given, at once and with the flag named (in a process whose stdin is closed: transformers' "[y/N]" prompt is never
-reached), and accepted with it."""
+refused by every command that builds a model from `--backbones` (build, embed, train, cache build) and by
+compare unless the flag is given, at once and with the flag named (in a process whose stdin is closed:
+transformers' "[y/N]" prompt is never reached), and accepted with it."""
 
 import contextlib
 import io
@@ -102,3 +102,29 @@ def test_cache_build_refuses_without_the_flag_and_caches_with_it(own_code, tmp_p
     code, out, err = run(*argv, FLAG, "--no-progress")
     assert code == EXIT_OK, err
     assert f"cached {len(TEXTS)} new segments" in out
+
+
+def labelled_file(folder) -> str:
+    """TEXTS three times, with their labels: three items of each class, as a 3-fold comparison needs."""
+    path = folder / "labelled.csv"
+    path.write_text("sequence,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(TEXTS * 3)))
+    return str(path)
+
+
+def test_compare_refuses_without_the_flag_with_stdin_closed_and_compares_with_it(own_code, tiny_bert, tmp_path):
+    argv = ["compare", labelled_file(tmp_path), "--backbones", own_code, tiny_bert, "--names", "own", "bert"]
+    argv += ["--fusions", "concat", "--folds", 3, "--epochs", 2, "--resamples", 50, "--permutations", 50]
+    refused = hf_metaembed(*argv, "--output-dir", tmp_path / "refused")
+    assert_refused(refused.returncode, refused.stderr, "compare")
+    assert not (tmp_path / "refused").exists()  # refused before any backbone read anything
+    # with the flag, in worker processes that rebuild the backbone from the code copied to the output folder
+    compared = hf_metaembed(*argv, "--output-dir", tmp_path / "out", "--jobs", 2, "--no-progress", FLAG)
+    assert compared.returncode == EXIT_OK, compared.stderr
+    rows = [line.split("|")[1:3] for line in compared.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["own", "alone"],
+        ["bert", "alone"],
+        ["own + bert", "concat"],
+    ]
+    assert "backbone segments read: own 4, bert 4" in compared.stderr
+    assert (tmp_path / "out" / "backbone_code" / "backbone_0_code" / "modeling_tiny_remote.py").is_file()

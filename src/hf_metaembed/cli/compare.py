@@ -33,6 +33,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("data", help="labelled file (.csv, .tsv, .jsonl; optionally .gz)")
     parser.add_argument("--backbones", required=True, nargs="+", help="two or more backbone folders or Hub ids (a,b)")
     parser.add_argument("--names", nargs="+", help="how the table names the backbones (default: folder names)")
+    parser.add_argument(
+        "--backbone-trust-remote-code",
+        action="store_true",
+        help="run the modelling code that backbones named in --backbones ship (an auto_map in their config.json); "
+        "only for backbones you trust: without it such a backbone is refused at once. Its code is copied to "
+        "OUTPUT_DIR/backbone_code, from which every cell and --jobs worker rebuilds it",
+    )
     parser.add_argument("--output-dir", required=True, help="folder for the cache, runs and results (resumed)")
     grid = parser.add_argument_group("grid")
     grid.add_argument(
@@ -150,6 +157,7 @@ def run_compare(args) -> int:
             budget=Budget(args.epochs, args.patience, args.learning_rate, args.weight_decay, args.batch_size),
             model_settings=_model_settings(args),
             reader_settings=reader_settings,
+            backbone_trust_remote_code=args.backbone_trust_remote_code,
             truncation=args.truncation,
             jobs=args.jobs,
             resamples=args.resamples,

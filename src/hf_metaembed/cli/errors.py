@@ -78,6 +78,13 @@ PYTHON_TO_CLI = (
         ),
         "add --backbone-trust-remote-code (its code files are then saved with the model and checked on every reload)",
     ),
+    (
+        re.compile(
+            r"pass backbone_trust_remote_code=True \(or a list with True at position \d+\) to compare "
+            r"\(CLI: --backbone-trust-remote-code\)"
+        ),
+        "add --backbone-trust-remote-code (its code files are then copied to the output folder for the cells)",
+    ),
     (re.compile(r"build_feature_cache\([^)]*overwrite=True\)"), "--overwrite"),
     (re.compile(r"\boverwrite=True\b"), "--overwrite"),
 )

@@ -17,11 +17,14 @@ from .grid import check_layer_ranges
 @dataclass
 class Reading:
     """What the cells need to know about the read: the reading config, each backbone's number of hidden states,
-    and the cache's summary with the forward counts (`backbone_forward_calls`, `backbone_segments_read`)."""
+    and the cache's summary with the forward counts (`backbone_forward_calls`, `backbone_segments_read`); `code_dir`
+    holds the code of the backbones that ship their own (`backbone_<i>_code/`, None when none does), from which the
+    cells rebuild them."""
 
     config: dict
     hidden_states: list[int]
     summary: dict
+    code_dir: str | None = None
 
 
 def _counting_hooks(backbones, calls: list[int], segments: list[int]) -> list:
@@ -46,6 +49,8 @@ def read_backbones_once(
     layers: Sequence,
     cache_dir: str | os.PathLike,
     reader_settings: dict | None = None,
+    trusted: list[bool] | None = None,
+    code_dir: str | os.PathLike | None = None,
     truncation: bool = False,
     device: str | None = None,
     progress: bool = True,
@@ -58,6 +63,8 @@ def read_backbones_once(
         architectures: the architectures whose segments to cache.
         layers: the grid's layer choices (already parsed).
         reader_settings: extra `from_backbones` settings (e.g. `unit_types`).
+        trusted: per backbone, whether its own modelling code may run (`backbone_trust_remote_code`).
+        code_dir: where the code of the trusted backbones that ship their own is copied (`save_own_code`).
 
     Raises:
         ValueError: the backbones cannot be loaded, a layer index does not exist in a backbone, or the data cannot
@@ -69,14 +76,17 @@ def read_backbones_once(
     from ..modeling.processing_metaembed import MetaEmbedProcessor
 
     stacked = list(layers) != ["last"]
-    settings = {"layers": ["mix" if stacked else "last"] * len(backbones), **(reader_settings or {})}
+    trust = {"backbone_trust_remote_code": list(trusted or [False] * len(backbones))}
+    settings = {"layers": ["mix" if stacked else "last"] * len(backbones), **(reader_settings or {}), **trust}
     try:
         reader = MetaEmbedModel.from_backbones(list(backbones), **settings)
     except OSError as error:
         raise ValueError(f"cannot load the backbones: {error}") from None
     hidden_states = [backbone_num_layers(reader.config.get_backbone_config(i)) + 1 for i in range(len(backbones))]
     check_layer_ranges(list(layers), hidden_states, list(names))
-    processor = MetaEmbedProcessor.from_backbones(list(backbones), **({"truncation": True} if truncation else {}))
+    options = {"truncation": True} if truncation else {}
+    processor = MetaEmbedProcessor.from_backbones(list(backbones), **options, **trust)
+    code_dir = save_own_code(reader, code_dir)
     if device:
         reader.to(device)
     calls, segments = [0] * len(backbones), [0] * len(backbones)
@@ -94,7 +104,32 @@ def read_backbones_once(
         backbone_forward_calls=dict(zip(names, calls)),
         backbone_segments_read=dict(zip(names, segments)),
     )
-    return Reading(reader.config.to_dict(), hidden_states, summary)
+    return Reading(reader.config.to_dict(), hidden_states, summary, code_dir)
 
 
-__all__ = ["Reading", "read_backbones_once"]
+def save_own_code(reader, code_dir: str | os.PathLike | None) -> str | None:
+    """Copy the code files of every backbone of `reader` that runs its own code into `code_dir/backbone_<i>_code/`
+    (as `save_pretrained` lays them out beside a model) and record their digest and names in the backbone's record,
+    so a model built from `reader.config` with `code_dir` as its `name_or_path` rebuilds those backbones from that
+    copy, checked against the digest (`build_stored_backbone`). Returns `code_dir`, or None when no backbone runs its
+    own code."""
+    from ..modeling.remote_code_backbones import code_folder, save_backbone_code
+
+    own = [
+        index
+        for index, record in enumerate(reader.config.backbones)
+        if record.get("trust_remote_code") and "auto_map" in record["config"]
+    ]
+    if not own:
+        return None
+    if code_dir is None:
+        raise ValueError("backbones with their own code need a code_dir to copy their code to, for the cells")
+    for index in own:
+        folder = os.path.join(code_dir, code_folder(index))
+        record = reader.config.backbones[index]
+        record["code_sha256"] = save_backbone_code(reader.backbones[index], folder)
+        record["code_files"] = sorted(name for name in os.listdir(folder) if name.endswith(".py"))
+    return str(code_dir)
+
+
+__all__ = ["Reading", "read_backbones_once", "save_own_code"]

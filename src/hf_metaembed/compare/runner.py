@@ -5,7 +5,9 @@ Order of work, so bad input fails before any backbone runs: (1) the choices (fus
 architectures, metric, budget), the labels (two classes or more for classification) and the splits (test items in
 every fold) are checked; (2) the backbones are loaded (no forward pass yet) and layer indices checked against them;
 (3) `hf_metaembed.cache.build_feature_cache` runs each backbone once over each unique segment of the data (a
-complete cache is reused: a resumed comparison runs no backbone); (4) every (cell, seed) run not already on disk
+complete cache is reused: a resumed comparison runs no backbone), and the code files of a trusted backbone that
+ships its own are copied to `output_dir/backbone_code/` (a backbone with its own code that is not trusted was
+refused in (1)); (4) every (cell, seed) run not already on disk
 trains and tests on the cached states and is written atomically to `runs/`; (5) the table is computed from the
 run files and written.
 
@@ -46,6 +48,8 @@ from .training import Budget, CellSkipped, RunContext, run_cell
 PROTOCOL_FILE = "protocol.json"
 SPLITS_FILE = "splits.json"
 RUNS_FOLDER = "runs"
+# the code files of backbones that ship their own, copied once by the read; cells rebuild those backbones from them
+CODE_FOLDER = "backbone_code"
 
 
 class ComparisonError(ValueError):
@@ -144,6 +148,10 @@ class Comparison:
         budget: epochs, patience, learning rate, weight decay, batch size (the same for every cell).
         model_settings: fixed `MetaEmbedConfig` settings for every cell (e.g. `head`, `unit_encoder`, `fusion_dim`).
         reader_settings: extra `from_backbones` settings for reading (e.g. `unit_types`, `subword_pooling`).
+        backbone_trust_remote_code: run the own modelling code of backbones that ship it (an `auto_map` in their
+            config.json): one flag for all, or one per backbone, as `from_backbones` takes it. Without it such a
+            backbone is refused at once, before any backbone is loaded; with it its code files are copied to
+            `output_dir/backbone_code/` and every cell (and worker process) rebuilds it from that copy.
         truncation: cut inputs longer than a backbone accepts (else such an input is an error).
         jobs: parallel worker processes for the runs.
         resamples, permutations: of the bootstrap intervals and the permutation tests.
@@ -177,6 +185,7 @@ class Comparison:
         budget: Budget | None = None,
         model_settings: dict | None = None,
         reader_settings: dict | None = None,
+        backbone_trust_remote_code: bool | Sequence[bool] = False,
         truncation: bool = False,
         jobs: int = 1,
         resamples: int = 1000,
@@ -196,6 +205,7 @@ class Comparison:
             self.metric = check_metric(metric or DEFAULT_METRIC[self.task], self.task)
         except ValueError as error:
             raise ComparisonError(str(error)) from None
+        self.trusted = self._check_own_code(backbone_trust_remote_code, reader_settings)
         counts = {"seeds": seeds, "jobs": jobs, "resamples": resamples, "permutations": permutations}
         for name, value in counts.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -229,6 +239,36 @@ class Comparison:
         )
 
     # ------------------------------------------------------------------------------------------ checks
+
+    def _check_own_code(self, trust, reader_settings: dict | None) -> list[bool]:
+        """`backbone_trust_remote_code` as one flag per backbone, after refusing (before anything is loaded, so
+        transformers never asks "[y/N]") every backbone that ships its own modelling code and is not trusted."""
+        from ..modeling.remote_code_backbones import own_code_map, trust_flags
+
+        if "backbone_trust_remote_code" in (reader_settings or {}):
+            raise ComparisonError(
+                "give backbone_trust_remote_code to the comparison itself (compare(..., backbone_trust_remote_code="
+                "True)), not in reader_settings: the processor and every cell need it too"
+            )
+        try:
+            trusted = trust_flags(trust, len(self.backbones))
+        except ValueError as error:
+            raise ComparisonError(str(error)) from None
+        for index, (name, flag) in enumerate(zip(self.backbones, trusted)):
+            if flag:
+                continue
+            try:
+                own = own_code_map(name)
+            except (OSError, ValueError):  # not found or unreadable: loading the backbones says so
+                continue
+            if own:
+                raise ComparisonError(
+                    f"backbone {index} ({name}) ships its own modelling code (auto_map {sorted(own)} in its "
+                    "config.json), which runs on your machine when the comparison reads it; if you trust it, pass "
+                    f"backbone_trust_remote_code=True (or a list with True at position {index}) to compare (CLI: "
+                    "--backbone-trust-remote-code)"
+                )
+        return trusted
 
     def _check_choices(self, fusions, layers, poolings, architectures, subsets, sequences, ligand, receptor) -> None:
         if (sequences is None) == (ligand is None) or (ligand is None) != (receptor is None):
@@ -341,6 +381,8 @@ class Comparison:
                 self.layers,
                 self.cache_dir,
                 reader_settings=self.reader_settings,
+                trusted=self.trusted,
+                code_dir=self.output_dir / CODE_FOLDER,
                 truncation=self.truncation,
                 device=self.device,
                 progress=self.progress,
@@ -363,6 +405,7 @@ class Comparison:
             fixed_settings=self.model_settings,
             threads=threads,
             protocol=protocol,
+            code_dir=reading.code_dir,
         )
         runnable = [cell for cell in self.cells if cell not in skipped]
         records: dict[Cell, list[dict]] = {cell: [] for cell in runnable}

@@ -82,6 +82,8 @@ class RunContext:
     fixed_settings: dict = field(default_factory=dict)
     threads: int = 1
     protocol: str = ""
+    # the read's copy of the code of backbones that ship their own (`reading.save_own_code`), None when none does
+    code_dir: str | None = None
 
 
 class CellFeatures(Dataset):
@@ -159,11 +161,14 @@ def cell_config(cell: Cell, context: RunContext) -> MetaEmbedConfig:
 
 
 class _Worker:
-    """Per process: the weightless backbones and the cached dataset of each architecture, built once."""
+    """Per process: the weightless backbones and the cached dataset of each architecture, built once (a backbone
+    with its own code from the code the read copied, `RunContext.code_dir`)."""
 
     def __init__(self, context: RunContext) -> None:
         self.context = context
         config = MetaEmbedConfig(**{k: v for k, v in context.reader_settings.items() if k in _KEEP_FOR_READER})
+        if context.code_dir is not None:  # a backbone with its own code is rebuilt from the read's copy of it
+            config.name_or_path = context.code_dir
         with torch.device("meta"):
             self.backbones = MetaEmbedModel(config).backbones
         self.forward_calls = 0
