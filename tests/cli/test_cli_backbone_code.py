@@ -1,6 +1,6 @@
 """`--backbone-trust-remote-code`: a backbone folder with its own modelling code (`auto_map` in its config.json) is
-refused by every command that builds a model from `--backbones` (build, embed, train, cache build) and by
-compare unless the flag is given, at once and with the flag named (in a process whose stdin is closed:
+refused by every command that builds a model from `--backbones` (build, embed, train, cache build, fit-fusion) and
+by compare unless the flag is given, at once and with the flag named (in a process whose stdin is closed:
 transformers' "[y/N]" prompt is never reached), and accepted with it."""
 
 import contextlib
@@ -128,3 +128,21 @@ def test_compare_refuses_without_the_flag_with_stdin_closed_and_compares_with_it
     ]
     assert "backbone segments read: own 4, bert 4" in compared.stderr
     assert (tmp_path / "out" / "backbone_code" / "backbone_0_code" / "modeling_tiny_remote.py").is_file()
+
+
+def test_fit_fusion_refuses_without_the_flag_and_fits_with_it(own_code, tiny_bert, tmp_path):
+    argv = ["fit-fusion", texts_file(tmp_path), "--backbones", f"{own_code},{tiny_bert}", "--fusion", "svd"]
+    argv += ["--dim", 8, "--output-dir", tmp_path / "fitted"]
+    assert_refused(*run(*argv)[::2], "fit-fusion")
+    assert not (tmp_path / "fitted").exists()
+    code, out, err = run(*argv, FLAG)
+    assert code == EXIT_OK, err
+    assert json.loads(out.strip().splitlines()[-1])["fusion"] == "svd"
+    config = json.loads((tmp_path / "fitted" / "config.json").read_text())
+    assert config["backbones"][0]["trust_remote_code"] is True and not config["backbones"][1]["trust_remote_code"]
+    assert (tmp_path / "fitted" / "backbone_0_code" / "modeling_tiny_remote.py").is_file()
+    # refitting the saved model rebuilds its backbone from the code saved with it: the flag is refused there
+    code, _, err = run(
+        "fit-fusion", texts_file(tmp_path), "--model", tmp_path / "fitted", "--output-dir", tmp_path, FLAG
+    )
+    assert code == EXIT_USAGE and f"drop {FLAG}" in err

@@ -8,6 +8,8 @@ This module imports only the standard library until the command runs, so buildin
 import argparse
 import json
 
+from .options import TRUST_HELP
+
 FIT_FUSION_DESCRIPTION = (
     "Fit a fitted meta-embedding on the unit states of a model's backbones and save the model and processor to\n"
     "OUTPUT_DIR. DATA is a sequence file (FASTA, text, CSV, TSV, JSONL; the backbones read it batch by batch,\n"
@@ -41,6 +43,7 @@ def add_fit_fusion_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     group.add_argument("--dim", type=int, help="fused size, fusion_dim (default: the smallest backbone width)")
     group.add_argument("--level", choices=["unit", "sequence"], help="fuse per unit or pooled vectors (default: unit)")
     group.add_argument("--trainable", action="store_true", help="make the fitted tensors trainable parameters")
+    group.add_argument("--backbone-trust-remote-code", action="store_true", default=None, help=TRUST_HELP)
     group.add_argument("--neighbors", type=int, help="lle: neighbours per source (default: 10)")
     group.add_argument("--anchors", type=int, help="lle: anchor units kept (default: 1000)")
     group.add_argument("--seed", type=int, default=0, help="randomised SVD, autoencoder start, LLE sample (default 0)")
@@ -65,6 +68,11 @@ def run_fit_fusion(args: argparse.Namespace) -> int:
         for flag in ("dim", "level", "neighbors", "anchors"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} sets up a new model from --backbones; the saved --model keeps its own")
+        if args.backbone_trust_remote_code:
+            raise UsageError(
+                "--backbone-trust-remote-code applies to backbones named in --backbones; the saved model "
+                f"{args.model!r} rebuilds its backbones from the code saved with it: drop --backbone-trust-remote-code"
+            )
         model, processor = load_saved_model(args.model)
     else:
         if args.fusion not in fitted_fusion_names():
