@@ -13,7 +13,7 @@ import torch
 from hf_metaembed import MetaEmbedModel, MetaEmbedProcessor
 from hf_metaembed.integrations.cards import render_model_card
 from hf_metaembed.modeling.remote_code_backbones import RemoteCodeBackboneError
-from hf_metaembed.testing import make_tiny_remote_code_backbone
+from hf_metaembed.testing import make_tiny_remote_code_backbone, make_tiny_static_vectors
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from remote_code import run_without_the_library  # noqa: E402
@@ -120,3 +120,39 @@ def test_changed_code_is_refused(fused, tmp_path):
 def test_the_card_says_it_runs_third_party_code(fused):
     card = str(render_model_card(fused[0]))
     assert "This model runs third-party code" in card and "code revision `v1`" in card
+
+
+def test_the_feature_cache_fingerprints_the_backbones_code(fused, own_code, tmp_path):
+    """The cache's fingerprint holds the own-code backbone's code digest (the one the saved model records), so a cache
+    read with other code is told apart; a backbone without its own code keeps the fingerprint it always had."""
+    import shutil
+
+    from hf_metaembed.cache.fingerprint import fingerprint_differences, model_fingerprint
+
+    model, _, _, folder = fused
+    processor = MetaEmbedProcessor.from_backbones(
+        [own_code, model.config.backbone_names[1]], backbone_trust_remote_code=[True, False]
+    )
+    fingerprint = model_fingerprint(model, processor)
+    own, plain = fingerprint["backbones"]
+    saved = MetaEmbedModel.from_pretrained(folder).config.backbones[0]["code_sha256"]
+    assert own["code_sha256"] == saved and "code_sha256" not in plain
+    edited = tmp_path / "edited"
+    shutil.copytree(own_code, edited)
+    code_file = next(name for name in os.listdir(edited) if name.startswith("modeling") and name.endswith(".py"))
+    with open(edited / code_file, "a", encoding="utf-8") as handle:
+        handle.write("\n# a changed line\n")
+    other = MetaEmbedModel.from_backbones(
+        [str(edited), model.config.backbone_names[1]], fusion="dme", backbone_trust_remote_code=[True, False]
+    )
+    changed = model_fingerprint(other, processor)
+    assert changed["backbones"][0]["code_sha256"] != own["code_sha256"]
+    assert any("code_sha256" in line for line in fingerprint_differences(fingerprint, changed))
+
+
+def test_static_vector_tables_never_count_as_their_own_code(tmp_path):
+    """A static vector table's folder has an auto_map (for loading without the library), but the library's own
+    classes read it: trusting every backbone does not mark it as running third-party code."""
+    table = make_tiny_static_vectors(tmp_path / "static")
+    model = MetaEmbedModel.from_backbones([table], backbone_trust_remote_code=True)
+    assert model.config.backbones[0]["trust_remote_code"] is False

@@ -1,11 +1,12 @@
 """The fingerprint of a cache: everything that decides the backbone states it stores, and how two fingerprints differ.
 
-Per backbone its name, revision, weights hash, dtype, layer and tokenizer hash; the alignment settings; the processor
-settings; and `ALIGNMENT_VERSION`. A cache is used only with a model and processor of the same fingerprint.
+Per backbone its name, revision, weights hash, dtype, layer, tokenizer hash (and, for a backbone that runs its own
+code, that code's hash); the alignment settings; the processor settings; and `ALIGNMENT_VERSION`. A cache is used only with a model and processor of the same fingerprint.
 """
 
 import hashlib
 import json
+import tempfile
 
 import torch
 
@@ -14,6 +15,7 @@ from ..modeling import safe_files
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from ..modeling.reading import READING_VERSION
+from ..modeling.remote_code_backbones import save_backbone_code
 from .errors import FeatureCacheError, UncacheableModelError
 
 # the reading stage's version (bumped there whenever alignment or layer selection changes what it returns)
@@ -93,10 +95,18 @@ def model_fingerprint(model, processor: MetaEmbedProcessor) -> dict:
                 "tokenizer_sha256": tokenizer_sha256(processor.tokenizers[index]),
             }
         )
+        if config.backbones[index].get("trust_remote_code"):  # its own modelling code decides its states too
+            backbones[-1]["code_sha256"] = _own_code_sha256(backbone)
     alignment = base.reader.describe()  # what the reading stage's output depends on, as the reader says
     # every processor setting but those that cannot change a segment's tokens (a new setting counts by default)
     settings = {k: v for k, v in processor.to_dict().items() if k not in _PROCESSOR_FIELDS_WITHOUT_EFFECT}
     return {"backbones": backbones, "alignment": alignment, "processor": settings}
+
+
+def _own_code_sha256(backbone) -> str:
+    """The digest of the code files of a backbone that runs its own code, as a saved model records it."""
+    with tempfile.TemporaryDirectory() as folder:
+        return save_backbone_code(backbone, folder)
 
 
 def _flatten(value, prefix: str = "") -> dict:

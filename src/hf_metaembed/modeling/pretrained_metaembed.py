@@ -195,7 +195,8 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             **config_kwargs,
         )
         for record, trust, code_revision in zip(config.backbones, trusted, code_revisions):
-            if "auto_map" in record["config"]:  # a backbone running its own code (only ever loaded when trusted)
+            # runs its own code (loaded only when trusted); never a family with its own classes (static vectors)
+            if "auto_map" in record["config"] and backbone_family(record["config"]["model_type"]).config_class is None:
                 record.update(trust_remote_code=trust, code_revision=code_revision)
         if own_recipe:
             # sentence vectors as a sentence-transformers backbone's config says, or a decoder's last (EOS) state
