@@ -10,11 +10,14 @@ report["max_abs_diff"]  # onnxruntime against torch on the processor's own batch
 
 The model's reading stage cuts every backbone's tokens to the batch's longest (a Python `int` read from the data),
 which a traced graph would freeze at the length of the example batch. `ExportableMetaEmbed` runs the reader's own
-per-backbone steps over the whole padded width instead (padding is masked, so the states of real tokens are the
-same), then the model's own stages unchanged (`reader.finish`, fusion, unit encoder, pairing, head); ConvBERT reads
-the whole padded batch at once (its `encode`) instead of grouping segments by length in Python. A block whose graph
-cannot be traced, or whose traced graph does not follow a batch of another shape, is reported by name
-(`OnnxExportError`).
+per-backbone step (`reader.read_backbone`) over the whole padded width instead (padding is masked, so the states of
+real tokens are the same), then the model's own stages unchanged (`reader.finish`, fusion, unit encoder, pairing,
+head); traced, ConvBERT reads the whole padded batch at once instead of grouping segments by length in Python. The
+pair architectures take the processor's pair batch (`segment_sample_index`, `segment_side_index`): their sample,
+chain and length counts are read from tensors (`segments.size_of`, `count_values`), so they stay dynamic. Three ATen
+operators whose stock ONNX conversion freezes a size or is missing are converted here while exporting (`unfold`,
+`unflatten` inside `nn.MultiheadAttention`, `rms_norm`). A block whose graph cannot be traced, or whose traced graph
+does not follow a batch of another shape, is reported by name (`OnnxExportError`).
 
 Not model code: the saved model's files never import this module.
 """
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 
 from ..modeling.windowing import backbone_window
+from .onnx_symbolics import export_symbolics
 
 ONNX_FILE = "model.onnx"
 QUANTIZED_FILE = "model.int8.onnx"
@@ -122,16 +126,6 @@ class ExportableMetaEmbed(nn.Module):
             for index, backbone in enumerate(self.base.backbones)
         ]
 
-    def _unit_encoder(self, unit_states, unit_mask, segment_sample_index, segment_side_index) -> torch.Tensor:
-        # ConvBERT groups segments by length in Python before `encode`; over the whole padded batch at once (what a
-        # graph can do) `encode` gives the same states, padding being masked
-        encoder = self.base.unit_encoder
-        if encoder.is_identity:
-            return unit_states
-        if encoder.scope == "segments" and hasattr(encoder, "encode"):
-            return encoder.encode(unit_states, unit_mask)
-        return encoder(unit_states, unit_mask, segment_sample_index, segment_side_index)
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -149,7 +143,7 @@ class ExportableMetaEmbed(nn.Module):
         self.stage = "fusion"
         fused, fusion_weights = base.fusion(reading.states, reading.unit_mask)  # (segments, units, dim), (.., n)
         self.stage = "unit_encoder"
-        unit_states = self._unit_encoder(fused, reading.unit_mask, segment_sample_index, segment_side_index)
+        unit_states = base.unit_encoder(fused, reading.unit_mask, segment_sample_index, segment_side_index)
         self.stage = "pairing"
         pooled = base.pairing(unit_states, reading.unit_mask, segment_sample_index, segment_side_index)
         if reading.per_sequence:
@@ -181,9 +175,10 @@ def example_inputs(processor, architecture: str, check: bool = False) -> dict[st
     texts = (PROTEIN_CHECK if check else PROTEIN_EXAMPLES) if protein else (TEXT_CHECK if check else TEXT_EXAMPLES)
     if architecture == "single":
         return dict(processor(list(texts), return_tensors="pt", truncation=True))
-    # pair architectures: complexes of one or two chains per side
-    ligand = [[texts[0], texts[2]], [texts[1]]] + ([[texts[3]]] if check else [])
-    receptor = [[texts[1]], [texts[2], texts[0]]] + ([[texts[0]]] if check else [])
+    # pair architectures: complexes of one or two chains per side; the check batch has more samples and a side of
+    # three chains, so a sample or chain count frozen into the graph shows
+    ligand = [[texts[0], texts[2]], [texts[1]]] + ([[texts[3]], [texts[1], texts[3], texts[2]]] if check else [])
+    receptor = [[texts[1]], [texts[2], texts[0]]] + ([[texts[0]], [texts[2]]] if check else [])
     return dict(processor(ligand=ligand, receptor=receptor, return_tensors="pt", truncation=True))
 
 
@@ -292,47 +287,11 @@ def _block_of_attribute(attribute: str, module: "ExportableMetaEmbed", blocks: d
     return blocks.get(stage)
 
 
-def _unfold_symbolic(g, tensor, dimension, size, step):
-    """`Tensor.unfold(dimension, size, step)` for a dimension whose length is known only at run time (the exporter's
-    own conversion needs it fixed): gather the windows with an index matrix built from the input's shape."""
-    from torch.onnx import symbolic_helper
-
-    dimension = symbolic_helper._get_const(dimension, "i", "dimension")
-    size = symbolic_helper._get_const(size, "i", "size")
-    step = symbolic_helper._get_const(step, "i", "step")
-    rank = symbolic_helper._get_tensor_rank(tensor)
-    if rank is None:
-        raise OnnxExportError("unfold over a tensor of unknown rank cannot be exported")
-    dimension = dimension % rank
-    length = g.op("Gather", g.op("Shape", tensor), g.op("Constant", value_t=torch.tensor(dimension)), axis_i=0)
-    last_start = g.op("Sub", length, g.op("Constant", value_t=torch.tensor(size - 1)))
-    zero, stride = g.op("Constant", value_t=torch.tensor(0)), g.op("Constant", value_t=torch.tensor(step))
-    starts = g.op("Range", zero, last_start, stride)  # (windows,)
-    offsets = g.op("Constant", value_t=torch.arange(size))  # (size,)
-    index = g.op(
-        "Add",
-        g.op("Unsqueeze", starts, g.op("Constant", value_t=torch.tensor([1]))),
-        g.op("Unsqueeze", offsets, g.op("Constant", value_t=torch.tensor([0]))),
-    )  # (windows, size)
-    gathered = g.op("Gather", tensor, index, axis_i=dimension)  # (..., windows, size, ...)
-    order = [axis for axis in range(rank + 1) if axis != dimension + 1] + [dimension + 1]
-    return g.op("Transpose", gathered, perm_i=order)  # (..., windows, ..., size), as unfold lays it out
-
-
-@contextlib.contextmanager
-def _dynamic_unfold(opset: int) -> Iterator[None]:
-    torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold_symbolic, opset)
-    try:
-        yield
-    finally:
-        torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
-
-
 def _trace(module: ExportableMetaEmbed, batch: dict[str, torch.Tensor], path: Path, opset: int) -> None:
     blocks = _block_names(module.model)
     arguments = tuple(batch[name] for name in module.input_names)
     try:
-        with warnings.catch_warnings(), _native_stderr_silenced(), _dynamic_unfold(opset):
+        with warnings.catch_warnings(), _native_stderr_silenced(), export_symbolics(opset):
             # the legacy exporter's deprecation notice and tracer warnings about shape arithmetic; a block that
             # really froze a size is caught by the check on a batch of another shape
             warnings.simplefilter("ignore")

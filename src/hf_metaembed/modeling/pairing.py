@@ -26,7 +26,7 @@ from torch import nn
 from .fusion import unit_size
 from .pooling import POOLERS, build_pooler
 from .registry import Block, check_choice, check_heads, new_registry
-from .segments import LAYOUTS, check_segments, join_sides, side_tensors
+from .segments import LAYOUTS, check_segments, count_values, join_sides, side_tensors, size_of
 
 PAIRINGS = new_registry("architecture", "architecture")
 
@@ -255,13 +255,15 @@ class HierarchicalPooling(Pairing):
 
     def pool(self, unit_states, unit_mask, samples, group):
         chain_vectors = self.by_side("pooler", unit_states, unit_mask, group % 2)  # (segments, dim)
-        # rank of each chain within its (sample, side): position in a stable sort by group minus the group's start
-        counts = torch.bincount(group, minlength=2 * samples)
+        # rank of each chain within its (sample, side): position in a sort by (group, batch position) minus the
+        # group's start (the keys are unique, so the sort needs no stability, which the ONNX export has not)
+        counts = count_values(group, 2 * samples)
         starts = torch.cumsum(counts, dim=0) - counts
-        order = torch.argsort(group, stable=True)
+        position = torch.arange(group.shape[0], device=group.device)
+        order = torch.argsort(group * group.shape[0] + position)
         rank = torch.empty_like(group)
-        rank[order] = torch.arange(group.shape[0], device=group.device) - starts[group[order]]
-        max_chains = int(counts.max())
+        rank[order] = position - starts[group[order]]
+        max_chains = size_of(counts.max())
         chains = chain_vectors.new_zeros(2 * samples, max_chains, chain_vectors.shape[1])
         chains[group, rank] = chain_vectors
         chain_mask = torch.zeros(2 * samples, max_chains, dtype=torch.bool, device=group.device)

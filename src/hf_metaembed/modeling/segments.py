@@ -1,6 +1,9 @@
 """How the segments of a batch describe samples of ligand/receptor complexes: the layouts, their validation, and
 the index arithmetic that regroups segments by sample and side (no Python loop over samples or chains).
 
+Sizes read from the data (samples, chains per side, joined length) are taken with `size_of` and counts with
+`count_values` (not `int()` and `torch.bincount`), so a traced graph (the ONNX export) keeps them dynamic.
+
 Model code (copied next to a saved model for `trust_remote_code`): imports torch only.
 """
 
@@ -22,6 +25,19 @@ def segments_of(ligand: list, receptor: list, layout: str) -> list[tuple[int, li
     if layout == "chains":
         return [(0, [chain]) for chain in ligand] + [(1, [chain]) for chain in receptor]
     raise ValueError(f"layout {layout!r} reads plain sequences, not ligand/receptor complexes")
+
+
+def count_values(index: torch.Tensor, size: int) -> torch.Tensor:
+    """`torch.bincount(index, minlength=size)` for `index (n,)` of values in `[0, size)`, as a scatter-add of ones
+    that a traced graph can hold: `(size,)` counts."""
+    counts = torch.zeros(size, dtype=torch.long, device=index.device)
+    return counts.scatter_add(0, index, torch.ones_like(index))
+
+
+def size_of(value: torch.Tensor) -> int:
+    """`int(value)` of a 0-dim integer tensor, read as the length of a range of that many values: the same int, but
+    a traced graph keeps it dynamic where `int()` would freeze the example batch's value into it."""
+    return torch.arange(value, device=value.device).shape[0]
 
 
 def check_segments(
@@ -69,15 +85,15 @@ def check_segments(
             f"sample {int(sample[first])} ({SIDE_NAMES[int(side[first])]}): a segment has no real unit "
             "(all of its unit_mask is 0); remove empty chains"
         )
-    samples = int(sample.max()) + 1
-    per_sample = torch.bincount(sample, minlength=samples)
+    samples = size_of(sample.max() + 1)
+    per_sample = count_values(sample, samples)
     if (per_sample == 0).any():
         missing = int((per_sample == 0).nonzero()[0])
         raise ValueError(
             f"sample {missing} has no segments: segment_sample_index must number samples 0..{samples - 1} without gaps"
         )
     group = 2 * sample + side
-    per_group = torch.bincount(group, minlength=2 * samples).view(samples, 2)
+    per_group = count_values(group, 2 * samples).view(samples, 2)
     if layout == "joined":
         if (per_sample != 1).any():
             first = int((per_sample != 1).nonzero()[0])
@@ -130,10 +146,10 @@ def join_sides(
     offset = torch.where(side == 1, side_lengths[sample, 0], torch.zeros_like(lengths))  # receptors follow ligands
     segment_of, unit_of = real.nonzero(as_tuple=True)
     # a real unit's position among its segment's real units (units are packed from the left, so this is its index)
-    position = (real.cumsum(dim=1) - 1)[segment_of, unit_of]
+    position = (real.long().cumsum(dim=1) - 1)[segment_of, unit_of]
     joined_position = offset[segment_of] + position
     joined_sample = sample[segment_of]
-    width = max(int(side_lengths.sum(dim=1).max()), 1)
+    width = size_of(side_lengths.sum(dim=1).max().clamp(min=1))
     joined = unit_states.new_zeros(samples, width, unit_states.shape[-1])
     joined[joined_sample, joined_position] = unit_states[segment_of, unit_of]
     joined_mask = torch.zeros(samples, width, dtype=unit_mask.dtype, device=unit_mask.device)

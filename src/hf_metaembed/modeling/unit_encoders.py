@@ -135,7 +135,8 @@ class ConvBertUnitEncoder(UnitEncoder):
 
     `refine(unit_states (segments, units, dim), unit_mask (segments, units)) -> (segments, units, dim)`. Segments
     never interact, so `refine` runs them in groups of similar length, each group cut to its own longest segment:
-    the attention's cost, quadratic in length, is not spent on padding (chains of 50-300 residues in one batch).
+    the attention's cost, quadratic in length, is not spent on padding (chains of 50-300 residues in one batch); a
+    traced graph (the ONNX export) encodes the whole padded batch at once instead.
     """
 
     # a segment joins the current group while its length is at least this share of the group's longest; groups whose
@@ -200,6 +201,8 @@ class ConvBertUnitEncoder(UnitEncoder):
         return states.view(segments, units, self.mixed_heads, self.head_size).transpose(1, 2)
 
     def refine(self, unit_states: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():  # a traced graph (ONNX) cannot group by lengths read from the data: the whole
+            return self.encode(unit_states, unit_mask)  # padded batch at once gives the same states (padding masked)
         segments, units, _ = unit_states.shape
         positions = torch.arange(1, units + 1, device=unit_mask.device)
         lengths = (unit_mask.bool() * positions).amax(dim=1).tolist() if units else [0] * segments  # last real + 1
