@@ -14,12 +14,13 @@ from hf_metaembed.export.onnx_export import PAIR_INPUTS, example_inputs
 from hf_metaembed.modeling.pairing import PAIRINGS
 
 PAIR_ARCHITECTURES = [name for name in PAIRINGS.names() if PAIRINGS.get_class(name).is_pair]
-CHAINS = ["MKTAYIAKQRQISFVKSHFSRQLEERLG", "GSHMVLSPADKT", "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERM", "KK", "AWGKV"]
+CHAINS = ["MKTAYIAKQRQISF", "GSHMVLSPADKT", "MVLSPADKTNVKAAWGKVGA", "KK", "AWGKV"]
 # five complexes, up to four chains on a side (the export batch has two complexes of at most two chains per side)
 LIGAND = [[CHAINS[0]], [CHAINS[1], CHAINS[3], CHAINS[4], CHAINS[2]], [CHAINS[2]], [CHAINS[4], CHAINS[0]], [CHAINS[3]]]
 RECEPTOR = [[CHAINS[2], CHAINS[1]], [CHAINS[0]], [CHAINS[3], CHAINS[4], CHAINS[1]], [CHAINS[1]], [CHAINS[0]]]
 # settings that route each architecture's segments through more of the graph: ConvBERT per segment or over the
-# joined sides (ec), one unit encoder per side (hp, pad), separate attention or perceivers per side, pooled ec
+# joined sides (ec), one unit encoder per side (hp, pad), separate attention or perceivers per side; then ec's
+# pooled mode and the study's presets
 WIDER = {
     "sc": {"unit_encoder": "convbert"},
     "ec": {"unit_encoder": "convbert"},
@@ -27,7 +28,16 @@ WIDER = {
     "pad": {"unit_encoder": "convbert", "shared_unit_encoder": False, "pad_shared_attention": False},
     "perceiver": {"perceiver_shared": False, "perceiver_gated": True},
 }
-CASES = [(name, {}) for name in PAIR_ARCHITECTURES] + [(name, WIDER[name]) for name in WIDER]
+OTHERS = {
+    "ec-pooled": {"ec_mode": "pooled"},
+    "hp-paper": {"preset": "paper"},
+    "pad-paper-2025-03-09": {"preset": "paper-2025-03-09"},
+}
+CASES = (
+    [pytest.param(name, {}, id=name) for name in PAIR_ARCHITECTURES]
+    + [pytest.param(name, settings, id=f"{name}-wider") for name, settings in WIDER.items()]
+    + [pytest.param(case.split("-")[0], settings, id=case) for case, settings in OTHERS.items()]
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +72,7 @@ def test_the_exporter_registry_covers_the_brief():
     assert {"sc", "ec", "hp", "pad", "perceiver"} <= set(PAIR_ARCHITECTURES)
 
 
-@pytest.mark.parametrize(
-    ("architecture", "settings"), CASES, ids=[f"{name}{'-wider' if settings else ''}" for name, settings in CASES]
-)
+@pytest.mark.parametrize(("architecture", "settings"), CASES)
 def test_pair_architecture_exports_and_follows_other_batches(tmp_path, backbones, architecture, settings):
     model, processor, report, path = _export(tmp_path, backbones, architecture, settings)
     assert report["max_abs_diff"] <= 1e-4 and report["inputs"][-2:] == list(PAIR_INPUTS)
@@ -74,8 +82,8 @@ def test_pair_architecture_exports_and_follows_other_batches(tmp_path, backbones
     assert [d.dim_param for d in graph.output[0].type.tensor_type.shape.dim][0] == "samples"
 
     traced = example_inputs(processor, architecture)
-    new = processor(ligand=LIGAND, receptor=RECEPTOR, return_tensors="pt", truncation=True)
-    one = processor(ligand=LIGAND[1:2], receptor=RECEPTOR[1:2], return_tensors="pt", truncation=True)  # one complex
+    new = processor(ligand=LIGAND, receptor=RECEPTOR, return_tensors="pt")
+    one = processor(ligand=LIGAND[1:2], receptor=RECEPTOR[1:2], return_tensors="pt")  # one complex
     (traced_samples, traced_chains), (samples, chains) = _chain_counts(traced), _chain_counts(new)
     assert samples != traced_samples and new["input_ids"].shape[0] != traced["input_ids"].shape[0]
     if model.pairing.layout == "chains":  # one segment per chain: the chain count per side changes too
@@ -92,7 +100,7 @@ def test_pair_architecture_exports_and_follows_other_batches(tmp_path, backbones
 
 def test_pair_architecture_at_sequence_level_exports(tmp_path, backbones):
     model, processor, _, path = _export(tmp_path, backbones, "hp", {"level": "sequence"})
-    batch = processor(ligand=LIGAND, receptor=RECEPTOR, return_tensors="pt", truncation=True)
+    batch = processor(ligand=LIGAND, receptor=RECEPTOR, return_tensors="pt")
     got = _onnx_outputs(path, batch)
     with torch.no_grad():
         want = model(**batch)
