@@ -106,3 +106,11 @@ def test_pair_architecture_at_sequence_level_exports(tmp_path, backbones):
         want = model(**batch)
     np.testing.assert_allclose(got["embedding"], want.pooler_output.numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["fusion_weights"], want.fusion_weights.numpy(), atol=1e-4, rtol=0)
+
+
+def test_plain_example_sequences_are_refused_for_a_pair_architecture(tmp_path, backbones):
+    model = MetaEmbedModel.from_backbones(backbones, architecture="sc")
+    model.save_pretrained(tmp_path / "sc")
+    MetaEmbedProcessor.from_backbones(backbones, architecture="sc").save_pretrained(tmp_path / "sc")
+    with pytest.raises(ValueError, match="architecture 'sc' reads ligand/receptor complexes"):
+        export_onnx(tmp_path / "sc", tmp_path / "sc-onnx", examples=["MKTAYIAK", "GSHM"])

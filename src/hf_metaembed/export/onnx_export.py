@@ -358,7 +358,8 @@ def export_onnx(
         quantize: None, or `"int8"` (onnxruntime's dynamic quantisation of the weights of matrix products).
         opset: the ONNX opset.
         atol: the largest absolute difference from torch accepted for the float32 graph.
-        examples: sequences to trace with (default: a few built-in ones of the backbones' kind).
+        examples: sequences to trace with (default: a few built-in ones of the backbones' kind); pair
+            architectures always trace with built-in complexes.
 
     Returns:
         The report written to `output/onnx_export.json`: inputs, outputs, the largest difference from torch on the
@@ -373,6 +374,11 @@ def export_onnx(
     model, processor = load_for_export(model_folder)
     module = ExportableMetaEmbed(model).eval()
     architecture = model.config.architecture
+    if examples and module.pair:
+        raise ValueError(
+            f"examples are plain sequences, but architecture {architecture!r} reads ligand/receptor complexes: leave "
+            "them out (--example) to trace with the built-in complexes"
+        )
     if examples:
         batch = dict(processor(list(examples), return_tensors="pt", truncation=True))
     else:
