@@ -1,7 +1,8 @@
 """The fingerprint of a cache: everything that decides the backbone states it stores, and how two fingerprints differ.
 
 Per backbone its name, revision, weights hash, dtype, layer, tokenizer hash (and, for a backbone that runs its own
-code, that code's hash); the alignment settings; the processor settings; and `ALIGNMENT_VERSION`. A cache is used only with a model and processor of the same fingerprint.
+code, that code's hash); the alignment settings; the processor settings; and `ALIGNMENT_VERSION`. A cache is used
+only with a model and processor of the same fingerprint.
 """
 
 import hashlib
