@@ -16,7 +16,7 @@ from ..modeling import safe_files
 from ..modeling.modeling_metaembed import MetaEmbedModel
 from ..modeling.processing_metaembed import MetaEmbedProcessor
 from ..modeling.reading import READING_VERSION
-from ..modeling.remote_code_backbones import save_backbone_code
+from ..modeling.remote_code_backbones import runs_own_code, save_backbone_code
 from .errors import FeatureCacheError, UncacheableModelError
 
 # the reading stage's version (bumped there whenever alignment or layer selection changes what it returns)
@@ -96,7 +96,7 @@ def model_fingerprint(model, processor: MetaEmbedProcessor) -> dict:
                 "tokenizer_sha256": tokenizer_sha256(processor.tokenizers[index]),
             }
         )
-        if config.backbones[index].get("trust_remote_code"):  # its own modelling code decides its states too
+        if runs_own_code(config.backbones[index]):  # its own modelling code decides its states too
             backbones[-1]["code_sha256"] = _own_code_sha256(backbone)
     alignment = base.reader.describe()  # what the reading stage's output depends on, as the reader says
     # every processor setting but those that cannot change a segment's tokens (a new setting counts by default)

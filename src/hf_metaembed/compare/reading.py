@@ -113,22 +113,13 @@ def save_own_code(reader, code_dir: str | os.PathLike | None) -> str | None:
     so a model built from `reader.config` with `code_dir` as its `name_or_path` rebuilds those backbones from that
     copy, checked against the digest (`build_stored_backbone`). Returns `code_dir`, or None when no backbone runs its
     own code."""
-    from ..modeling.remote_code_backbones import code_folder, save_backbone_code
+    from ..modeling.remote_code_backbones import runs_own_code
 
-    own = [
-        index
-        for index, record in enumerate(reader.config.backbones)
-        if record.get("trust_remote_code") and "auto_map" in record["config"]
-    ]
-    if not own:
+    if not any(runs_own_code(record) for record in reader.config.backbones):
         return None
     if code_dir is None:
         raise ValueError("backbones with their own code need a code_dir to copy their code to, for the cells")
-    for index in own:
-        folder = os.path.join(code_dir, code_folder(index))
-        record = reader.config.backbones[index]
-        record["code_sha256"] = save_backbone_code(reader.backbones[index], folder)
-        record["code_files"] = sorted(name for name in os.listdir(folder) if name.endswith(".py"))
+    reader.save_own_backbone_code(str(code_dir))
     return str(code_dir)
 
 

@@ -22,7 +22,7 @@ from .layer_menu import select_layer as _select_layer
 from .reading import SENTENCE_POOLING_MODES
 from .reading import align_to_units as _align_to_units
 from .reading import pool_sentence as _pool_sentence
-from .remote_code_backbones import build_remote_backbone, check_trusted
+from .remote_code_backbones import build_remote_backbone, check_trusted, runs_own_code
 from .safe_files import find_file
 
 
@@ -49,7 +49,7 @@ def build_stored_backbone(config, index: int) -> PreTrainedModel:
     """Backbone `index` of a `MetaEmbedConfig`, empty: from its family's class, or, for a backbone with its own code,
     from the code files saved beside the model `config.name_or_path` names (remote_code_backbones.py)."""
     record = config.backbones[index]
-    if record.get("trust_remote_code") and "auto_map" in record["config"]:
+    if runs_own_code(record):
         return build_remote_backbone(record, index, config.name_or_path or None)
     return build_backbone(config.get_backbone_config(index))
 

@@ -21,7 +21,7 @@ from .backbone_families import backbone_family
 from .backbones import infer_unit_type, looks_local, sentence_pooling, sentence_transformers_defaults
 from .configuration_metaembed import MetaEmbedConfig, check_setting_names, legacy_key_mapping, rename_legacy_keys
 from .loading_metaembed import fetch_backbones, load_backbone_safely
-from .remote_code_backbones import code_folder, save_backbone_code, trust_flags
+from .remote_code_backbones import code_folder, runs_own_code, save_backbone_code, trust_flags
 from .safe_files import MODEL_WEIGHT_FILES, checkpoint_shapes, safetensors_flag, staged_save, weights_fingerprint
 from .trainable_blocks import warn_frozen_blocks
 from .weight_init import init_module_weights
@@ -349,7 +349,7 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             hub_keys = ("repo_id", "commit_message", "create_pr", "private")
             hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
             with staged_save(save_directory, last=("config.json",), stale_files=MODEL_WEIGHT_FILES) as staging:
-                self._save_backbone_code(staging)
+                self.save_own_backbone_code(staging)
                 super().save_pretrained(staging, *args, **kwargs)
                 # custom_object_save only records the saving class; keep every Auto class resolvable from the folder
                 self.config.auto_map = auto_map()
@@ -366,14 +366,15 @@ class MetaEmbedPreTrainedModel(PreTrainedModel):
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), **hub_kwargs)
 
-    def _save_backbone_code(self, folder: str) -> None:
+    def save_own_backbone_code(self, folder: str) -> bool:
         """Copy the own code of every backbone that runs it into `folder/backbone_<i>_code/`, recording its digest
-        and file names in the backbone's record (a reload rebuilds the backbone from those files)."""
-        for index, (record, backbone) in enumerate(zip(self.config.backbones, self.base_model.backbones)):
-            if record.get("trust_remote_code") and "auto_map" in record["config"]:
-                code = os.path.join(folder, code_folder(index))
-                record["code_sha256"] = save_backbone_code(backbone, code)
-                record["code_files"] = sorted(name for name in os.listdir(code) if name.endswith(".py"))
+        and file names in the backbone's record (a reload rebuilds the backbone from those files); whether any did."""
+        own = [index for index, record in enumerate(self.config.backbones) if runs_own_code(record)]
+        for index in own:
+            code, record = os.path.join(folder, code_folder(index)), self.config.backbones[index]
+            record["code_sha256"] = save_backbone_code(self.base_model.backbones[index], code)
+            record["code_files"] = sorted(name for name in os.listdir(code) if name.endswith(".py"))
+        return bool(own)
 
     def _backbone_fingerprints(self) -> list[dict | None]:
         """Per backbone, the fingerprint a save without backbone weights records (None where the weights are not in

@@ -78,6 +78,12 @@ def check_trusted(name: str, revision: str | None, index: int, trusted: bool) ->
     return bool(own)
 
 
+def runs_own_code(record: dict) -> bool:
+    """Whether the backbone of this `MetaEmbedConfig.backbones` record runs its own code (trusted, with an
+    `auto_map`): it is rebuilt from its saved code files, and those are saved beside the model."""
+    return bool(record.get("trust_remote_code")) and "auto_map" in record["config"]
+
+
 def code_sha256(folder: str) -> str:
     """Digest of the Python files of a code folder (names and contents, sorted by name)."""
     digest = hashlib.sha256()
@@ -138,6 +144,7 @@ __all__ = [
     "check_trusted",
     "code_folder",
     "code_sha256",
+    "runs_own_code",
     "own_code_map",
     "save_backbone_code",
     "trust_flags",
