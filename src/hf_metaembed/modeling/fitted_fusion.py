@@ -93,8 +93,8 @@ class FittedFusion(Fusion):
                 self.register_buffer(name, value)
 
     def fitted_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Name and shape of every fitted tensor."""
-        raise NotImplementedError
+        """Name and shape of every fitted tensor (each fitted fusion defines its own)."""
+        raise NotImplementedError(f"{type(self).__name__} must define fitted_shapes()")
 
     def fitted_tensor(self, name: str) -> torch.Tensor:
         return getattr(self, name)

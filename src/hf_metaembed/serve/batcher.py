@@ -9,6 +9,7 @@ Retry-After), so a server under too much load answers quickly instead of hanging
 """
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -88,10 +89,8 @@ class DynamicBatcher:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # the cancellation just asked for
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._executor.shutdown(wait=True)
 
     async def submit(self, jobs: Sequence[Any], rows: Sequence) -> list[Any]:
