@@ -7,8 +7,9 @@ the identity) and every chosen fusion over all backbones, or over every subset o
 
 Fusions come from the fusion registry (`hf_metaembed.modeling.fusion.FUSIONS`). The default list is `concat`,
 `average` when it is registered, `dme`, `cdme`, and every registered fusion that must be fitted before training
-(a *fitted* fusion: its class sets `needs_fitting = True` or defines `fit`); one whose model class offers no
-`fit_fusion` is skipped with its reason recorded, never silently.
+(a *fitted* fusion: one of `hf_metaembed.fitting.fitted_fusion_names()`, or a class that sets `needs_fitting = True`
+or defines `fit`), fitted on each fold's training part; one that `hf_metaembed.fitting` cannot fit is skipped with
+its reason recorded, never silently.
 """
 
 import hashlib

@@ -441,20 +441,15 @@ class Comparison:
         return self._finish(records, skipped, cache_summary, resumed, len(pending))
 
     def _skipped_upfront(self) -> dict[Cell, str]:
-        """Fusions that say they must be fitted but that neither `hf_metaembed.fitting` nor their model can fit."""
+        """Fusions that say they must be fitted but that `hf_metaembed.fitting` cannot fit."""
         from ..fitting import fitted_fusion_names
-        from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification
 
-        skipped = {}
-        if hasattr(MetaEmbedForSequenceClassification, "fit_fusion"):
-            return skipped
-        for cell in self.cells:
-            if not cell.alone and is_fitted_fusion(cell.fusion) and cell.fusion not in fitted_fusion_names():
-                skipped[cell] = (
-                    f"fusion {cell.fusion!r} must be fitted before training, and this version of hf_metaembed has no "
-                    "fit_fusion to fit it on cached features"
-                )
-        return skipped
+        return {
+            cell: f"fusion {cell.fusion!r} must be fitted before training, and hf_metaembed.fitting cannot fit it on "
+            f"cached features (it fits: {', '.join(fitted_fusion_names())})"
+            for cell in self.cells
+            if not cell.alone and is_fitted_fusion(cell.fusion) and cell.fusion not in fitted_fusion_names()
+        }
 
     def _execute(self, context: RunContext, pending: list[tuple[Cell, int]], protocol: str):
         """Yield `(cell, record)` for every pending run as it finishes (each written to its file first)."""

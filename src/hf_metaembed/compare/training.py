@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..cache import CachedFeatureCollator, CachedFeatureDataset, FeatureCache
-from ..fitting import fit_fusion, fitted_fusion_names
+from ..fitting import fit_fusion
 from ..modeling.configuration_metaembed import MetaEmbedConfig
 from ..modeling.modeling_metaembed import MetaEmbedForSequenceClassification, MetaEmbedModel
 from .grid import Cell, is_fitted_fusion
@@ -270,31 +270,19 @@ def train_fold(model, train: CellFeatures, validation: CellFeatures, budget: Bud
 
 
 def _fit_fusion(model, features: CellFeatures, fusion: str) -> None:
-    """Fit a fitted fusion on the training features of this fold only: the library's fitted fusions through
-    `hf_metaembed.fitting.fit_fusion` on every real unit vector of the fold, one `(vectors, d_i)` array per backbone;
-    another block through its model's `fit_fusion`."""
-    if fusion in fitted_fusion_names():
-        per_backbone = [[] for _ in features.backbones]
-        for index in range(len(features)):
-            for segment in features[index]["backbone_states"]:
-                for position, states in enumerate(segment):
-                    per_backbone[position].append(torch.as_tensor(states, dtype=torch.float32))
-        try:
-            fit_fusion(model, [torch.cat(states).numpy() for states in per_backbone], seed=0)
-        except ValueError as error:  # e.g. a fold with fewer training vectors than the fusion's width
-            reason = f"fusion {fusion!r} could not be fitted on this fold's training features: {error}"
-            raise CellSkipped(reason) from error
-        return
-    fit = getattr(model, "fit_fusion", None)
-    if fit is None:
-        raise CellSkipped(
-            f"fusion {fusion!r} must be fitted before training, but {type(model).__name__} has no fit_fusion in this "
-            "version of hf_metaembed"
-        )
+    """Fit a fitted fusion on the training features of this fold only, through `hf_metaembed.fitting.fit_fusion` on
+    every real unit vector of the fold, one `(vectors, d_i)` array per backbone (a fusion it cannot fit was skipped
+    before any run)."""
+    per_backbone = [[] for _ in features.backbones]
+    for index in range(len(features)):
+        for segment in features[index]["backbone_states"]:
+            for position, states in enumerate(segment):
+                per_backbone[position].append(torch.as_tensor(states, dtype=torch.float32))
     try:
-        fit(features)
-    except (TypeError, NotImplementedError) as error:
-        raise CellSkipped(f"fusion {fusion!r} could not be fitted on cached features: {error}") from error
+        fit_fusion(model, [torch.cat(states).numpy() for states in per_backbone], seed=0)
+    except ValueError as error:  # e.g. a fold with fewer training vectors than the fusion's width
+        reason = f"fusion {fusion!r} could not be fitted on this fold's training features: {error}"
+        raise CellSkipped(reason) from error
 
 
 def run_cell(context: RunContext, cell: Cell, seed: int) -> dict:
